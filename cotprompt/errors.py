@@ -1,0 +1,39 @@
+"""Exceptions raised by cotprompt.
+
+Every error a user can cause derives from :class:`CotpromptError`, so that applications can catch
+the library's errors in one place; each subclass also derives from the built-in exception that
+best describes it (``ValueError``, ``KeyError``, ...), so existing handlers keep working.
+"""
+
+from __future__ import annotations
+
+
+class CotpromptError(Exception):
+    """Base class of every error raised on purpose by cotprompt."""
+
+
+class UnknownComponentError(CotpromptError, KeyError):
+    """A component name (backbone, generator, tuner, aggregator) is not registered."""
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class PluginError(CotpromptError, RuntimeError):
+    """A third-party plugin failed to load or registered something invalid."""
+
+
+class ConfigError(CotpromptError, ValueError):
+    """A configuration value or file is invalid."""
+
+
+class ArtifactError(CotpromptError, ValueError):
+    """A saved pipeline (config or weights) is missing, corrupt or does not match."""
+
+
+class DataError(CotpromptError, ValueError):
+    """A dataset, split file, image or class list is invalid."""
+
+
+class TrainingError(CotpromptError, RuntimeError):
+    """Training cannot go on (for example the loss became NaN)."""
