@@ -1,0 +1,257 @@
+"""Backbone ``open_clip``: any open_clip CLIP model, frozen, with a text encoder over embeddings."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import Tensor, nn
+
+from cotprompt.config import ComponentConfig
+from cotprompt.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+_CONFIG_DIR = Path(__file__).parent / "model_configs"
+#: Small architectures shipped with cotprompt for offline use and tests (random weights only).
+TINY_MODEL = "cotprompt-tiny"
+_registered = False
+
+
+def register_model_configs() -> None:
+    """Make cotprompt's small model configs (``cotprompt-tiny``) known to open_clip."""
+    global _registered
+    if not _registered:
+        import open_clip
+
+        open_clip.add_model_config(_CONFIG_DIR)
+        _registered = True
+
+
+class OpenCLIPBackboneConfig(ComponentConfig):
+    """Options of the ``open_clip`` backbone.
+
+    Args:
+        model_name: An open_clip architecture name (``ViT-B-16``, ``ViT-L-14``, ...), an
+            ``hf-hub:org/repo`` id, or ``cotprompt-tiny`` (small, random weights, for tests).
+        pretrained: open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k``...) or a path to a
+            checkpoint; ``None`` builds random weights from the architecture config.
+        init_seed: Seed for random weights when ``pretrained`` is ``None``, so that the same
+            backbone can be rebuilt when a saved pipeline is loaded.
+        cache_dir: Where open_clip stores downloaded weights.
+        precision: open_clip precision (``fp32``, ``fp16``, ``bf16``).
+    """
+
+    model_name: str = "ViT-B-16"
+    pretrained: str | None = "openai"
+    init_seed: int = 0
+    cache_dir: str | None = None
+    precision: str = "fp32"
+    extra: dict[str, Any] = Field(default_factory=dict, description="passed to create_model")
+
+
+class OpenCLIPBackbone(nn.Module):
+    """A frozen open_clip model exposing what prompt tuners need.
+
+    The text encoder is reached through :meth:`encode_text_embeddings`, which takes token
+    *embeddings* so that learnable context vectors can be spliced in. All parameters are frozen.
+    """
+
+    name: ClassVar[str] = "open_clip"
+    Config: ClassVar[type[OpenCLIPBackboneConfig]] = OpenCLIPBackboneConfig
+
+    def __init__(self, config: OpenCLIPBackboneConfig | None = None) -> None:
+        super().__init__()
+        import open_clip
+
+        self.config = config or OpenCLIPBackboneConfig()
+        register_model_configs()
+        cfg = self.config
+        if cfg.pretrained is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.init_seed)
+                model, _, preprocess = self._create(open_clip, None)
+        else:
+            model, _, preprocess = self._create(open_clip, cfg.pretrained)
+        self.model = model.eval().requires_grad_(False)
+        self._preprocess = preprocess
+        self._tokenizer = open_clip.get_tokenizer(cfg.model_name)
+        self.text = self._text_tower(self.model)
+        self.embed_dim = int(self.text.text_projection.shape[-1])
+        self.text_width = int(self.text.token_embedding.weight.shape[-1])
+        self.context_length = int(self.text.positional_embedding.shape[0])
+        self._eot_token_id = self._find_eot_token_id()
+
+    def _create(self, open_clip: Any, pretrained: str | None) -> tuple[nn.Module, Any, Any]:
+        cfg = self.config
+        try:
+            return open_clip.create_model_and_transforms(
+                cfg.model_name,
+                pretrained=pretrained,
+                precision=cfg.precision,
+                cache_dir=cfg.cache_dir,
+                **cfg.extra,
+            )
+        except RuntimeError as exc:
+            if "Unknown model" in str(exc) or "not found" in str(exc):
+                raise ConfigError(
+                    f"open_clip does not know model {cfg.model_name!r} / pretrained "
+                    f"{pretrained!r}: {exc}. See open_clip.list_pretrained()."
+                ) from exc
+            raise
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"could not load open_clip model {cfg.model_name!r} with pretrained weights "
+                f"{pretrained!r}: {exc}. Without network access, point `pretrained` at a local "
+                "checkpoint file, or use pretrained=None for random weights."
+            ) from exc
+
+    @staticmethod
+    def _text_tower(model: nn.Module) -> nn.Module:
+        """The module holding token_embedding/transformer/ln_final/text_projection."""
+        text = getattr(model, "text", model)
+        needed = ("token_embedding", "positional_embedding", "transformer", "ln_final")
+        if not all(hasattr(text, attr) for attr in needed) or getattr(text, "cls_emb", None) is not None:
+            raise ConfigError(
+                f"{type(model).__name__} has no CLIP-style causal text transformer; prompt "
+                "tuning needs one (open_clip CLIP / CustomTextCLIP with a TextTransformer)"
+            )
+        pool = getattr(text, "text_pool_type", getattr(text, "pool_type", "argmax"))
+        if pool not in ("argmax", "eos"):
+            raise ConfigError(
+                f"text pooling {pool!r} is not supported: prompt tuning pools at the "
+                "end-of-text token (CLIP's 'argmax' pooling)"
+            )
+        if getattr(text, "text_projection", None) is None:
+            raise ConfigError("the text tower has no text_projection")
+        return text
+
+    def _find_eot_token_id(self) -> int:
+        tokenizer = self._tokenizer
+        eot = getattr(tokenizer, "eot_token_id", None)
+        if eot is None:  # HF tokenizers
+            eot = getattr(getattr(tokenizer, "tokenizer", None), "eos_token_id", None)
+        if eot is None:
+            raise ConfigError("cannot find the end-of-text token id of the tokenizer")
+        return int(eot)
+
+    # -- properties -----------------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live."""
+        return self.text.positional_embedding.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the text encoder weights."""
+        return self.text.positional_embedding.dtype
+
+    @property
+    def logit_scale(self) -> Tensor:
+        """``exp(logit_scale)``, a scalar tensor."""
+        return self.model.logit_scale.exp().reshape(())
+
+    @cached_property
+    def causal_mask(self) -> Tensor:
+        """The additive causal mask ``[context_length, context_length]`` of the text encoder."""
+        return torch.full((self.context_length,) * 2, float("-inf")).triu_(1)
+
+    @property
+    def text_projection(self) -> Tensor:
+        """``[W, E]`` projection from the text width to the joint space."""
+        proj = self.text.text_projection
+        return proj.weight.t() if isinstance(proj, nn.Linear) else proj
+
+    # -- images ---------------------------------------------------------------------------
+
+    def image_transform(self, train: bool = False) -> Callable[[Any], Tensor]:
+        """open_clip's evaluation preprocessing (resize, centre crop, normalise); with
+        ``train=True`` CoOp's augmentation (random resized crop and horizontal flip)."""
+        if not train:
+            return self._preprocess
+        from torchvision import transforms as T
+
+        size = self.model.visual.image_size
+        size = size[0] if isinstance(size, (tuple, list)) else size
+        normalize = next(t for t in self._preprocess.transforms if isinstance(t, T.Normalize))
+        return T.Compose(
+            [
+                T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+                T.RandomHorizontalFlip(),
+                T.Lambda(lambda img: img.convert("RGB")),
+                T.ToTensor(),
+                normalize,
+            ]
+        )
+
+    def encode_images(self, pixels: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` -> ``[B, E]``."""
+        visual_dtype = next(self.model.visual.parameters()).dtype
+        return self.model.encode_image(pixels.to(self.device, visual_dtype))
+
+    # -- text -----------------------------------------------------------------------------
+
+    def tokenize(self, texts: Sequence[str]) -> Tensor:
+        """Texts -> ``[N, context_length]`` token ids."""
+        return self._tokenizer(list(texts), context_length=self.context_length)
+
+    def count_tokens(self, text: str) -> int:
+        """Number of BPE tokens in ``text``, without start and end tokens."""
+        tokens = self.tokenize([text])[0]
+        return int(self.end_of_text_index(tokens[None])[0]) - 1
+
+    def end_of_text_index(self, tokens: Tensor) -> Tensor:
+        """``[N]`` position of the first end-of-text token in each row."""
+        is_eot = tokens == self._eot_token_id
+        if not bool(is_eot.any(-1).all()):
+            raise ConfigError("a text does not fit in the context length (no end-of-text token)")
+        return is_eot.int().argmax(-1)
+
+    def embed_tokens(self, tokens: Tensor) -> Tensor:
+        """``[N, L]`` ids -> ``[N, L, W]`` embeddings."""
+        return self.text.token_embedding(tokens.to(self.device)).to(self.dtype)
+
+    def encode_text_embeddings(self, embeddings: Tensor, eot_index: Tensor) -> Tensor:
+        """``[N, L, W]`` prompt embeddings -> ``[N, E]`` features (CLIP's text forward).
+
+        ``L`` may be shorter than the context length: the transformer is causal and features are
+        pooled at ``eot_index``, so positions after the last end-of-text token change nothing.
+        """
+        n, length, _ = embeddings.shape
+        x = embeddings + self.text.positional_embedding[:length].to(embeddings.dtype)
+        mask = self.causal_mask[:length, :length].to(device=x.device, dtype=x.dtype)
+        x = self.text.transformer(x, attn_mask=mask)
+        x = self.text.ln_final(x)
+        pooled = x[torch.arange(n, device=x.device), eot_index.to(x.device)]
+        return pooled @ self.text_projection.to(pooled.dtype)
+
+    @torch.no_grad()
+    def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:
+        """Plain texts -> ``[N, E]`` features, truncated at the longest end-of-text token."""
+        outputs = []
+        for start in range(0, len(texts), batch_size):
+            tokens = self.tokenize(texts[start : start + batch_size]).to(self.device)
+            eot = self.end_of_text_index(tokens)
+            length = int(eot.max()) + 1
+            outputs.append(self.encode_text_embeddings(self.embed_tokens(tokens[:, :length]), eot))
+        return torch.cat(outputs)
+
+    def spec(self) -> dict[str, Any]:
+        """Backbone name and config, enough to rebuild it."""
+        return {"name": self.name, "config": self.config.model_dump()}
+
+    def train(self, mode: bool = True) -> OpenCLIPBackbone:
+        """The backbone stays in eval mode: it is frozen."""
+        return super().train(False)
+
+
+def normalize(x: Tensor) -> Tensor:
+    """L2-normalise the last dimension."""
+    return F.normalize(x, dim=-1)

@@ -1,0 +1,165 @@
+"""Token buffers of a prompt chain: frozen embeddings around the learnable context.
+
+Every text of every step and label becomes one sequence
+``[start token][n_ctx context slots][text tokens][end-of-text]...``. The frozen parts are embedded
+once per label set, as CoOp does: tokenise ``"X X ... X " + text`` and keep the embeddings before
+(``prefix``) and after (``suffix``) the placeholder slots.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from cotprompt.backbones.base import Backbone
+from cotprompt.errors import ConfigError
+from cotprompt.types import PromptChain
+
+ClassTokenPosition = Literal["end", "middle", "front"]
+
+
+@dataclass
+class PromptTokens:
+    """Frozen token embeddings of all N texts of a chain (all steps, labels and ensembles).
+
+    Attributes:
+        prefix: ``[N, 1, W]`` start-token embeddings.
+        suffix: ``[N, S, W]`` embeddings after the context slots (label, text, end, padding),
+            truncated after the longest end-of-text position when ``truncated``.
+        eot_index: ``[N]`` end-of-text position in the assembled sequence.
+        step_index: ``[N]`` chain step k of each text.
+        label_index: ``[N]`` label c of each text.
+        group_index: ``[N]`` ``k * C + c``, the (step, label) cell a text is ensembled into.
+        group_count: ``[K * C]`` number of texts per cell.
+        order: ``[N, L]`` gather index from the ``end`` layout to the requested class-token
+            position, or ``None`` for ``end``.
+        num_steps: K.
+        num_labels: C.
+    """
+
+    prefix: Tensor
+    suffix: Tensor
+    eot_index: Tensor
+    step_index: Tensor
+    label_index: Tensor
+    group_index: Tensor
+    group_count: Tensor
+    order: Tensor | None
+    num_steps: int
+    num_labels: int
+
+    @property
+    def num_texts(self) -> int:
+        """N, the number of sequences."""
+        return int(self.prefix.shape[0])
+
+    @property
+    def one_text_per_cell(self) -> bool:
+        """True when no ensembling is needed (texts are exactly the K x C cells, in order)."""
+        return self.num_texts == self.num_steps * self.num_labels and bool(
+            torch.equal(self.group_index, torch.arange(self.num_texts, device=self.group_index.device))
+        )
+
+    def to(self, device: torch.device | str) -> PromptTokens:
+        """A copy on ``device``."""
+        moved = {
+            name: (value.to(device) if isinstance(value, Tensor) else value)
+            for name, value in self.__dict__.items()
+        }
+        return PromptTokens(**moved)
+
+
+def build_prompt_tokens(
+    backbone: Backbone,
+    chain: PromptChain,
+    n_ctx: int,
+    position: ClassTokenPosition = "end",
+    truncate: bool = True,
+) -> PromptTokens:
+    """Tokenise and embed every text of ``chain`` once.
+
+    Args:
+        backbone: Provides the tokenizer and the frozen token embedding.
+        chain: K steps x C labels x T texts.
+        n_ctx: Number of learnable context slots before the text.
+        position: Where the label's tokens go relative to the context (CoOp's
+            ``CLASS_TOKEN_POSITION``); ``middle`` and ``front`` need texts that start with the label.
+        truncate: Drop positions after the longest end-of-text token (exact: the text encoder is
+            causal and pools at the end-of-text token).
+
+    Returns:
+        The buffers, on the backbone's device.
+    """
+    texts: list[str] = []
+    steps: list[int] = []
+    labels: list[int] = []
+    name_lengths: list[int] = []
+    placeholder = " ".join(["X"] * n_ctx)
+    for k, step in enumerate(chain.steps):
+        for c, label_texts in enumerate(step.texts):
+            for text in label_texts:
+                texts.append(f"{placeholder} {text}" if n_ctx else text)
+                steps.append(k)
+                labels.append(c)
+                if position != "end":
+                    label = chain.labels[c]
+                    if not text.startswith(label):
+                        raise ConfigError(
+                            f"class_token_position={position!r} needs step texts that start with "
+                            f"the label; step {step.name!r} has {text!r} for {label!r}"
+                        )
+                    name_lengths.append(backbone.count_tokens(label))
+    tokens = backbone.tokenize(texts)
+    eot_index = backbone.end_of_text_index(tokens)
+    if int(eot_index.min()) < n_ctx + 1:
+        raise ConfigError("a prompt text is empty: nothing follows the learnable context")
+    length = int(eot_index.max()) + 1 if truncate else tokens.shape[1]
+    tokens = tokens[:, :length].to(backbone.device)
+    with torch.no_grad():
+        embeddings = backbone.embed_tokens(tokens)
+    num_steps, num_labels = chain.num_steps, chain.num_labels
+    step_index = torch.tensor(steps, dtype=torch.long)
+    label_index = torch.tensor(labels, dtype=torch.long)
+    group_index = step_index * num_labels + label_index
+    group_count = torch.bincount(group_index, minlength=num_steps * num_labels)
+    order = None
+    if position != "end":
+        order = _class_token_order(torch.tensor(name_lengths), n_ctx, length, position)
+    device = backbone.device
+    return PromptTokens(
+        prefix=embeddings[:, :1].clone(),
+        suffix=embeddings[:, 1 + n_ctx :].clone(),
+        eot_index=eot_index.to(device),
+        step_index=step_index.to(device),
+        label_index=label_index.to(device),
+        group_index=group_index.to(device),
+        group_count=group_count.to(device),
+        order=None if order is None else order.to(device),
+        num_steps=num_steps,
+        num_labels=num_labels,
+    )
+
+
+def _class_token_order(
+    name_lengths: Tensor, n_ctx: int, length: int, position: ClassTokenPosition
+) -> Tensor:
+    """``[N, L]`` source positions (in the ``end`` layout) of each position of the prompt.
+
+    ``end``: ``[start][ctx][name][rest]``; ``middle``: ``[start][ctx[:h]][name][ctx[h:]][rest]``
+    with ``h = n_ctx // 2``; ``front``: ``[start][name][ctx][rest]`` (CoOp's layouts).
+    """
+    rows = []
+    for name_len in name_lengths.tolist():
+        ctx = list(range(1, 1 + n_ctx))
+        name = list(range(1 + n_ctx, 1 + n_ctx + name_len))
+        rest = list(range(1 + n_ctx + name_len, length))
+        if position == "middle":
+            half = n_ctx // 2
+            row = [0, *ctx[:half], *name, *ctx[half:], *rest]
+        else:
+            row = [0, *name, *ctx, *rest]
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.long)
