@@ -245,7 +245,7 @@ class OpenCLIPBackbone(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         """Backbone name and config, enough to rebuild it."""
-        return {"name": self.name, "config": self.config.model_dump()}
+        return {"name": self.name, "config": self.config.model_dump(mode="json")}
 
     def train(self, mode: bool = True) -> OpenCLIPBackbone:
         """The backbone stays in eval mode: it is frozen."""

@@ -1,0 +1,32 @@
+"""Datasets for few-shot prompt tuning: records, readers, image checks and sampling."""
+
+from __future__ import annotations
+
+from cotprompt.data.images import load_image, verify_images
+from cotprompt.data.records import ImageClassificationDataset, ImageRecord, Transform
+from cotprompt.data.sampling import base_new_split, few_shot, subsample_classes
+from cotprompt.data.sources import (
+    DIGIT_NAMES,
+    IMAGE_EXTENSIONS,
+    digits_dataset,
+    from_coop_split,
+    from_csv,
+    from_folder,
+)
+
+__all__ = [
+    "DIGIT_NAMES",
+    "IMAGE_EXTENSIONS",
+    "ImageClassificationDataset",
+    "ImageRecord",
+    "Transform",
+    "base_new_split",
+    "digits_dataset",
+    "few_shot",
+    "from_coop_split",
+    "from_csv",
+    "from_folder",
+    "load_image",
+    "subsample_classes",
+    "verify_images",
+]

@@ -1,0 +1,58 @@
+"""Turning what users pass to ``predict`` (paths, PIL images, tensors) into pixel batches."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, Union
+
+import torch
+from PIL import Image
+from torch import Tensor
+
+from cotprompt.data.images import load_image
+from cotprompt.errors import DataError
+
+ImageLike = Union[str, os.PathLike, Image.Image]
+ImagesInput = Union[ImageLike, Sequence[ImageLike], Tensor]
+
+
+def as_image_list(images: ImagesInput) -> list[ImageLike] | Tensor:
+    """A list of paths / PIL images, or a ``[B, 3, H, W]`` pixel tensor."""
+    if isinstance(images, Tensor):
+        if images.dim() == 3:
+            images = images.unsqueeze(0)
+        if images.dim() != 4 or images.shape[1] != 3:
+            raise DataError(
+                f"pixel tensors must be [B, 3, H, W] (preprocessed); got shape {tuple(images.shape)}"
+            )
+        return images
+    if isinstance(images, (str, os.PathLike, Image.Image)):
+        return [images]
+    items = list(images)
+    if not items:
+        raise DataError("no images given")
+    for item in items:
+        if not isinstance(item, (str, os.PathLike, Image.Image)):
+            raise DataError(
+                f"cannot read an image from a {type(item).__name__}; pass paths, PIL images or a "
+                "[B, 3, H, W] tensor"
+            )
+    return items
+
+
+def pixel_batches(
+    images: list[ImageLike] | Tensor, transform: Callable[[Any], Tensor], batch_size: int
+) -> Iterator[Tensor]:
+    """Yield ``[b, 3, H, W]`` batches (images loaded and transformed lazily)."""
+    if isinstance(images, Tensor):
+        yield from images.split(batch_size)
+        return
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        loaded = [
+            item.convert("RGB") if isinstance(item, Image.Image) else load_image(Path(item))
+            for item in chunk
+        ]
+        yield torch.stack([transform(image) for image in loaded])

@@ -1,0 +1,56 @@
+"""The trainable model: frozen backbone + tuner + aggregator -> logits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from cotprompt.backbones.base import Backbone
+
+
+class PromptModel(nn.Module):
+    """Logits from image features (or pixels) through the tuner's prompts and the aggregator.
+
+    The backbone is held outside the module tree: it is frozen, never saved and never wrapped
+    for data-parallel training.
+
+    Args:
+        backbone: The frozen backbone the tuner is bound to.
+        tuner: A bound :class:`~cotprompt.protocols.PromptTuner` (an ``nn.Module``).
+        aggregator: A bound :class:`~cotprompt.protocols.Aggregator` (an ``nn.Module``).
+    """
+
+    def __init__(self, backbone: Backbone, tuner: Any, aggregator: Any) -> None:
+        super().__init__()
+        self._backbone = (backbone,)
+        self.tuner = tuner
+        self.aggregator = aggregator
+
+    @property
+    def backbone(self) -> Backbone:
+        """The frozen backbone."""
+        return self._backbone[0]
+
+    def image_features(self, pixels: Tensor) -> Tensor:
+        """``[B, 3, H, W]`` -> normalised ``[B, E]`` (with gradients only if the tuner tunes the
+        image encoder)."""
+        return F.normalize(self.tuner.encode_images(self.backbone, pixels).float(), dim=-1)
+
+    def forward(self, inputs: Tensor, inputs_are_pixels: bool = False) -> Tensor:
+        """Logits ``[B, C]`` from normalised image features ``[B, E]`` or pixels ``[B, 3, H, W]``."""
+        features = self.image_features(inputs) if inputs_are_pixels else inputs
+        conditioned = features if self.tuner.image_conditioned else None
+        text = self.tuner.encode_text(self.backbone, conditioned)
+        return self.aggregator(features, text, self.backbone.logit_scale.float())
+
+    def trainable_state(self) -> dict[str, Tensor]:
+        """Named trainable tensors (``tuner.*``, ``aggregator.*``): what an artifact stores."""
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    @torch.no_grad()
+    def logits(self, features: Tensor) -> Tensor:
+        """Inference logits from normalised features."""
+        return self.forward(features)

@@ -1,0 +1,552 @@
+"""``CoTPipeline``: backbone + generator + tuner + aggregator, trained and used as one object."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+from torch import Tensor
+
+from cotprompt import artifact
+from cotprompt.config import ComponentSpec
+from cotprompt.data.records import ImageClassificationDataset
+from cotprompt.errors import ArtifactError, ConfigError, DataError
+from cotprompt.evaluation.metrics import EvaluationResult
+from cotprompt.inputs import ImagesInput, as_image_list, pixel_batches
+from cotprompt.model import PromptModel
+from cotprompt.model_card import render_card
+from cotprompt.plugins import get_registry
+from cotprompt.training.config import TrainingConfig
+from cotprompt.training.trainer import StepInfo, Trainer, TrainingResult
+from cotprompt.types import PromptChain, Task
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("backbone", "generator", "tuner", "aggregator")
+
+#: Component choices of the three classic methods (used by :meth:`CoTPipeline.for_method`).
+METHODS: dict[str, dict[str, ComponentSpec]] = {
+    "coop": {
+        "generator": ComponentSpec(name="rule-based"),
+        "tuner": ComponentSpec(name="coop"),
+        "aggregator": ComponentSpec(name="mean"),
+    },
+    "cocoop": {
+        "generator": ComponentSpec(name="rule-based"),
+        "tuner": ComponentSpec(name="cocoop"),
+        "aggregator": ComponentSpec(name="mean"),
+    },
+    "cotpt": {
+        "generator": ComponentSpec(name="rule-based", config={"preset": "cot"}),
+        "tuner": ComponentSpec(name="cotpt"),
+        "aggregator": ComponentSpec(name="adaptive"),
+    },
+}
+
+
+class PipelineConfig(BaseModel):
+    """A whole pipeline by registered names (what a YAML/JSON config file holds).
+
+    Args:
+        backbone: Default ``open_clip`` with ViT-B-16 / openai.
+        generator: Default ``rule-based``.
+        tuner: Default ``coop``.
+        aggregator: Default ``mean``.
+        training: Training options.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    backbone: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="open_clip"))
+    generator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="rule-based"))
+    tuner: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="coop"))
+    aggregator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="mean"))
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One image's prediction.
+
+    Attributes:
+        label: The most likely label.
+        index: Its index in the pipeline's labels.
+        score: Its softmax probability.
+        top_k: ``(label, probability)`` pairs, most likely first.
+    """
+
+    label: str
+    index: int
+    score: float
+    top_k: tuple[tuple[str, float], ...]
+
+
+def _component_record(kind: str, component: Any) -> dict[str, Any]:
+    info = get_registry().find_class(type(component))
+    name = getattr(component, "name", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"the {kind} {type(component).__name__} has no `name` class attribute")
+    config = getattr(component, "config", None)
+    return {
+        "name": name,
+        "package": info.package if info else type(component).__module__.split(".")[0],
+        "config": config.model_dump(mode="json") if isinstance(config, BaseModel) else {},
+    }
+
+
+class CoTPipeline:
+    """Few-shot prompt tuning of a frozen vision-language model, end to end.
+
+    Build one with :meth:`create` (names or objects), :meth:`from_config` (a config file),
+    :meth:`for_method` (``coop``, ``cocoop``, ``cotpt``) or :meth:`from_pretrained`; then
+    :meth:`fit`, :meth:`evaluate`, :meth:`predict`, :meth:`save_pretrained`.
+
+    Args:
+        backbone: A backbone object (``open_clip``...).
+        generator: A :class:`~cotprompt.protocols.PromptGenerator`.
+        tuner: A :class:`~cotprompt.protocols.PromptTuner`.
+        aggregator: An :class:`~cotprompt.protocols.Aggregator`.
+        training: Default training options for :meth:`fit`.
+        class_names: Labels to bind right away (else the first :meth:`fit` binds its dataset's).
+        device: Where to run; default CUDA when available, else CPU.
+    """
+
+    def __init__(
+        self,
+        backbone: Any,
+        generator: Any,
+        tuner: Any,
+        aggregator: Any,
+        *,
+        training: TrainingConfig | None = None,
+        class_names: Sequence[str] | Task | None = None,
+        device: str | torch.device | None = None,
+    ) -> None:
+        self.backbone = backbone
+        self.generator = generator
+        self.tuner = tuner
+        self.aggregator = aggregator
+        self.training = training or TrainingConfig()
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.backbone.to(self.device)
+        self.model = PromptModel(backbone, tuner, aggregator)
+        self.task: Task | None = None
+        self.chain: PromptChain | None = None
+        self.metrics: dict[str, dict[str, float]] = {}
+        self.training_data: dict[str, Any] | None = None
+        self.source: dict[str, Any] | None = None
+        self._zero_shot_cache: tuple[PromptChain, Tensor] | None = None
+        if class_names is not None:
+            self.set_classes(class_names)
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        backbone: str | Any = "open_clip",
+        generator: str | Any = "rule-based",
+        tuner: str | Any = "coop",
+        aggregator: str | Any = "mean",
+        backbone_config: Mapping[str, Any] | BaseModel | None = None,
+        generator_config: Mapping[str, Any] | BaseModel | None = None,
+        tuner_config: Mapping[str, Any] | BaseModel | None = None,
+        aggregator_config: Mapping[str, Any] | BaseModel | None = None,
+        training: TrainingConfig | Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | Task | None = None,
+        device: str | torch.device | None = None,
+    ) -> CoTPipeline:
+        """Compose a pipeline from registered names (plus options) or ready objects.
+
+        Raises:
+            UnknownComponentError: A name is not registered (the message lists close matches).
+            ConfigError: Options do not validate.
+        """
+        registry = get_registry()
+        given = {"backbone": (backbone, backbone_config), "generator": (generator, generator_config),
+                 "tuner": (tuner, tuner_config), "aggregator": (aggregator, aggregator_config)}
+        built = {}
+        for kind, (value, options) in given.items():
+            if isinstance(value, str):
+                built[kind] = registry.create(kind, value, options)
+            elif options is not None:
+                raise ConfigError(f"{kind}_config is only used with a {kind} name, not an object")
+            else:
+                built[kind] = value
+        if isinstance(training, Mapping):
+            training = TrainingConfig.model_validate(training)
+        return cls(**built, training=training, class_names=class_names, device=device)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: PipelineConfig | Mapping[str, Any] | str | Path,
+        *,
+        class_names: Sequence[str] | Task | None = None,
+        device: str | torch.device | None = None,
+    ) -> CoTPipeline:
+        """Build from a :class:`PipelineConfig`, a mapping, or a YAML/JSON file path."""
+        from cotprompt.config_files import load_pipeline_config
+
+        if not isinstance(config, PipelineConfig):
+            config = load_pipeline_config(config)
+        return cls.create(
+            backbone=config.backbone.name, backbone_config=config.backbone.config,
+            generator=config.generator.name, generator_config=config.generator.config,
+            tuner=config.tuner.name, tuner_config=config.tuner.config,
+            aggregator=config.aggregator.name, aggregator_config=config.aggregator.config,
+            training=config.training, class_names=class_names, device=device,
+        )
+
+    @classmethod
+    def for_method(
+        cls,
+        method: str,
+        *,
+        model_name: str = "ViT-B-16",
+        pretrained: str | None = "openai",
+        backbone: Any = None,
+        tuner_config: Mapping[str, Any] | None = None,
+        training: TrainingConfig | Mapping[str, Any] | None = None,
+        class_names: Sequence[str] | Task | None = None,
+        device: str | torch.device | None = None,
+    ) -> CoTPipeline:
+        """CoOp, CoCoOp or CoT-PT with their published defaults on an open_clip model.
+
+        Args:
+            method: ``"coop"``, ``"cocoop"`` or ``"cotpt"``.
+            model_name: open_clip architecture (ignored when ``backbone`` is given).
+            pretrained: open_clip pretrained tag; ``None`` for random weights.
+            backbone: An already built backbone to share between pipelines.
+            tuner_config: Overrides of the tuner's options.
+        """
+        if method not in METHODS:
+            import difflib
+
+            close = difflib.get_close_matches(method, list(METHODS), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"unknown method {method!r}; choose one of {sorted(METHODS)}{hint}")
+        specs = METHODS[method]
+        return cls.create(
+            backbone=backbone if backbone is not None else "open_clip",
+            backbone_config=None if backbone is not None else {
+                "model_name": model_name, "pretrained": pretrained},
+            generator=specs["generator"].name, generator_config=specs["generator"].config,
+            tuner=specs["tuner"].name, tuner_config={**specs["tuner"].config, **(tuner_config or {})},
+            aggregator=specs["aggregator"].name, aggregator_config=specs["aggregator"].config,
+            training=training, class_names=class_names, device=device,
+        )
+
+    # -- labels -------------------------------------------------------------------------------
+
+    @property
+    def class_names(self) -> list[str]:
+        """The labels the pipeline currently predicts over."""
+        if self.task is None:
+            raise ConfigError("no classes yet: call set_classes() or fit()")
+        return list(self.task.labels)
+
+    def set_classes(self, classes: Sequence[str] | Task, chain: PromptChain | None = None
+                    ) -> PromptChain:
+        """Bind the pipeline to a label set (generating its prompt chain).
+
+        Prompts with unified context transfer to new classes; class-specific ones refuse.
+
+        Args:
+            classes: Class names (underscores read as spaces) or a :class:`Task`.
+            chain: A ready chain to use instead of running the generator.
+
+        Returns:
+            The chain now in use.
+        """
+        task = classes if isinstance(classes, Task) else Task.classification(list(classes))
+        if chain is None:
+            chain = self.generator.generate(task, self.backbone)
+        if chain.labels != task.labels:
+            raise DataError("the prompt chain's labels differ from the task's labels")
+        self.tuner.bind(self.backbone, chain)
+        self.aggregator.bind(chain.num_steps, self.backbone.embed_dim)
+        self.model.to(self.device)
+        self.task, self.chain = task, chain
+        return chain
+
+    def _check_dataset_classes(self, dataset: ImageClassificationDataset) -> None:
+        names = [n.replace("_", " ") for n in dataset.class_names]
+        if self.task is None:
+            self.set_classes(dataset.class_names)
+        elif names != list(self.task.labels):
+            extra = sorted(set(names) - set(self.task.labels))[:5]
+            missing = sorted(set(self.task.labels) - set(names))[:5]
+            raise DataError(
+                "the dataset's classes do not match the pipeline's "
+                f"({len(names)} vs {len(self.task.labels)}; only in the dataset: {extra}, only in "
+                f"the pipeline: {missing}, or a different order). Call "
+                "pipeline.set_classes(dataset.class_names) to use the prompts on these classes"
+            )
+
+    # -- training -----------------------------------------------------------------------------
+
+    def fit(
+        self,
+        train: ImageClassificationDataset,
+        *,
+        val: ImageClassificationDataset | None = None,
+        training: TrainingConfig | Mapping[str, Any] | None = None,
+        resume_from: str | Path | None = None,
+        callbacks: Sequence[Callable[[StepInfo], None]] = (),
+    ) -> TrainingResult:
+        """Train the tuner and aggregator on ``train`` (binding its classes if none are bound).
+
+        Args:
+            train: Labelled images, typically :func:`~cotprompt.data.few_shot` of a dataset.
+            val: Optional validation set evaluated after every epoch.
+            training: Options for this call (default: the pipeline's).
+            resume_from: A checkpoint folder, a folder of checkpoints, or ``"latest"``.
+            callbacks: Called with a :class:`StepInfo` after every step.
+
+        Returns:
+            A :class:`TrainingResult` with per-epoch history.
+
+        Raises:
+            DataError: Empty classes or a class list that does not match the bound one.
+            TrainingError: NaN loss, or an incompatible checkpoint.
+        """
+        if isinstance(training, Mapping):
+            training = TrainingConfig.model_validate(training)
+        config = training or self.training
+        train.check_nonempty_classes()
+        self._check_dataset_classes(train)
+        if val is not None:
+            self._check_dataset_classes(val)
+        trainer = Trainer(self.model, config)
+        self._move(trainer.accelerator.device)
+        validate = None
+        if val is not None:
+            val_features = trainer.encode_dataset(val.with_transform(self.backbone.image_transform()))
+            val_labels = torch.tensor(val.labels)
+
+            def validate() -> dict[str, float]:
+                preds = self._logits_from_features(val_features).argmax(-1).cpu()
+                return {"val_accuracy": float((preds == val_labels).float().mean() * 100)}
+
+        result = trainer.fit(
+            train,
+            eval_transform=self.backbone.image_transform(train=False),
+            train_transform=self.backbone.image_transform(train=True),
+            validate=validate,
+            resume_from=resume_from,
+            callbacks=callbacks,
+            fingerprint_extra={"labels": list(self.class_names),
+                               "components": self._component_records()},
+        )
+        self.training = config
+        self.training_data = {"num_images": len(train), "num_classes": train.num_classes,
+                              "epochs": config.epochs, "seed": config.seed}
+        self._zero_shot_cache = None
+        return result
+
+    def _move(self, device: torch.device) -> None:
+        if device != self.device:
+            self.device = device
+            self.backbone.to(device)
+            if self.task is not None and self.chain is not None:
+                self.set_classes(self.task, self.chain)  # rebuilds buffers on the new device
+            self.model.to(device)
+
+    def to(self, device: str | torch.device) -> CoTPipeline:
+        """Move the pipeline to ``device``; returns itself."""
+        self._move(torch.device(device))
+        return self
+
+    # -- inference ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def image_features(self, images: ImagesInput, batch_size: int = 64) -> Tensor:
+        """Normalised image features ``[B, E]`` of paths, PIL images or a pixel tensor."""
+        transform = self.backbone.image_transform(train=False)
+        self.model.eval()
+        parts = [self.model.image_features(pixels.to(self.device))
+                 for pixels in pixel_batches(as_image_list(images), transform, batch_size)]
+        return torch.cat(parts)
+
+    @torch.no_grad()
+    def _logits_from_features(self, features: Tensor, chunk: int = 256) -> Tensor:
+        self.model.eval()
+        return torch.cat([self.model(part.to(self.device)) for part in features.split(chunk)])
+
+    @torch.no_grad()
+    def zero_shot_logits(self, features: Tensor) -> Tensor:
+        """Logits ``[B, C]`` of the untuned classifier (the chain's zero-shot sentences)."""
+        if self.chain is None:
+            raise ConfigError("no classes yet: call set_classes() first")
+        if self._zero_shot_cache is None or self._zero_shot_cache[0] is not self.chain:
+            texts = [t for label_texts in self.chain.zero_shot for t in label_texts]
+            owner = torch.tensor([c for c, ts in enumerate(self.chain.zero_shot) for _ in ts])
+            encoded = F.normalize(self.backbone.encode_texts(texts).float(), dim=-1)
+            summed = torch.zeros(self.chain.num_labels, encoded.shape[-1], device=encoded.device)
+            summed.index_add_(0, owner.to(encoded.device), encoded)
+            self._zero_shot_cache = (self.chain, F.normalize(summed, dim=-1))
+        text = self._zero_shot_cache[1]
+        return self.backbone.logit_scale.float() * features.to(text.device) @ text.t()
+
+    def logits(self, images: ImagesInput, *, zero_shot: bool = False, batch_size: int = 64
+               ) -> Tensor:
+        """Logits ``[B, C]`` for images (paths, PIL images or a ``[B, 3, H, W]`` tensor)."""
+        features = self.image_features(images, batch_size)
+        return self.zero_shot_logits(features) if zero_shot else self._logits_from_features(features)
+
+    def predict(self, images: ImagesInput, *, top_k: int = 1, batch_size: int = 64,
+                zero_shot: bool = False) -> list[Prediction]:
+        """Predict labels for images.
+
+        Args:
+            images: Paths, PIL images, or preprocessed pixels ``[B, 3, H, W]``.
+            top_k: How many labels to return per image.
+            zero_shot: Use the untuned classifier instead of the learned prompts.
+
+        Returns:
+            One :class:`Prediction` per image.
+        """
+        labels = self.class_names
+        probs = self.logits(images, zero_shot=zero_shot, batch_size=batch_size).softmax(-1)
+        k = max(1, min(top_k, len(labels)))
+        values, indices = probs.topk(k, dim=-1)
+        out = []
+        for vals, idxs in zip(values.tolist(), indices.tolist(), strict=True):
+            ranked = tuple((labels[i], float(v)) for i, v in zip(idxs, vals, strict=True))
+            out.append(Prediction(label=labels[idxs[0]], index=idxs[0], score=vals[0], top_k=ranked))
+        return out
+
+    def evaluate(self, dataset: ImageClassificationDataset, *, batch_size: int = 64,
+                 zero_shot: bool = False, split: str | None = None) -> EvaluationResult:
+        """Accuracy, mean per-class accuracy and per-class accuracy on ``dataset``.
+
+        Args:
+            dataset: Labelled images over the pipeline's classes (same names, same order).
+            zero_shot: Evaluate the untuned classifier instead.
+            split: If given, the metrics are recorded under this name for the model card.
+        """
+        self._check_dataset_classes(dataset)
+        transform = self.backbone.image_transform(train=False)
+        loader = torch.utils.data.DataLoader(dataset.with_transform(transform),
+                                             batch_size=batch_size, shuffle=False)
+        preds = []
+        self.model.eval()
+        with torch.no_grad():
+            for pixels, _ in loader:
+                features = self.model.image_features(pixels.to(self.device))
+                logits = (self.zero_shot_logits(features) if zero_shot
+                          else self._logits_from_features(features))
+                preds.append(logits.argmax(-1).cpu())
+        result = EvaluationResult.from_predictions(torch.cat(preds), dataset.labels,
+                                                   self.class_names)
+        if split is not None:
+            self.metrics[split] = {"accuracy": result.accuracy,
+                                   "mean_per_class_accuracy": result.mean_per_class_accuracy}
+        return result
+
+    # -- saving and loading -------------------------------------------------------------------
+
+    def _component_records(self) -> dict[str, dict[str, Any]]:
+        records = {kind: _component_record(kind, getattr(self, kind)) for kind in KINDS}
+        return records
+
+    def artifact_config(self) -> dict[str, Any]:
+        """The JSON config describing this pipeline (without the weights entry)."""
+        if self.task is None or self.chain is None:
+            raise ConfigError("nothing to save: the pipeline has no classes yet")
+        config: dict[str, Any] = {
+            **self._component_records(),
+            "task": {"kind": self.task.kind, "labels": list(self.task.labels),
+                     "dataset": self.task.dataset},
+            "chain": self.chain.to_dict(),
+            "training": self.training.model_dump(mode="json"),
+        }
+        if self.training_data:
+            config["training_data"] = self.training_data
+        if self.metrics:
+            config["metrics"] = self.metrics
+        return config
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config, weights (trainable tensors only) and model card to ``directory``.
+
+        Files are replaced atomically; custom text in an existing ``README.md`` is kept.
+
+        Returns:
+            The folder.
+        """
+        directory = Path(directory)
+        config = self.artifact_config()
+        card_path = directory / artifact.CARD_NAME
+        existing = card_path.read_text(encoding="utf-8") if card_path.is_file() else None
+        card = render_card(config, existing)
+        return artifact.write_artifact(directory, config, self.model.trainable_state(), card)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | Path,
+        *,
+        revision: str | None = None,
+        token: str | None = None,
+        backbone: Any = None,
+        device: str | torch.device | None = None,
+    ) -> CoTPipeline:
+        """Load a saved pipeline from a folder or a Hugging Face Hub repository.
+
+        Args:
+            path_or_repo_id: A local folder, or a Hub repository id (``user/name``).
+            revision: Hub branch, tag or commit.
+            token: Hub token (default: the usual huggingface_hub settings).
+            backbone: An already built backbone to reuse; it must match the saved spec.
+            device: Where to run.
+
+        Raises:
+            ArtifactError: Missing/corrupt/tampered files, newer format, mismatching weights.
+            UnknownComponentError: A component's plugin is not installed (names the package).
+        """
+        from cotprompt.hub import resolve_artifact
+
+        directory, source = resolve_artifact(path_or_repo_id, revision=revision, token=token)
+        config = artifact.read_config(directory)
+        registry = get_registry()
+        built: dict[str, Any] = {}
+        try:
+            for kind in KINDS:
+                record = config[kind]
+                if kind == "backbone" and backbone is not None:
+                    if backbone.spec() != {"name": record["name"], "config": record["config"]}:
+                        raise ArtifactError(
+                            "the given backbone differs from the one the prompts were trained "
+                            f"for: {backbone.spec()} vs {record}"
+                        )
+                    built[kind] = backbone
+                    continue
+                built[kind] = registry.create(kind, record["name"], record.get("config"),
+                                              package=record.get("package"))
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"malformed component entry in the config: {exc!r}") from exc
+        training = TrainingConfig.model_validate(config.get("training", {}))
+        pipeline = cls(**built, training=training, device=device)
+        chain = PromptChain.from_dict(config["chain"])
+        task_info = config.get("task", {})
+        task = Task(labels=chain.labels, kind=task_info.get("kind", "classification"),
+                    dataset=task_info.get("dataset"))
+        pipeline.set_classes(task, chain)
+        expected = pipeline.model.trainable_state()
+        tensors = artifact.read_weights(directory, config, expected)
+        with torch.no_grad():
+            for name, value in expected.items():
+                value.copy_(tensors[name].to(value.device))
+        pipeline.metrics = dict(config.get("metrics") or {})
+        pipeline.training_data = config.get("training_data")
+        pipeline.source = source
+        return pipeline

@@ -1,0 +1,180 @@
+"""Training checkpoints: safetensors plus JSON (never pickle), written atomically.
+
+A checkpoint folder ``checkpoint-<step>/`` holds ``state.safetensors`` (trainable parameters,
+optimizer tensors, random-number-generator states) and ``state.json`` (counters, optimizer
+hyper-parameters, a fingerprint of the run). The folder is written under a temporary name and
+renamed, so an interrupted save leaves no partial checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from cotprompt.errors import TrainingError
+
+logger = logging.getLogger(__name__)
+
+CHECKPOINT_PREFIX = "checkpoint-"
+STATE_FILE = "state.safetensors"
+META_FILE = "state.json"
+
+
+@dataclass
+class TrainingState:
+    """Where training stands.
+
+    Attributes:
+        global_step: Optimisation steps done.
+        epoch: Current epoch (0-based).
+        step_in_epoch: Batches of ``epoch`` already done.
+        history: Per-epoch metrics so far.
+    """
+
+    global_step: int = 0
+    epoch: int = 0
+    step_in_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def save_checkpoint(
+    directory: Path,
+    state: TrainingState,
+    parameters: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer,
+    fingerprint: str,
+    keep: int,
+) -> Path:
+    """Write ``checkpoint-<global_step>`` under ``directory`` and prune old ones.
+
+    Returns:
+        The checkpoint folder.
+    """
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {f"param.{name}": value for name, value in parameters.items()}
+    optim_state = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, entry in optim_state["state"].items():
+        for key, value in entry.items():
+            if isinstance(value, Tensor):
+                tensors[f"optim.{index}.{key}"] = value
+            else:
+                scalars.setdefault(str(index), {})[key] = value
+    tensors["rng.cpu"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        for i, cuda_state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = cuda_state
+    meta = {
+        "global_step": state.global_step,
+        "epoch": state.epoch,
+        "step_in_epoch": state.step_in_epoch,
+        "history": state.history,
+        "fingerprint": fingerprint,
+        "param_groups": optim_state["param_groups"],
+        "optimizer_scalars": scalars,
+    }
+    final = directory / f"{CHECKPOINT_PREFIX}{state.global_step}"
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=directory))
+    try:
+        cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+        save_file(cpu, str(tmp / STATE_FILE))
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    for old in list_checkpoints(directory)[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+    logger.info("saved checkpoint %s", final)
+    return final
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete checkpoint folders under ``directory``, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        suffix = path.name[len(CHECKPOINT_PREFIX) :]
+        if path.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() and (path / META_FILE).is_file():
+            found.append((int(suffix), path))
+    return [path for _, path in sorted(found)]
+
+
+def resolve_checkpoint(resume_from: str | Path, checkpoint_dir: str | None) -> Path:
+    """``"latest"`` -> the newest checkpoint in ``checkpoint_dir``; a folder -> itself, or its
+    newest checkpoint when it contains several."""
+    if str(resume_from) == "latest":
+        if checkpoint_dir is None:
+            raise TrainingError("resume_from='latest' needs training.checkpoint_dir")
+        found = list_checkpoints(Path(checkpoint_dir))
+        if not found:
+            raise TrainingError(f"no checkpoint to resume from in {checkpoint_dir}")
+        return found[-1]
+    path = Path(resume_from)
+    if (path / META_FILE).is_file():
+        return path
+    found = list_checkpoints(path)
+    if not found:
+        raise TrainingError(f"{path} is not a checkpoint folder and contains none")
+    return found[-1]
+
+
+def load_checkpoint(
+    path: Path,
+    parameters: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer,
+    fingerprint: str,
+) -> TrainingState:
+    """Restore parameters (in place), optimizer and RNG states; return the training state.
+
+    Raises:
+        TrainingError: The checkpoint is unreadable or belongs to a different run.
+    """
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        tensors = load_file(str(path / STATE_FILE))
+    except (OSError, json.JSONDecodeError, SafetensorError) as exc:
+        raise TrainingError(f"cannot read checkpoint {path}: {exc}") from exc
+    if meta.get("fingerprint") != fingerprint:
+        raise TrainingError(
+            f"checkpoint {path} was written by a different run (other labels, components or "
+            "training options); resume with the same configuration, or start afresh"
+        )
+    for name, value in parameters.items():
+        key = f"param.{name}"
+        if key not in tensors or tensors[key].shape != value.shape:
+            raise TrainingError(f"checkpoint {path} has no matching tensor for parameter {name!r}")
+        with torch.no_grad():
+            value.copy_(tensors[key])
+    optim_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            optim_state["state"].setdefault(int(index), {})[name] = value
+    for index, scalars in meta.get("optimizer_scalars", {}).items():
+        optim_state["state"].setdefault(int(index), {}).update(scalars)
+    optimizer.load_state_dict(optim_state)
+    torch.set_rng_state(tensors["rng.cpu"])
+    cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda_states)
+    logger.info("resumed from %s (step %d)", path, meta["global_step"])
+    return TrainingState(
+        global_step=meta["global_step"],
+        epoch=meta["epoch"],
+        step_in_epoch=meta["step_in_epoch"],
+        history=meta.get("history", []),
+    )

@@ -1,0 +1,68 @@
+"""Training options (CoOp / CoCoOp's recipe by default)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from cotprompt.config import ComponentConfig
+
+Precision = Literal["auto", "fp32", "bf16", "fp16"]
+
+
+class TrainingConfig(ComponentConfig):
+    """How :meth:`CoTPipeline.fit` trains.
+
+    Defaults follow CoCoOp's published recipe (SGD, lr 0.002, momentum 0.9, weight decay 5e-4,
+    one warm-up epoch at a constant 1e-5, cosine decay over the epochs, 10 epochs, random resized
+    crop and flip), except the batch size: CoCoOp uses 1 because of its memory use, cotprompt's
+    batched encoder affords CoOp's 32.
+
+    Args:
+        epochs: Passes over the training set.
+        batch_size: Images per optimisation step (over all processes).
+        optimizer: ``sgd`` (CoOp / CoCoOp) or ``adamw``.
+        lr: Base learning rate.
+        momentum: SGD momentum (ignored by AdamW).
+        weight_decay: Weight decay.
+        warmup_epochs: Epochs at the constant ``warmup_lr`` before the schedule starts.
+        warmup_lr: Learning rate during warm-up.
+        scheduler: ``cosine`` (annealed per epoch to 0 over ``epochs``) or ``constant``.
+        max_grad_norm: Clip the gradient norm (``None``: no clipping).
+        seed: Seeds parameter initialisation order, shuffling and augmentation.
+        precision: ``auto`` is bf16 autocast on a GPU that supports it and fp32 elsewhere.
+        augment: CoOp's random resized crop and flip; ``False`` uses the deterministic
+            evaluation transform, which lets frozen image features be computed once.
+        cache_features: Compute frozen image features once per run when the transform is
+            deterministic and the image encoder is not tuned.
+        drop_last: Drop the last incomplete batch of each epoch.
+        num_workers: DataLoader worker processes for image decoding.
+        checkpoint_dir: Where checkpoints go (``None``: no checkpoints).
+        checkpoint_every: Save a checkpoint every N optimisation steps (and at the end).
+        keep_checkpoints: How many recent checkpoints to keep.
+        progress: Show a tqdm progress bar.
+        log_every: Log the running loss every N steps.
+    """
+
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    optimizer: Literal["sgd", "adamw"] = "sgd"
+    lr: float = Field(default=0.002, gt=0)
+    momentum: float = Field(default=0.9, ge=0)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    warmup_epochs: int = Field(default=1, ge=0)
+    warmup_lr: float = Field(default=1e-5, gt=0)
+    scheduler: Literal["cosine", "constant"] = "cosine"
+    max_grad_norm: float | None = Field(default=None, gt=0)
+    seed: int = 1
+    precision: Precision = "auto"
+    augment: bool = True
+    cache_features: bool = True
+    drop_last: bool = False
+    num_workers: int = Field(default=0, ge=0)
+    checkpoint_dir: str | None = None
+    checkpoint_every: int | None = Field(default=None, ge=1)
+    keep_checkpoints: int = Field(default=2, ge=1)
+    progress: bool = True
+    log_every: int = Field(default=10, ge=1)
