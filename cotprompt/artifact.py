@@ -100,7 +100,9 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     """
     path = Path(directory) / CONFIG_NAME
     if not path.is_file():
-        raise ArtifactError(f"{Path(directory)} is not a cotprompt artifact: {CONFIG_NAME} is missing")
+        raise ArtifactError(
+            f"{Path(directory)} is not a cotprompt artifact: {CONFIG_NAME} is missing"
+        )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -116,15 +118,19 @@ def read_config(directory: str | Path) -> dict[str, Any]:
             f"format {version}; this cotprompt ({__version__}) reads format {FORMAT_VERSION} and "
             "older. Upgrade with `pip install -U cotprompt`."
         )
-    missing = [k for k in ("backbone", "generator", "tuner", "aggregator", "chain", "weights")
-               if k not in config]
+    missing = [
+        k
+        for k in ("backbone", "generator", "tuner", "aggregator", "chain", "weights")
+        if k not in config
+    ]
     if missing:
         raise ArtifactError(f"{path} lacks required entries: {', '.join(missing)}")
     return config
 
 
-def read_weights(directory: str | Path, config: Mapping[str, Any], expected: Mapping[str, Tensor]
-                 ) -> dict[str, Tensor]:
+def read_weights(
+    directory: str | Path, config: Mapping[str, Any], expected: Mapping[str, Tensor]
+) -> dict[str, Tensor]:
     """Validate the weights file against the config and the model, then load it.
 
     The header (names, shapes, dtypes) is checked before any tensor is read; the checksum
@@ -187,5 +193,6 @@ def _check_header(
         if entry is not None and (entry.get("shape") != shape or entry.get("dtype") != dtype):
             problems.append(f"{name}: does not match the config's record {entry}")
     if problems:
-        raise ArtifactError(f"{path} does not fit the pipeline described by its config:\n  "
-                            + "\n  ".join(problems))
+        raise ArtifactError(
+            f"{path} does not fit the pipeline described by its config:\n  " + "\n  ".join(problems)
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import torch
 from PIL import Image
@@ -14,8 +14,8 @@ from torch import Tensor
 from cotprompt.data.images import load_image
 from cotprompt.errors import DataError
 
-ImageLike = Union[str, os.PathLike, Image.Image]
-ImagesInput = Union[ImageLike, Sequence[ImageLike], Tensor]
+ImageLike = str | os.PathLike | Image.Image
+ImagesInput = ImageLike | Sequence[ImageLike] | Tensor
 
 
 def as_image_list(images: ImagesInput) -> list[ImageLike] | Tensor:
@@ -25,7 +25,8 @@ def as_image_list(images: ImagesInput) -> list[ImageLike] | Tensor:
             images = images.unsqueeze(0)
         if images.dim() != 4 or images.shape[1] != 3:
             raise DataError(
-                f"pixel tensors must be [B, 3, H, W] (preprocessed); got shape {tuple(images.shape)}"
+                "pixel tensors must be [B, 3, H, W] (preprocessed); "
+                f"got shape {tuple(images.shape)}"
             )
         return images
     if isinstance(images, (str, os.PathLike, Image.Image)):

@@ -40,7 +40,7 @@ class PromptModel(nn.Module):
         return F.normalize(self.tuner.encode_images(self.backbone, pixels).float(), dim=-1)
 
     def forward(self, inputs: Tensor, inputs_are_pixels: bool = False) -> Tensor:
-        """Logits ``[B, C]`` from normalised image features ``[B, E]`` or pixels ``[B, 3, H, W]``."""
+        """Logits ``[B, C]`` from normalised features ``[B, E]`` or pixels ``[B, 3, H, W]``."""
         features = self.image_features(inputs) if inputs_are_pixels else inputs
         conditioned = features if self.tuner.image_conditioned else None
         text = self.tuner.encode_text(self.backbone, conditioned)

@@ -103,7 +103,9 @@ class Aggregator(Protocol):
         """Create the parameters for K = ``num_steps`` steps of dimension E = ``embed_dim``."""
         ...
 
-    def __call__(self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor) -> Tensor:
+    def __call__(
+        self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor
+    ) -> Tensor:
         """Logits ``[B, C]``.
 
         Args:

@@ -46,12 +46,15 @@ class Task:
             raise DataError("a task needs at least one label (class name); got an empty list")
         blank = [i for i, label in enumerate(labels) if not str(label).strip()]
         if blank:
-            raise DataError(f"labels must be non-empty strings; blank label(s) at index {blank[:5]}")
+            raise DataError(
+                f"labels must be non-empty strings; blank label(s) at index {blank[:5]}"
+            )
         seen: dict[str, int] = {}
         for i, label in enumerate(labels):
             if label in seen:
                 raise DataError(
-                    f"duplicate label {label!r} at index {seen[label]} and {i}; labels must be unique"
+                    f"duplicate label {label!r} at index {seen[label]} and {i}; "
+                    "labels must be unique"
                 )
             seen[label] = i
 

@@ -10,7 +10,14 @@ import torch.nn.functional as F
 
 from cotprompt.aggregators import MeanAggregator
 from cotprompt.generators import RuleBasedGenerator
-from cotprompt.tuners import CoCoOpConfig, CoCoOpTuner, CoOpConfig, CoOpTuner, CoTPTConfig, CoTPTTuner
+from cotprompt.tuners import (
+    CoCoOpConfig,
+    CoCoOpTuner,
+    CoOpConfig,
+    CoOpTuner,
+    CoTPTConfig,
+    CoTPTTuner,
+)
 from cotprompt.types import Task
 
 CLASSES = ["airplane", "golden retriever", "sea turtle", "cat", "traffic light"]
@@ -47,7 +54,13 @@ def reference_coop_prompts(ctx, prefix, suffix, name_lens, position):
         name_len = name_lens[i]
         class_i, rest_i = suffix[i : i + 1, :name_len], suffix[i : i + 1, name_len:]
         if position == "middle":
-            parts = [prefix[i : i + 1], ctx[i : i + 1, :half], class_i, ctx[i : i + 1, half:], rest_i]
+            parts = [
+                prefix[i : i + 1],
+                ctx[i : i + 1, :half],
+                class_i,
+                ctx[i : i + 1, half:],
+                rest_i,
+            ]
         else:
             parts = [prefix[i : i + 1], class_i, ctx[i : i + 1], rest_i]
         prompts.append(torch.cat(parts, dim=1))
@@ -73,7 +86,9 @@ def cotprompt_logits(tuner, aggregator, backbone, image_features):
 @pytest.mark.parametrize("class_specific", [False, True])
 def test_coop_equals_reference(tiny_backbone, position, class_specific):
     backbone = tiny_backbone
-    tuner = CoOpTuner(CoOpConfig(n_ctx=6, class_specific=class_specific, class_token_position=position))
+    tuner = CoOpTuner(
+        CoOpConfig(n_ctx=6, class_specific=class_specific, class_token_position=position)
+    )
     aggregator = bind(tuner, backbone)
     image_features = torch.randn(3, backbone.embed_dim)
 
@@ -91,7 +106,9 @@ def test_coop_equals_reference(tiny_backbone, position, class_specific):
     text = F.normalize(reference_text_encoder(backbone.model, prompts, tokenized), dim=-1)
     reference = backbone.model.logit_scale.exp() * F.normalize(image_features, dim=-1) @ text.t()
     grad_ref = torch.autograd.grad(reference.logsumexp(-1).sum(), tuner.ctx[0])[0]
-    torch.testing.assert_close(grad_ours, grad_ref, rtol=1e-4, atol=1e-4 * grad_ref.abs().max().item())
+    torch.testing.assert_close(
+        grad_ours, grad_ref, rtol=1e-4, atol=1e-4 * grad_ref.abs().max().item()
+    )
 
 
 def reference_cocoop_logits(tuner, backbone, image_features):

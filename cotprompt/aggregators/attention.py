@@ -42,7 +42,9 @@ class AttentionAggregator(nn.Module):
         if self.query is None:
             self.query = nn.Parameter(torch.zeros(embed_dim))
         elif self.query.shape[0] != embed_dim:
-            raise ConfigError(f"aggregator query has size {self.query.shape[0]}, expected {embed_dim}")
+            raise ConfigError(
+                f"aggregator query has size {self.query.shape[0]}, expected {embed_dim}"
+            )
 
     def forward(self, image_features: Tensor, text_features: Tensor, logit_scale: Tensor) -> Tensor:
         """``[B, E]``, ``[B or 1, K, C, E]`` -> ``[B, C]``."""

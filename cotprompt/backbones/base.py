@@ -53,6 +53,10 @@ class Backbone(Protocol):
         """Texts -> token ids ``[N, context_length]`` (long)."""
         ...
 
+    def count_tokens(self, text: str) -> int:
+        """Number of tokens of ``text`` (no start/end tokens), before any truncation."""
+        ...
+
     def end_of_text_index(self, tokens: Tensor) -> Tensor:
         """Position of the end-of-text token of each row of ``tokens``, ``[N]`` (long)."""
         ...

@@ -117,7 +117,10 @@ class OpenCLIPBackbone(nn.Module):
         """The module holding token_embedding/transformer/ln_final/text_projection."""
         text = getattr(model, "text", model)
         needed = ("token_embedding", "positional_embedding", "transformer", "ln_final")
-        if not all(hasattr(text, attr) for attr in needed) or getattr(text, "cls_emb", None) is not None:
+        if (
+            not all(hasattr(text, attr) for attr in needed)
+            or getattr(text, "cls_emb", None) is not None
+        ):
             raise ConfigError(
                 f"{type(model).__name__} has no CLIP-style causal text transformer; prompt "
                 "tuning needs one (open_clip CLIP / CustomTextCLIP with a TextTransformer)"
@@ -183,7 +186,9 @@ class OpenCLIPBackbone(nn.Module):
         normalize = next(t for t in self._preprocess.transforms if isinstance(t, T.Normalize))
         return T.Compose(
             [
-                T.RandomResizedCrop(size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+                T.RandomResizedCrop(
+                    size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC
+                ),
                 T.RandomHorizontalFlip(),
                 T.Lambda(lambda img: img.convert("RGB")),
                 T.ToTensor(),
@@ -203,7 +208,13 @@ class OpenCLIPBackbone(nn.Module):
         return self._tokenizer(list(texts), context_length=self.context_length)
 
     def count_tokens(self, text: str) -> int:
-        """Number of BPE tokens in ``text``, without start and end tokens."""
+        """Number of tokens in ``text`` without start and end tokens, before any truncation."""
+        tokenizer = self._tokenizer
+        if hasattr(tokenizer, "encode"):  # open_clip's SimpleTokenizer (CLIP BPE)
+            return len(tokenizer.encode(text))
+        hf = getattr(tokenizer, "tokenizer", None)
+        if hf is not None:
+            return len(hf(text, add_special_tokens=False)["input_ids"])
         tokens = self.tokenize([text])[0]
         return int(self.end_of_text_index(tokens[None])[0]) - 1
 

@@ -51,7 +51,8 @@ class RuleBasedConfig(ComponentConfig):
         preset: ``"cot"`` replaces ``steps`` with the built-in three-step chain
             (:data:`~cotprompt.generators.templates.COT_DEFAULT_STEPS`).
         zero_shot_templates: Sentences for the untuned classifier: a list of templates, or
-            ``"dataset"`` (CoOp's template for the task's dataset, else ``"a photo of a {class}."``),
+            ``"dataset"`` (CoOp's template for the task's dataset, else
+            ``"a photo of a {class}."``),
             ``"imagenet"`` (CLIP's 80 templates) or ``"imagenet-select"`` (CoOp's 7).
         dataset: Dataset name for ``"dataset"`` templates; defaults to the task's.
         attributes: Extra fields per label, ``{field: {label: [value, ...]}}``, merged over the
@@ -152,7 +153,9 @@ class RuleBasedGenerator:
         for field, per_label in self.config.attributes.items():
             attributes.setdefault(field, {}).update(per_label)
         steps = tuple(
-            PromptStep(name=step.name, texts=self._fill(step.name, step.templates, task, attributes))
+            PromptStep(
+                name=step.name, texts=self._fill(step.name, step.templates, task, attributes)
+            )
             for step in self._steps()
         )
         zero_shot = self._fill("zero-shot", self._zero_shot_templates(task), task, attributes)

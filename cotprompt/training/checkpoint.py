@@ -108,7 +108,11 @@ def list_checkpoints(directory: Path) -> list[Path]:
     found = []
     for path in directory.iterdir():
         suffix = path.name[len(CHECKPOINT_PREFIX) :]
-        if path.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() and (path / META_FILE).is_file():
+        if (
+            path.name.startswith(CHECKPOINT_PREFIX)
+            and suffix.isdigit()
+            and (path / META_FILE).is_file()
+        ):
             found.append((int(suffix), path))
     return [path for _, path in sorted(found)]
 

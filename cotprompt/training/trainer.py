@@ -89,8 +89,14 @@ def run_fingerprint(model: PromptModel, config: TrainingConfig, extra: dict[str,
     """Identifies a run, so that a checkpoint is only resumed by the same run."""
     shapes = {name: list(p.shape) for name, p in model.trainable_state().items()}
     relevant = config.model_dump(
-        exclude={"checkpoint_dir", "checkpoint_every", "keep_checkpoints", "progress", "log_every",
-                 "num_workers"}
+        exclude={
+            "checkpoint_dir",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "progress",
+            "log_every",
+            "num_workers",
+        }
     )
     blob = json.dumps({"config": relevant, "shapes": shapes, **extra}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -181,7 +187,9 @@ class Trainer:
         total_steps = cfg.epochs * num_batches
         result = TrainingResult(history=list(state.history), features_cached=cached)
         bar = tqdm(
-            total=total_steps, initial=state.global_step, desc="training",
+            total=total_steps,
+            initial=state.global_step,
+            desc="training",
             disable=not self._show_progress(),
         )
         last_checkpoint = None
@@ -221,7 +229,10 @@ class Trainer:
                     if state.global_step % cfg.log_every == 0:
                         logger.info(
                             "step %d epoch %d loss %.4f lr %.3g",
-                            state.global_step, epoch + 1, losses[-1], lr,
+                            state.global_step,
+                            epoch + 1,
+                            losses[-1],
+                            lr,
                         )
                     if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
                         last_checkpoint = self._checkpoint(state, params, optimizer, fingerprint)

@@ -1,4 +1,7 @@
-"""Tuner ``cocoop``: image-conditioned context (Zhou et al., "Conditional Prompt Learning", CVPR 2022)."""
+"""Tuner ``cocoop``: image-conditioned context.
+
+Zhou et al., "Conditional Prompt Learning for Vision-Language Models", CVPR 2022.
+"""
 
 from __future__ import annotations
 

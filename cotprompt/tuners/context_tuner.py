@@ -205,7 +205,9 @@ class ContextPromptTuner(nn.Module):
         x = image_features.to(dtype)
         shifts: list[Tensor] = []
         for k, meta_net in enumerate(self.meta_nets):
-            step_input = x if k == 0 or self.chain_links is None else self.chain_links[k - 1](x, shifts[-1])
+            step_input = (
+                x if k == 0 or self.chain_links is None else self.chain_links[k - 1](x, shifts[-1])
+            )
             shifts.append(meta_net(step_input))
         return shifts
 
@@ -257,10 +259,14 @@ class ContextPromptTuner(nn.Module):
 
     @staticmethod
     def _ensemble(tokens: PromptTokens, features: Tensor) -> Tensor:
-        """``[B', N, E]`` normalised text features -> ``[B', K, C, E]`` (mean per cell, renormalised)."""
+        """``[B', N, E]`` normalised features -> ``[B', K, C, E]`` (cell means, renormalised)."""
         batch, _, dim = features.shape
         cells = tokens.num_steps * tokens.num_labels
         if not tokens.one_text_per_cell:
-            summed = features.new_zeros(batch, cells, dim).index_add(1, tokens.group_index, features)
-            features = F.normalize(summed / tokens.group_count[None, :, None].to(features.dtype), dim=-1)
+            summed = features.new_zeros(batch, cells, dim).index_add(
+                1, tokens.group_index, features
+            )
+            features = F.normalize(
+                summed / tokens.group_count[None, :, None].to(features.dtype), dim=-1
+            )
         return features.reshape(batch, tokens.num_steps, tokens.num_labels, dim)

@@ -60,7 +60,9 @@ class PromptTokens:
     def one_text_per_cell(self) -> bool:
         """True when no ensembling is needed (texts are exactly the K x C cells, in order)."""
         return self.num_texts == self.num_steps * self.num_labels and bool(
-            torch.equal(self.group_index, torch.arange(self.num_texts, device=self.group_index.device))
+            torch.equal(
+                self.group_index, torch.arange(self.num_texts, device=self.group_index.device)
+            )
         )
 
     def to(self, device: torch.device | str) -> PromptTokens:
@@ -86,7 +88,8 @@ def build_prompt_tokens(
         chain: K steps x C labels x T texts.
         n_ctx: Number of learnable context slots before the text.
         position: Where the label's tokens go relative to the context (CoOp's
-            ``CLASS_TOKEN_POSITION``); ``middle`` and ``front`` need texts that start with the label.
+            ``CLASS_TOKEN_POSITION``); ``middle`` and ``front`` need texts that start with the
+            label.
         truncate: Drop positions after the longest end-of-text token (exact: the text encoder is
             causal and pools at the end-of-text token).
 
@@ -112,6 +115,7 @@ def build_prompt_tokens(
                             f"the label; step {step.name!r} has {text!r} for {label!r}"
                         )
                     name_lengths.append(backbone.count_tokens(label))
+    _check_lengths(backbone, texts, n_ctx)
     tokens = backbone.tokenize(texts)
     eot_index = backbone.end_of_text_index(tokens)
     if int(eot_index.min()) < n_ctx + 1:
@@ -141,6 +145,25 @@ def build_prompt_tokens(
         num_steps=num_steps,
         num_labels=num_labels,
     )
+
+
+def _check_lengths(backbone: Backbone, texts: list[str], n_ctx: int) -> None:
+    """Refuse texts that the tokenizer would silently cut at the context length."""
+    room = backbone.context_length - 2  # start and end-of-text tokens
+    too_long = []
+    for text in dict.fromkeys(texts):
+        # placeholders "X" are one token each; count the text after them
+        body = text.split(" ", n_ctx)[-1] if n_ctx else text
+        length = n_ctx + backbone.count_tokens(body)
+        if length > room:
+            too_long.append((length, body))
+    if too_long:
+        shown = "; ".join(f"{n} tokens: {t[:60]!r}" for n, t in too_long[:3])
+        raise ConfigError(
+            f"{len(too_long)} prompt text(s) do not fit the context length of "
+            f"{backbone.context_length} tokens with {n_ctx} context vectors ({shown}); shorten them "
+            "instead of letting the tokenizer cut them"
+        )
 
 
 def _class_token_order(

@@ -1,0 +1,224 @@
+"""Tuners, aggregators and the rule-based generator, unit by unit."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cotprompt import Aggregator, PromptGenerator, PromptTuner
+from cotprompt.aggregators import AdaptiveAggregator, AttentionAggregator, MeanAggregator
+from cotprompt.errors import ConfigError, DataError
+from cotprompt.generators import RuleBasedConfig, RuleBasedGenerator
+from cotprompt.generators.templates import IMAGENET_TEMPLATES
+from cotprompt.tuners import CoCoOpTuner, CoOpConfig, CoOpTuner, CoTPTConfig, CoTPTTuner
+from cotprompt.types import PromptChain, PromptStep, Task
+
+CLASSES = ["beagle", "golden retriever", "tabby cat"]
+
+
+def chain_of(*steps: list[list[str]]) -> PromptChain:
+    return PromptChain(
+        labels=tuple(CLASSES),
+        steps=tuple(
+            PromptStep(name=f"s{k}", texts=tuple(tuple(t) for t in s)) for k, s in enumerate(steps)
+        ),
+        zero_shot=tuple((f"a photo of a {c}.",) for c in CLASSES),
+    )
+
+
+def perturb(module):
+    with torch.no_grad():
+        for p in module.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+
+
+def test_builtins_satisfy_the_protocols():
+    assert isinstance(RuleBasedGenerator(), PromptGenerator)
+    assert isinstance(CoTPTTuner(), PromptTuner)
+    for aggregator in (MeanAggregator(), AttentionAggregator(), AdaptiveAggregator()):
+        assert isinstance(aggregator, Aggregator)
+
+
+@pytest.mark.parametrize("tuner_cls", [CoOpTuner, CoCoOpTuner, CoTPTTuner])
+def test_truncation_and_chunking_are_exact(tiny_backbone, tuner_cls):
+    chain = chain_of([[f"{c}."] for c in CLASSES], [[f"{c}, a pet.", f"a {c}."] for c in CLASSES])
+    features = F.normalize(torch.randn(3, tiny_backbone.embed_dim), dim=-1)
+    weights = torch.randn(3, 2, 3, tiny_backbone.embed_dim)
+    outputs = []
+    reference = None
+    for options in ({}, {"truncate": False}, {"max_sequences_per_call": 4}):
+        tuner = tuner_cls(tuner_cls.Config(**options))
+        torch.manual_seed(0)
+        tuner.bind(tiny_backbone, chain)
+        if options:
+            tuner.load_state_dict(reference.state_dict())
+        else:
+            perturb(tuner)
+            reference = tuner
+        out = tuner.encode_text(tiny_backbone, features if tuner.image_conditioned else None)
+        grads = torch.autograd.grad((out * weights).sum(), list(tuner.parameters()))
+        outputs.append((out, grads))
+    expected_shape = (3 if reference.image_conditioned else 1, 2, 3, tiny_backbone.embed_dim)
+    assert outputs[0][0].shape == expected_shape
+    for out, grads in outputs[1:]:
+        torch.testing.assert_close(out, outputs[0][0], rtol=1e-5, atol=1e-6)
+        for g, g0 in zip(grads, outputs[0][1], strict=True):
+            torch.testing.assert_close(g, g0, rtol=1e-4, atol=1e-4 * g0.abs().max().item())
+
+
+def test_ensembled_cell_is_the_normalised_mean_of_its_texts(tiny_backbone):
+    chain = chain_of([[f"{c}.", f"a {c}."] for c in CLASSES])
+    tuner = CoOpTuner(CoOpConfig(n_ctx=4))
+    tuner.bind(tiny_backbone, chain)
+    ensembled = tuner.encode_text(tiny_backbone, None)[0, 0]
+    singles = []
+    for template in ("{c}.", "a {c}."):
+        single = CoOpTuner(CoOpConfig(n_ctx=4))
+        single.bind(tiny_backbone, chain_of([[template.format(c=c)] for c in CLASSES]))
+        single.load_state_dict(tuner.state_dict())
+        singles.append(single.encode_text(tiny_backbone, None)[0, 0])
+    expected = F.normalize((singles[0] + singles[1]) / 2, dim=-1)
+    torch.testing.assert_close(ensembled, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_chain_links_start_at_zero_and_make_steps_depend_on_each_other(tiny_backbone):
+    chain = chain_of([[f"{c}."] for c in CLASSES], [[f"{c}."] for c in CLASSES])
+    chained = CoTPTTuner(CoTPTConfig(chain="additive"))
+    chained.bind(tiny_backbone, chain)
+    unchained = CoTPTTuner(CoTPTConfig(chain="none"))
+    unchained.bind(tiny_backbone, chain)
+    unchained.load_state_dict(chained.state_dict(), strict=False)
+    features = F.normalize(torch.randn(2, tiny_backbone.embed_dim), dim=-1)
+    torch.testing.assert_close(
+        chained.encode_text(tiny_backbone, features), unchained.encode_text(tiny_backbone, features)
+    )
+    perturb(chained.chain_links)
+    step2 = chained.encode_text(tiny_backbone, features)[:, 1]
+    assert not torch.allclose(step2, unchained.encode_text(tiny_backbone, features)[:, 1])
+    # step 1 does not depend on the link into step 2
+    torch.testing.assert_close(
+        chained.encode_text(tiny_backbone, features)[:, 0],
+        unchained.encode_text(tiny_backbone, features)[:, 0],
+    )
+
+
+def test_tuner_config_errors(tiny_backbone):
+    from cotprompt.tuners import ContextTunerConfig
+
+    with pytest.raises(ValueError, match="needs meta_net=True"):
+        ContextTunerConfig(meta_net=False, chain="additive")
+    tuner = CoOpTuner(CoOpConfig(ctx_init="a photo of a", n_ctx=6))
+    with pytest.raises(ConfigError, match="is 4 tokens but n_ctx=6"):
+        tuner.bind(tiny_backbone, chain_of([[f"{c}."] for c in CLASSES]))
+    tuner = CoOpTuner(CoOpConfig(class_token_position="front"))
+    with pytest.raises(ConfigError, match="start with the label"):
+        tuner.bind(tiny_backbone, chain_of([[f"a {c}."] for c in CLASSES]))
+    tuner = CoOpTuner()
+    with pytest.raises(ConfigError, match="not bound"):
+        tuner.encode_text(tiny_backbone, None)
+    tuner.bind(tiny_backbone, chain_of([[f"{c}."] for c in CLASSES]))
+    with pytest.raises(
+        ConfigError, match="trained with 1 chain steps but the generator produced 2"
+    ):
+        tuner.bind(
+            tiny_backbone, chain_of([[f"{c}."] for c in CLASSES], [[f"{c}."] for c in CLASSES])
+        )
+    long_text = " ".join(["word"] * 80)
+    with pytest.raises(ConfigError, match="context length"):
+        tuner.bind(tiny_backbone, chain_of([[long_text] for _ in CLASSES]))
+
+
+def test_cocoop_needs_image_features(tiny_backbone):
+    tuner = CoCoOpTuner()
+    tuner.bind(tiny_backbone, chain_of([[f"{c}."] for c in CLASSES]))
+    with pytest.raises(ConfigError, match="image-conditioned"):
+        tuner.encode_text(tiny_backbone, None)
+
+
+@pytest.mark.parametrize("batch", [1, 4])
+def test_aggregators_agree_at_initialisation_and_with_one_step(batch):
+    torch.manual_seed(0)
+    image = F.normalize(torch.randn(4, 16), dim=-1)
+    text = F.normalize(torch.randn(batch, 3, 5, 16), dim=-1)
+    scale = torch.tensor(10.0)
+    mean = MeanAggregator()
+    expected = scale * torch.einsum("be,bkce->bkc", image, text.expand(4, -1, -1, -1)).mean(1)
+    outputs = []
+    for aggregator in (mean, AttentionAggregator(), AdaptiveAggregator()):
+        aggregator.bind(3, 16)
+        outputs.append(aggregator(image, text, scale))
+        torch.testing.assert_close(outputs[-1], expected, rtol=1e-5, atol=1e-5)
+    adaptive = AdaptiveAggregator()
+    adaptive.bind(3, 16)
+    perturb(adaptive)
+    weights = torch.softmax(adaptive.controller(image), -1)
+    by_step = scale * torch.einsum("be,bkce->bkc", image, text.expand(4, -1, -1, -1))
+    torch.testing.assert_close(adaptive(image, text, scale), (weights[..., None] * by_step).sum(1))
+    one_step = text[:, :1]
+    for aggregator in (AttentionAggregator(), AdaptiveAggregator()):
+        aggregator.bind(1, 16)
+        perturb(aggregator)
+        torch.testing.assert_close(aggregator(image, one_step, scale), mean(image, one_step, scale))
+    with pytest.raises(ConfigError, match="trained for 3 steps, not 2"):
+        adaptive.bind(2, 16)
+
+
+def test_rule_based_generator_fills_fields_and_templates():
+    task = Task(
+        labels=("beagle", "tabby cat"),
+        dataset="oxford_pets",
+        attributes={"group": {"beagle": ["dog"], "tabby cat": ["cat"]}},
+    )
+    config = RuleBasedConfig(
+        steps=[
+            {"name": "class", "templates": ["{class}."]},
+            {"name": "group", "templates": ["{class}, a type of {group}.", "a {}."]},
+        ],
+        attributes={"descriptor": {"beagle": ["long ears", "a short coat"]}},
+    )
+    chain = RuleBasedGenerator(config).generate(task)
+    assert chain.num_steps == 2
+    assert chain.steps[1].texts[0] == ("beagle, a type of dog.", "a beagle.")
+    assert chain.zero_shot[0] == ("a photo of a beagle, a type of pet.",)
+    with_descriptors = RuleBasedGenerator(
+        RuleBasedConfig(
+            steps=[{"name": "d", "templates": ["{class}, which has {descriptor}."]}],
+            attributes=config.attributes,
+            missing_field="skip",
+            zero_shot_templates="imagenet",
+        )
+    )
+    with pytest.raises(
+        ConfigError, match="no template of step 'd' could be filled for label 'tabby cat'"
+    ):
+        with_descriptors.generate(task)
+    chain = with_descriptors.generate(Task(labels=("beagle",)))
+    assert chain.steps[0].texts[0] == (
+        "beagle, which has long ears.",
+        "beagle, which has a short coat.",
+    )
+    assert len(chain.zero_shot[0]) == len(IMAGENET_TEMPLATES) == 80
+    strict = RuleBasedGenerator(
+        RuleBasedConfig(steps=[{"name": "g", "templates": ["{class} {group}"]}])
+    )
+    with pytest.raises(
+        ConfigError, match=r"uses field \{group\}, which has no value for label 'x'"
+    ):
+        strict.generate(Task(labels=("x",)))
+    preset = RuleBasedGenerator(RuleBasedConfig(preset="cot")).generate(Task(labels=("x",)))
+    assert preset.num_steps == 3
+
+
+def test_task_and_chain_validation():
+    with pytest.raises(DataError, match="at least one label"):
+        Task(labels=())
+    with pytest.raises(DataError, match="duplicate label 'a'"):
+        Task(labels=("a", "b", "a"))
+    assert Task.classification(["sea_turtle"]).labels == ("sea turtle",)
+    with pytest.raises(DataError, match="has texts for 1 labels, expected 2"):
+        PromptChain(
+            labels=("a", "b"), steps=(PromptStep("s", (("a.",),)),), zero_shot=(("a",), ("b",))
+        )
+    chain = chain_of([[f"{c}."] for c in CLASSES])
+    assert PromptChain.from_dict(chain.to_dict()) == chain

@@ -1,0 +1,163 @@
+"""Training loop: checkpoints and resume, NaN losses, data checks, augmentation path."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cotprompt import CoTPipeline
+from cotprompt.data import ImageClassificationDataset, ImageRecord
+from cotprompt.errors import DataError, TrainingError
+from cotprompt.training.checkpoint import list_checkpoints
+from cotprompt.training.config import TrainingConfig
+from cotprompt.training.schedule import epoch_batches, learning_rate
+
+CLASSES = ["red", "green", "blue"]
+
+
+def colour_dataset(per_class: int = 6, seed: int = 0) -> ImageClassificationDataset:
+    """Small real PIL images whose dominant colour is the class."""
+    rng = np.random.default_rng(seed)
+    records = []
+    for label in range(len(CLASSES)):
+        for _ in range(per_class):
+            pixels = rng.integers(0, 90, size=(32, 32, 3), dtype=np.uint8)
+            pixels[..., label] = rng.integers(150, 255, size=(32, 32), dtype=np.uint8)
+            records.append(ImageRecord(path=None, label=label, image=Image.fromarray(pixels)))
+    return ImageClassificationDataset(records, CLASSES)
+
+
+def training(tmp_path, **overrides):
+    options = dict(
+        optimizer="sgd",
+        lr=0.05,
+        epochs=3,
+        batch_size=4,
+        augment=False,
+        progress=False,
+        warmup_epochs=1,
+        checkpoint_dir=str(tmp_path / "ckpt"),
+        checkpoint_every=2,
+        seed=3,
+    )
+    options.update(overrides)
+    return TrainingConfig(**options)
+
+
+def trained_state(pipeline):
+    return {k: v.detach().clone() for k, v in pipeline.model.trainable_state().items()}
+
+
+class Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("method", ["coop", "cocoop"])
+def test_resume_reaches_the_same_result_as_an_uninterrupted_run(tiny_backbone, tmp_path, method):
+    data = colour_dataset()
+    reference = CoTPipeline.for_method(method, backbone=tiny_backbone, class_names=CLASSES)
+    start = trained_state(reference)
+    reference.fit(data, training=training(tmp_path / "a"))
+    expected = trained_state(reference)
+
+    interrupted = CoTPipeline.for_method(method, backbone=tiny_backbone, class_names=CLASSES)
+    with torch.no_grad():
+        for name, value in interrupted.model.trainable_state().items():
+            value.copy_(start[name])
+
+    def stop_at_step_7(info):
+        if info.global_step == 7:  # mid-epoch (5 batches per epoch), after checkpoint 6
+            raise Interrupt
+
+    config = training(tmp_path / "b")
+    with pytest.raises(Interrupt):
+        interrupted.fit(data, training=config, callbacks=[stop_at_step_7])
+    assert [p.name for p in list_checkpoints(tmp_path / "b" / "ckpt")] == [
+        "checkpoint-4",
+        "checkpoint-6",
+    ]
+
+    resumed = CoTPipeline.for_method(method, backbone=tiny_backbone, class_names=CLASSES)
+    result = resumed.fit(data, training=config, resume_from="latest")
+    assert result.global_step == 15
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    for name, value in trained_state(resumed).items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-7)
+
+
+def test_resume_with_other_settings_is_refused(tiny_backbone, tmp_path):
+    data = colour_dataset()
+    pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)
+    pipeline.fit(data, training=training(tmp_path, epochs=1))
+    with pytest.raises(TrainingError, match="different run"):
+        pipeline.fit(data, training=training(tmp_path, epochs=1, lr=0.5), resume_from="latest")
+    with pytest.raises(TrainingError, match="no checkpoint to resume from"):
+        pipeline.fit(data, training=training(tmp_path / "none", epochs=1), resume_from="latest")
+
+
+def test_nan_loss_stops_training_and_keeps_parameters(tiny_backbone, tmp_path):
+    data = colour_dataset()
+    pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)
+    before = trained_state(pipeline)
+
+    def poison(info):
+        if info.global_step == 2:
+            with torch.no_grad():
+                pipeline.tuner.ctx[0][0, 0] = float("nan")
+
+    with pytest.raises(TrainingError, match=r"loss became nan at epoch 1, step 3"):
+        pipeline.fit(data, training=training(tmp_path), callbacks=[poison])
+    assert not torch.equal(trained_state(pipeline)["tuner.ctx.0"][1:], before["tuner.ctx.0"][1:])
+
+
+def test_augmented_training_encodes_images_every_step(tiny_backbone, tmp_path):
+    data = colour_dataset(per_class=3)
+    pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)
+    result = pipeline.fit(
+        data, training=training(tmp_path, augment=True, epochs=2, checkpoint_dir=None)
+    )
+    assert not result.features_cached
+    assert result.global_step == 6
+
+
+def test_validation_metrics_are_recorded(tiny_backbone, tmp_path):
+    pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)
+    result = pipeline.fit(
+        colour_dataset(),
+        val=colour_dataset(seed=1),
+        training=training(tmp_path, checkpoint_dir=None),
+    )
+    assert all(0 <= h["val_accuracy"] <= 100 for h in result.history)
+
+
+def test_empty_class_and_mismatching_classes_are_refused(tiny_backbone, tmp_path):
+    data = colour_dataset()
+    keep = [i for i, r in enumerate(data.records) if r.label != 2]
+    pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)
+    with pytest.raises(DataError, match="blue"):
+        pipeline.fit(data.subset(keep), training=training(tmp_path))
+    other = ImageClassificationDataset(data.records, ["rouge", "vert", "bleu"])
+    with pytest.raises(DataError, match=r"classes do not match[\s\S]*set_classes"):
+        pipeline.fit(other, training=training(tmp_path))
+
+
+def test_schedule_and_batch_order():
+    config = TrainingConfig(epochs=4, lr=0.1, warmup_epochs=1, warmup_lr=1e-5)
+    assert learning_rate(config, 0) == 1e-5
+    assert learning_rate(config, 1) == pytest.approx(0.05 * (1 + np.cos(np.pi / 4)))
+    assert learning_rate(config.model_copy(update={"scheduler": "constant"}), 3) == 0.1
+    first = epoch_batches(10, 4, seed=1, epoch=0)
+    assert first == epoch_batches(10, 4, seed=1, epoch=0)
+    assert first != epoch_batches(10, 4, seed=1, epoch=1)
+    assert sorted(i for b in first for i in b) == list(range(10))
+    assert [len(b) for b in epoch_batches(10, 4, 1, 0, drop_last=True)] == [4, 4]
+
+
+def test_fp16_on_cpu_is_refused(tiny_backbone, tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("only meaningful without a GPU")
+    pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)
+    with pytest.raises(TrainingError, match=r"fp16.*needs a GPU"):
+        pipeline.fit(colour_dataset(), training=training(tmp_path, precision="fp16"))
