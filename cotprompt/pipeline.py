@@ -16,7 +16,7 @@ from torch import Tensor
 from cotprompt import artifact
 from cotprompt.config import ComponentSpec
 from cotprompt.data.records import ImageClassificationDataset
-from cotprompt.errors import ArtifactError, ConfigError, DataError
+from cotprompt.errors import ArtifactError, ConfigError, DataError, UnknownComponentError
 from cotprompt.evaluation.metrics import EvaluationResult
 from cotprompt.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.model import PromptModel
@@ -490,6 +490,29 @@ class CoTPipeline:
         card = render_card(config, existing)
         return artifact.write_artifact(directory, config, self.model.trainable_state(), card)
 
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool = False,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+    ) -> Any:
+        """Upload config, weights and model card to a Hub repository in one commit.
+
+        Creates the repository (and the ``revision`` branch) if needed; keeps the custom text of
+        the repository's model card. See :func:`cotprompt.hub.push_to_hub`.
+
+        Returns:
+            The ``huggingface_hub.CommitInfo`` (``commit_url``, ``oid``, ``pr_url``).
+        """
+        from cotprompt.hub import push_to_hub
+
+        return push_to_hub(self, repo_id, token=token, private=private, revision=revision,
+                           commit_message=commit_message, create_pr=create_pr)
+
     @classmethod
     def from_pretrained(
         cls,
@@ -532,6 +555,8 @@ class CoTPipeline:
                     continue
                 built[kind] = registry.create(kind, record["name"], record.get("config"),
                                               package=record.get("package"))
+        except UnknownComponentError:
+            raise
         except (KeyError, TypeError) as exc:
             raise ArtifactError(f"malformed component entry in the config: {exc!r}") from exc
         training = TrainingConfig.model_validate(config.get("training", {}))

@@ -1,0 +1,134 @@
+"""``cotprompt push`` and ``cotprompt pull``: the Hugging Face Hub subcommands.
+
+:func:`add_hub_commands` adds both to the ``cotprompt`` parser. Each sets ``handler`` (a function
+of the parsed arguments returning the exit status), as the other subcommands of
+:mod:`cotprompt.cli` do; errors are raised as :class:`~cotprompt.errors.CotpromptError` for the
+command line's common error handling. Results go to stdout (``--json`` for a JSON object).
+
+    cotprompt push ./my-prompts alice/eurosat-coop [--revision dev] [--private] [--create-pr]
+    cotprompt pull alice/eurosat-coop [--revision v1] [--local-dir ./eurosat-coop]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+_TOKEN_HELP = "Hub token (default: HF_TOKEN or the token saved by `hf auth login`)"
+
+
+def _write(text: str) -> None:
+    sys.stdout.write(text + "\n")
+
+
+def add_hub_commands(subparsers: Any, common: argparse.ArgumentParser | None = None) -> None:
+    """Add ``push`` and ``pull`` to an argparse subparsers object.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers()`` returned.
+        common: Optional parent parser of options shared by every subcommand.
+    """
+    parents = [common] if common is not None else []
+    push = subparsers.add_parser(
+        "push",
+        parents=parents,
+        help="upload a saved pipeline folder to the Hugging Face Hub",
+        description=(
+            "Upload config, weights and model card of a folder written by save_pretrained (or "
+            "`cotprompt train`) to a Hub repository, in one commit. The repository, and the "
+            "branch named by --revision, are created when missing; the custom text of the "
+            "repository's README.md is kept. The endpoint is HF_ENDPOINT (see docs/sharing.md)."
+        ),
+    )
+    push.add_argument("folder", help="the saved pipeline folder")
+    push.add_argument("repo_id", help="the Hub repository, namespace/name")
+    push.add_argument("--revision", metavar="BRANCH", help="branch to commit to (default: main)")
+    push.add_argument("--token", help=_TOKEN_HELP)
+    push.add_argument(
+        "--private",
+        action="store_true",
+        help="create the repository as private (if it does not exist yet)",
+    )
+    push.add_argument("-m", "--commit-message", help="commit message (default: a summary)")
+    push.add_argument(
+        "--create-pr",
+        action="store_true",
+        help="open a pull request instead of committing to the branch",
+    )
+    push.add_argument("--json", action="store_true", help="print a JSON summary")
+    push.set_defaults(handler=run_push)
+
+    pull = subparsers.add_parser(
+        "pull",
+        parents=parents,
+        help="download and check a pipeline from the Hugging Face Hub",
+        description=(
+            "Download an artifact (config, weights, model card; nothing else) into the Hub cache "
+            "pinned to one commit, and check it: format version, installed components, weights "
+            "checksum and tensor names, shapes and dtypes. Afterwards it also loads offline "
+            "(HF_HUB_OFFLINE=1). Nothing is installed or executed."
+        ),
+    )
+    pull.add_argument("repo_id", help="the Hub repository, namespace/name")
+    pull.add_argument("--revision", help="branch, tag or commit (default: main)")
+    pull.add_argument("--token", help=_TOKEN_HELP)
+    pull.add_argument(
+        "--local-dir",
+        metavar="DIR",
+        help="also copy the files to this folder (loadable with from_pretrained)",
+    )
+    pull.add_argument("--json", action="store_true", help="print a JSON summary")
+    pull.set_defaults(handler=run_pull)
+
+
+def run_push(args: argparse.Namespace) -> int:
+    """``cotprompt push``: returns the exit status (0)."""
+    from cotprompt.hub import push_folder
+
+    info = push_folder(
+        args.folder,
+        args.repo_id,
+        token=args.token,
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        create_pr=args.create_pr,
+    )
+    summary = {
+        "repo_id": args.repo_id,
+        "commit": getattr(info, "oid", None),
+        "commit_url": getattr(info, "commit_url", str(info)),
+        "pr_url": getattr(info, "pr_url", None),
+    }
+    if args.json:
+        _write(json.dumps(summary, indent=2))
+    else:
+        _write(f"pushed {args.folder} to {args.repo_id}: {summary['commit_url']}")
+        if summary["pr_url"]:
+            _write(f"pull request: {summary['pr_url']}")
+    return 0
+
+
+def run_pull(args: argparse.Namespace) -> int:
+    """``cotprompt pull``: returns the exit status (0)."""
+    from cotprompt.hub import pull
+
+    pulled = pull(args.repo_id, revision=args.revision, token=args.token, local_dir=args.local_dir)
+    summary = {
+        "repo_id": args.repo_id,
+        "revision": args.revision,
+        "commit": pulled.source["commit"],
+        "folder": str(pulled.folder),
+        "labels": len(pulled.config["chain"]["labels"]),
+        "tuner": pulled.config["tuner"]["name"],
+    }
+    if args.json:
+        _write(json.dumps(summary, indent=2))
+    else:
+        _write(
+            f"pulled {args.repo_id} at commit {summary['commit']} into {summary['folder']} "
+            f"({summary['tuner']}, {summary['labels']} labels)"
+        )
+    return 0
