@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from cotprompt.plugins import get_registry
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.trainer import StepInfo, Trainer, TrainingResult
 from cotprompt.types import PromptChain, Task
+
+if TYPE_CHECKING:
+    from cotprompt.tasks import TaskDataset, TaskResult
 
 logger = logging.getLogger(__name__)
 
@@ -170,8 +173,12 @@ class CoTPipeline:
             ConfigError: Options do not validate.
         """
         registry = get_registry()
-        given = {"backbone": (backbone, backbone_config), "generator": (generator, generator_config),
-                 "tuner": (tuner, tuner_config), "aggregator": (aggregator, aggregator_config)}
+        given = {
+            "backbone": (backbone, backbone_config),
+            "generator": (generator, generator_config),
+            "tuner": (tuner, tuner_config),
+            "aggregator": (aggregator, aggregator_config),
+        }
         built = {}
         for kind, (value, options) in given.items():
             if isinstance(value, str):
@@ -239,7 +246,8 @@ class CoTPipeline:
             backbone_config=None if backbone is not None else {
                 "model_name": model_name, "pretrained": pretrained},
             generator=specs["generator"].name, generator_config=specs["generator"].config,
-            tuner=specs["tuner"].name, tuner_config={**specs["tuner"].config, **(tuner_config or {})},
+            tuner=specs["tuner"].name,
+            tuner_config={**specs["tuner"].config, **(tuner_config or {})},
             aggregator=specs["aggregator"].name, aggregator_config=specs["aggregator"].config,
             training=training, class_names=class_names, device=device,
         )
@@ -295,9 +303,9 @@ class CoTPipeline:
 
     def fit(
         self,
-        train: ImageClassificationDataset,
+        train: ImageClassificationDataset | TaskDataset,
         *,
-        val: ImageClassificationDataset | None = None,
+        val: ImageClassificationDataset | TaskDataset | None = None,
         training: TrainingConfig | Mapping[str, Any] | None = None,
         resume_from: str | Path | None = None,
         callbacks: Sequence[Callable[[StepInfo], None]] = (),
@@ -318,6 +326,11 @@ class CoTPipeline:
             DataError: Empty classes or a class list that does not match the bound one.
             TrainingError: NaN loss, or an incompatible checkpoint.
         """
+        from cotprompt.tasks import fit_task, is_task_dataset
+
+        if is_task_dataset(train):  # retrieval / VQA: see cotprompt.tasks
+            return fit_task(self, train, val=val, training=training,  # type: ignore[arg-type]
+                            resume_from=resume_from, callbacks=callbacks)
         if isinstance(training, Mapping):
             training = TrainingConfig.model_validate(training)
         config = training or self.training
@@ -329,7 +342,8 @@ class CoTPipeline:
         self._move(trainer.accelerator.device)
         validate = None
         if val is not None:
-            val_features = trainer.encode_dataset(val.with_transform(self.backbone.image_transform()))
+            val_transform = self.backbone.image_transform()
+            val_features = trainer.encode_dataset(val.with_transform(val_transform))
             val_labels = torch.tensor(val.labels)
 
             def validate() -> dict[str, float]:
@@ -400,7 +414,9 @@ class CoTPipeline:
                ) -> Tensor:
         """Logits ``[B, C]`` for images (paths, PIL images or a ``[B, 3, H, W]`` tensor)."""
         features = self.image_features(images, batch_size)
-        return self.zero_shot_logits(features) if zero_shot else self._logits_from_features(features)
+        if zero_shot:
+            return self.zero_shot_logits(features)
+        return self._logits_from_features(features)
 
     def predict(self, images: ImagesInput, *, top_k: int = 1, batch_size: int = 64,
                 zero_shot: bool = False) -> list[Prediction]:
@@ -421,18 +437,30 @@ class CoTPipeline:
         out = []
         for vals, idxs in zip(values.tolist(), indices.tolist(), strict=True):
             ranked = tuple((labels[i], float(v)) for i, v in zip(idxs, vals, strict=True))
-            out.append(Prediction(label=labels[idxs[0]], index=idxs[0], score=vals[0], top_k=ranked))
+            out.append(
+                Prediction(label=labels[idxs[0]], index=idxs[0], score=vals[0], top_k=ranked)
+            )
         return out
 
-    def evaluate(self, dataset: ImageClassificationDataset, *, batch_size: int = 64,
-                 zero_shot: bool = False, split: str | None = None) -> EvaluationResult:
+    def evaluate(self, dataset: ImageClassificationDataset | TaskDataset, *, batch_size: int = 64,
+                 zero_shot: bool = False, split: str | None = None
+                 ) -> EvaluationResult | TaskResult:
         """Accuracy, mean per-class accuracy and per-class accuracy on ``dataset``.
 
         Args:
             dataset: Labelled images over the pipeline's classes (same names, same order).
             zero_shot: Evaluate the untuned classifier instead.
             split: If given, the metrics are recorded under this name for the model card.
+
+        A :class:`~cotprompt.tasks.RetrievalDataset` or :class:`~cotprompt.tasks.VQADataset`
+        is evaluated by :func:`cotprompt.tasks.evaluate_task` instead (recall@k both ways, or
+        VQA accuracy with out-of-vocabulary counts).
         """
+        from cotprompt.tasks import evaluate_task, is_task_dataset
+
+        if is_task_dataset(dataset):
+            return evaluate_task(self, dataset, batch_size=batch_size,  # type: ignore[arg-type]
+                                 zero_shot=zero_shot, split=split)
         self._check_dataset_classes(dataset)
         transform = self.backbone.image_transform(train=False)
         loader = torch.utils.data.DataLoader(dataset.with_transform(transform),

@@ -1,0 +1,10 @@
+"""``python -m cotprompt``: the same as the ``cotprompt`` command."""
+
+from __future__ import annotations
+
+import sys
+
+from cotprompt.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
