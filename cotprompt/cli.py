@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cotprompt._version import __version__
+from cotprompt.cli_hub import add_hub_commands
 from cotprompt.errors import ArtifactError, ConfigError, CotpromptError, DataError
 
 if TYPE_CHECKING:
@@ -328,6 +329,7 @@ SUBCOMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
     _add_predict,
     _add_plugins,
     _add_demo,
+    add_hub_commands,
 ]
 
 
