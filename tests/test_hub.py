@@ -31,7 +31,6 @@ from huggingface_hub import constants as hf_constants
 
 from cotprompt import CoTPipeline
 from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
-from cotprompt.cli_hub import add_hub_commands
 from cotprompt.errors import ArtifactError, UnknownComponentError
 from cotprompt.hub import HubConnectionError, check_artifact, pull, push_folder
 from cotprompt.model_card import base_model_for, render_card
@@ -534,9 +533,10 @@ def test_push_folder_checks_the_folder_first(hub, pipeline, tmp_path):
 
 
 def _cli() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="cotprompt")
-    add_hub_commands(parser.add_subparsers(dest="command", required=True))
-    return parser
+    """The real ``cotprompt`` parser, so that the wiring of push and pull is tested too."""
+    from cotprompt.cli import build_parser
+
+    return build_parser()
 
 
 def test_cli_push_and_pull(hub, pipeline, tiny_backbone, tmp_path, capsys):
