@@ -342,12 +342,18 @@ class CoTPipeline:
         self._move(trainer.accelerator.device)
         validate = None
         if val is not None:
-            val_transform = self.backbone.image_transform()
-            val_features = trainer.encode_dataset(val.with_transform(val_transform))
+            val_set = val.with_transform(self.backbone.image_transform())
+            # features of a tuned image encoder change every step: encode them at each validation
+            frozen_features = None
+            if not self.tuner.tunes_image_encoder:
+                frozen_features = trainer.encode_dataset(val_set)
             val_labels = torch.tensor(val.labels)
 
             def validate() -> dict[str, float]:
-                preds = self._logits_from_features(val_features).argmax(-1).cpu()
+                features = frozen_features
+                if features is None:
+                    features = trainer.encode_dataset(val_set)
+                preds = self._logits_from_features(features).argmax(-1).cpu()
                 return {"val_accuracy": float((preds == val_labels).float().mean() * 100)}
 
         result = trainer.fit(
@@ -382,13 +388,27 @@ class CoTPipeline:
     # -- inference ----------------------------------------------------------------------------
 
     @torch.no_grad()
-    def image_features(self, images: ImagesInput, batch_size: int = 64) -> Tensor:
-        """Normalised image features ``[B, E]`` of paths, PIL images or a pixel tensor."""
+    def image_features(
+        self, images: ImagesInput, batch_size: int = 64, *, frozen: bool = False
+    ) -> Tensor:
+        """Normalised image features ``[B, E]`` of paths, PIL images or a pixel tensor.
+
+        Args:
+            frozen: Use the frozen image encoder even when the tuner prompts it (zero-shot).
+        """
         transform = self.backbone.image_transform(train=False)
         self.model.eval()
-        parts = [self.model.image_features(pixels.to(self.device))
-                 for pixels in pixel_batches(as_image_list(images), transform, batch_size)]
+        parts = [
+            self._encode_pixels(pixels, frozen)
+            for pixels in pixel_batches(as_image_list(images), transform, batch_size)
+        ]
         return torch.cat(parts)
+
+    def _encode_pixels(self, pixels: Tensor, frozen: bool) -> Tensor:
+        pixels = pixels.to(self.device)
+        if frozen:
+            return F.normalize(self.backbone.encode_images(pixels).float(), dim=-1)
+        return self.model.image_features(pixels)
 
     @torch.no_grad()
     def _logits_from_features(self, features: Tensor, chunk: int = 256) -> Tensor:
@@ -413,7 +433,7 @@ class CoTPipeline:
     def logits(self, images: ImagesInput, *, zero_shot: bool = False, batch_size: int = 64
                ) -> Tensor:
         """Logits ``[B, C]`` for images (paths, PIL images or a ``[B, 3, H, W]`` tensor)."""
-        features = self.image_features(images, batch_size)
+        features = self.image_features(images, batch_size, frozen=zero_shot)
         if zero_shot:
             return self.zero_shot_logits(features)
         return self._logits_from_features(features)
@@ -469,7 +489,7 @@ class CoTPipeline:
         self.model.eval()
         with torch.no_grad():
             for pixels, _ in loader:
-                features = self.model.image_features(pixels.to(self.device))
+                features = self._encode_pixels(pixels, frozen=zero_shot)
                 logits = (self.zero_shot_logits(features) if zero_shot
                           else self._logits_from_features(features))
                 preds.append(logits.argmax(-1).cpu())
