@@ -15,18 +15,25 @@ def register_backbones(register: Register) -> None:
 
 @hookimpl
 def register_generators(register: Register) -> None:
-    """Generator ``rule-based``."""
+    """Generators ``rule-based``, ``lm``, ``gpt2`` and ``descriptions``.
+
+    ``lm`` and ``gpt2`` register without ``transformers`` installed (importing them does not
+    import it); building one without it raises a ConfigError naming ``cotprompt[lm]``.
+    """
+    from cotprompt.generators.descriptions import DescriptionsGenerator
+    from cotprompt.generators.lm import GPT2Generator, LMGenerator
     from cotprompt.generators.rule_based import RuleBasedGenerator
 
-    register(RuleBasedGenerator)
+    for generator in (RuleBasedGenerator, LMGenerator, GPT2Generator, DescriptionsGenerator):
+        register(generator)
 
 
 @hookimpl
 def register_tuners(register: Register) -> None:
-    """Tuners ``coop``, ``cocoop`` and ``cotpt``."""
-    from cotprompt.tuners import CoCoOpTuner, CoOpTuner, CoTPTTuner
+    """Tuners ``coop``, ``cocoop``, ``cotpt``, ``vpt`` and ``multimodal``."""
+    from cotprompt.tuners import CoCoOpTuner, CoOpTuner, CoTPTTuner, MultimodalTuner, VPTTuner
 
-    for tuner in (CoOpTuner, CoCoOpTuner, CoTPTTuner):
+    for tuner in (CoOpTuner, CoCoOpTuner, CoTPTTuner, VPTTuner, MultimodalTuner):
         register(tuner)
 
 
@@ -37,3 +44,12 @@ def register_aggregators(register: Register) -> None:
 
     for aggregator in (MeanAggregator, AttentionAggregator, AdaptiveAggregator):
         register(aggregator)
+
+
+@hookimpl(specname="register_generators")
+def register_task_generators(register: Register) -> None:
+    """Generators ``caption`` (retrieval) and ``question-answer`` (VQA)."""
+    from cotprompt.tasks.generators import CaptionGenerator, QuestionAnswerGenerator
+
+    for generator in (CaptionGenerator, QuestionAnswerGenerator):
+        register(generator)

@@ -18,6 +18,7 @@ from cotprompt.config import ComponentSpec
 from cotprompt.data.records import ImageClassificationDataset
 from cotprompt.errors import ArtifactError, ConfigError, DataError, UnknownComponentError
 from cotprompt.evaluation.metrics import EvaluationResult
+from cotprompt.generators.stored import StoredChainGenerator
 from cotprompt.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.model import PromptModel
 from cotprompt.model_card import render_card
@@ -90,7 +91,22 @@ class Prediction:
     top_k: tuple[tuple[str, float], ...]
 
 
+def _load_generator(registry: Any, record: Mapping[str, Any], config: Mapping[str, Any]) -> Any:
+    """The saved generator, or a stand-in replaying the stored chain when it cannot be built
+    (its plugin or optional dependencies are missing): loading never needs the generator."""
+    try:
+        return registry.create("generator", record["name"], record.get("config"),
+                               package=record.get("package"))
+    except (UnknownComponentError, ConfigError, ImportError) as exc:
+        logger.warning("generator %r unavailable (%s); using the prompt chain stored in the "
+                       "artifact", record["name"], exc)
+        return StoredChainGenerator(record, PromptChain.from_dict(config["chain"]), str(exc))
+
+
 def _component_record(kind: str, component: Any) -> dict[str, Any]:
+    stored = getattr(component, "artifact_record", None)
+    if stored is not None:
+        return dict(stored)
     info = get_registry().find_class(type(component))
     name = getattr(component, "name", None)
     if not isinstance(name, str):
@@ -600,6 +616,9 @@ class CoTPipeline:
                             f"for: {backbone.spec()} vs {record}"
                         )
                     built[kind] = backbone
+                    continue
+                if kind == "generator":
+                    built[kind] = _load_generator(registry, record, config)
                     continue
                 built[kind] = registry.create(kind, record["name"], record.get("config"),
                                               package=record.get("package"))

@@ -227,3 +227,26 @@ def test_saving_without_classes_is_refused(tiny_backbone, tmp_path):
     pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone)
     with pytest.raises(ConfigError, match="no classes yet"):
         pipeline.save_pretrained(tmp_path / "x")
+
+
+def test_missing_generator_plugin_does_not_block_loading(saved, tiny_backbone, pixels, tmp_path):
+    """Artifacts store the generated chain: the generator is only needed for new labels."""
+    original = CoTPipeline.from_pretrained(saved, backbone=tiny_backbone)
+
+    def edit(config):
+        config["generator"].update(name="llm-writer", package="cotprompt-llm", config={"x": 1})
+
+    _edit_config(saved, edit)
+    loaded = CoTPipeline.from_pretrained(saved, backbone=tiny_backbone)
+    torch.testing.assert_close(loaded.logits(pixels), original.logits(pixels), rtol=0, atol=0)
+    with pytest.raises(
+        ConfigError, match=r"needs the generator 'llm-writer' \(package 'cotprompt-llm'\)"
+    ):
+        loaded.set_classes(["bicycle", "mountain"])
+    resaved = loaded.save_pretrained(tmp_path / "again")
+    config = json.loads((resaved / CONFIG_NAME).read_text())
+    assert config["generator"] == {
+        "name": "llm-writer",
+        "package": "cotprompt-llm",
+        "config": {"x": 1},
+    }
