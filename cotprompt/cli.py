@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from cotprompt._version import __version__
 from cotprompt.cli_hub import add_hub_commands
+from cotprompt.cli_tasks import add_task_commands
 from cotprompt.errors import ArtifactError, ConfigError, CotpromptError, DataError
 
 if TYPE_CHECKING:
@@ -330,6 +331,7 @@ SUBCOMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
     _add_plugins,
     _add_demo,
     add_hub_commands,
+    add_task_commands,
 ]
 
 

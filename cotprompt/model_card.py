@@ -20,7 +20,13 @@ logger = logging.getLogger(__name__)
 START = "<!-- cotprompt:generated:start -->"
 END = "<!-- cotprompt:generated:end -->"
 _MAX_LISTED_LABELS = 50
-_BASE_TAGS = ("cotprompt", "prompt-tuning", "clip", "image-classification")
+_BASE_TAGS = ("cotprompt", "prompt-tuning", "clip")
+#: task kind -> (Hub tag / eval-result task type, pipeline tag)
+_TASK_TAGS: dict[str, tuple[str, str]] = {
+    "classification": ("image-classification", "zero-shot-image-classification"),
+    "retrieval": ("image-text-retrieval", "zero-shot-image-classification"),
+    "vqa": ("visual-question-answering", "visual-question-answering"),
+}
 
 #: open_clip ``(architecture, pretrained tag)`` -> the transformers CLIP repository of the same
 #: OpenAI weights (what people search the Hub for).
@@ -147,19 +153,22 @@ def _card_data(
     config: Mapping[str, Any], repo_id: str | None, base_model: str | None
 ) -> ModelCardData:
     tuner = config["tuner"]["name"]
-    dataset = (config.get("task") or {}).get("dataset")
+    task = config.get("task") or {}
+    dataset = task.get("dataset")
+    task_tag, pipeline_tag = _TASK_TAGS.get(task.get("kind", "classification"),
+                                            _TASK_TAGS["classification"])
     rows = _metric_rows(config.get("metrics") or {})
     data = ModelCardData(
         library_name="cotprompt",
-        tags=[*_BASE_TAGS, tuner],
-        pipeline_tag="zero-shot-image-classification",
+        tags=[*_BASE_TAGS, task_tag, tuner],
+        pipeline_tag=pipeline_tag,
         base_model=base_model,
     )
     if rows:
         data.model_name = (repo_id or f"cotprompt-{tuner}").split("/")[-1]
         data.eval_results = [
             EvalResult(
-                task_type="image-classification",
+                task_type=task_tag,
                 dataset_type=str(dataset or "custom"),
                 dataset_name=str(dataset or "custom"),
                 dataset_split=split,

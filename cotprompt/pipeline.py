@@ -449,6 +449,11 @@ class CoTPipeline:
     def logits(self, images: ImagesInput, *, zero_shot: bool = False, batch_size: int = 64
                ) -> Tensor:
         """Logits ``[B, C]`` for images (paths, PIL images or a ``[B, 3, H, W]`` tensor)."""
+        if self.task is not None and self.task.kind != "classification":
+            raise ConfigError(
+                f"logits/predict classify images; this pipeline's task is {self.task.kind!r}: "
+                "use pipeline.evaluate(dataset), or cotprompt.tasks (e.g. predict_answers for VQA)"
+            )
         features = self.image_features(images, batch_size, frozen=zero_shot)
         if zero_shot:
             return self.zero_shot_logits(features)
