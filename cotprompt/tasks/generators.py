@@ -17,6 +17,7 @@ CoT-PT paper's retrieval and VQA prompts are not published).
 
 from __future__ import annotations
 
+import abc
 import string
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, Literal
@@ -140,7 +141,7 @@ class QuestionAnswerGeneratorConfig(_TaskGeneratorConfig):
         return self
 
 
-class _TemplateGenerator:
+class _TemplateGenerator(abc.ABC):
     """Shared machinery: fill every step's templates for every label."""
 
     name: ClassVar[str]
@@ -153,8 +154,9 @@ class _TemplateGenerator:
             return [(name, list(templates)) for name, templates in self.preset_steps]
         return [(step.name, list(step.templates)) for step in self.config.steps]
 
+    @abc.abstractmethod
     def _values(self, task: Task, label: str) -> dict[str, str]:
-        raise NotImplementedError
+        """The template fields of ``label`` (``caption``, or ``question`` and ``answer``)."""
 
     def generate(self, task: Task, backbone: Backbone | None = None) -> PromptChain:
         """One text per (step, label, template).

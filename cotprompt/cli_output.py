@@ -1,0 +1,99 @@
+"""Output of the ``cotprompt`` command line: result lines, JSON, plain-text tables and logging.
+
+Results go to stdout (:func:`_out`, :func:`_print_json`, :func:`_table`); error messages are
+shortened to one line by :func:`_one_line`; :func:`configure_logging` sends log records to
+stderr at the level that ``-v`` / ``--quiet`` ask for.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+__all__ = ["configure_logging"]
+
+
+def _out(text: str = "") -> None:
+    """Write a line of the command's result to stdout."""
+    sys.stdout.write(text + "\n")
+
+
+def _print_json(value: Any) -> None:
+    _out(json.dumps(value, indent=2))
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool]) -> str:
+    """A plain-text table; ``right[i]`` right-aligns column i."""
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+
+    def line(row: Sequence[str]) -> str:
+        parts = [
+            cell.rjust(width) if align else cell.ljust(width)
+            for cell, width, align in zip(row, widths, right, strict=True)
+        ]
+        return "  ".join(parts).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception message on one line (multi-line messages are joined)."""
+    lines = [part.strip() for part in str(exc).splitlines() if part.strip()]
+    return " ".join(lines) or type(exc).__name__
+
+
+# -- logging ----------------------------------------------------------------------------------
+
+_handler: logging.Handler | None = None
+
+
+class _CliLogFilter(logging.Filter):
+    """Drop records that a library's own handler already printed (huggingface_hub installs one),
+    so that no message appears twice, and open_clip's warning that a model has random weights,
+    which cotprompt only builds when asked to (``pretrained: null``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name == "root" and record.getMessage().startswith(
+            "No pretrained weights loaded for model"
+        ):
+            return False
+        current: logging.Logger | None = logging.getLogger(record.name)
+        root = logging.getLogger()
+        while current is not None and current is not root:
+            if current.handlers:
+                return False
+            if not current.propagate:
+                break
+            current = current.parent  # type: ignore[assignment]
+        return True
+
+
+def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
+    """Send log records to stderr at the level the flags ask for.
+
+    Default: cotprompt's INFO messages and everyone's warnings; ``-v``: cotprompt's DEBUG
+    messages; ``-vv``: every library's DEBUG messages; ``--quiet``: warnings and errors only.
+    Calling it again replaces the handler it installed before (and nothing else).
+    """
+    global _handler
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    _handler = logging.StreamHandler(sys.stderr)
+    _handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    _handler.addFilter(_CliLogFilter())
+    root.addHandler(_handler)
+    package = logging.getLogger("cotprompt")
+    if quiet:
+        package.setLevel(logging.WARNING)
+        _handler.setLevel(logging.WARNING)
+        return
+    _handler.setLevel(logging.DEBUG)
+    package.setLevel(logging.INFO if verbose == 0 else logging.DEBUG)
+    if verbose >= 2:
+        root.setLevel(logging.DEBUG)

@@ -1,0 +1,362 @@
+"""The ``cotprompt train``, ``eval`` and ``predict`` commands: train a pipeline from a config
+file, measure a saved pipeline's accuracy on a labelled dataset, predict the labels of images.
+
+Each ``_add_<name>`` function adds its parser to the ``cotprompt`` command line
+(:data:`cotprompt.cli.SUBCOMMANDS`) and sets ``handler`` to the ``_cmd_<name>`` function.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cotprompt.cli_common import EXIT_OK, _add_device
+from cotprompt.cli_output import _out, _print_json, _table
+from cotprompt.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from cotprompt.data.records import ImageClassificationDataset
+    from cotprompt.evaluation.metrics import EvaluationResult
+    from cotprompt.pipeline import CoTPipeline, Prediction
+
+__all__ = ["TRAIN_OUTPUT"]
+
+logger = logging.getLogger("cotprompt.cli")  # the command line's logger, shared by its modules
+
+TRAIN_OUTPUT = "cotprompt-output"
+
+
+def _add_train(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "train", parents=[common], help="train prompts from a YAML/JSON config file",
+        description=(
+            "Train a pipeline described by a config file: the pipeline sections (backbone, "
+            "generator, tuner, aggregator, training), a `data` section and an optional `output` "
+            "folder. Evaluates zero-shot and tuned accuracy on the test split when there is one, "
+            "then saves the artifact (see docs/cli.md and docs/configuration.md)."
+        ),
+    )
+    parser.add_argument("--config", required=True, metavar="FILE", help="YAML or JSON config")
+    parser.add_argument(
+        "--output", metavar="DIR",
+        help=f"artifact folder (default: the config's `output`, else ./{TRAIN_OUTPUT})",
+    )
+    parser.add_argument(
+        "--resume", metavar="latest|PATH",
+        help="resume from the newest checkpoint (`latest`) or a checkpoint folder",
+    )
+    parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    _add_device(parser)
+    parser.set_defaults(handler=_cmd_train)
+
+
+def _add_eval(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "eval", parents=[common], help="accuracy of a saved pipeline on a labelled dataset",
+        description=(
+            "Evaluate a saved pipeline (a folder or a Hugging Face Hub repository id). When the "
+            "dataset's classes differ from the artifact's, the prompts are applied to the "
+            "dataset's classes (possible with unified context only)."
+        ),
+    )
+    parser.add_argument("artifact", metavar="ARTIFACT", help="artifact folder or Hub repo id")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--data", metavar="DIR", help="a folder per class: DIR/<class>/<image>")
+    source.add_argument("--csv", metavar="FILE", help="a CSV manifest (columns path,label)")
+    source.add_argument("--coop-split", metavar="FILE", help="a CoOp split_zhou_*.json file")
+    source.add_argument(
+        "--digits", action="store_true", help="scikit-learn's bundled digits (no files)"
+    )
+    parser.add_argument(
+        "--image-root", metavar="DIR",
+        help="image folder of --coop-split (required) or --csv (default: the CSV's folder)",
+    )
+    parser.add_argument(
+        "--split", default="test", help="split of --coop-split / --digits (default: test)"
+    )
+    parser.add_argument(
+        "--classes", choices=("all", "base", "new"), default="all",
+        help="evaluate on all classes or on CoCoOp's base / new half (default: all)",
+    )
+    parser.add_argument(
+        "--zero-shot", action="store_true", help="also evaluate the untuned (zero-shot) classifier"
+    )
+    parser.add_argument("--per-class", action="store_true", help="print per-class accuracy")
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    parser.add_argument("--revision", help="Hub branch, tag or commit of ARTIFACT")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    _add_device(parser)
+    parser.set_defaults(handler=_cmd_eval)
+
+
+def _add_predict(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    parser = subparsers.add_parser(
+        "predict", parents=[common], help="predict the labels of images",
+        description="Predict labels with a saved pipeline; a folder stands for its images.",
+    )
+    parser.add_argument("artifact", metavar="ARTIFACT", help="artifact folder or Hub repo id")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
+    parser.add_argument(
+        "--zero-shot", action="store_true", help="use the untuned (zero-shot) classifier"
+    )
+    parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    parser.add_argument("--revision", help="Hub branch, tag or commit of ARTIFACT")
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    _add_device(parser)
+    parser.set_defaults(handler=_cmd_predict)
+
+
+def _resolve(value: str, base_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else base_dir / path
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cotprompt.config_files import load_pipeline_config, read_mapping
+    from cotprompt.data.spec import DataSpec, build_datasets
+    from cotprompt.pipeline import CoTPipeline
+    from cotprompt.plugins import get_registry
+    from cotprompt.types import Task
+
+    config_path = Path(args.config)
+    raw = read_mapping(config_path)
+    base_dir = config_path.resolve().parent
+    spec = DataSpec.from_mapping(raw.pop("data", None))
+    output_value = raw.pop("output", None)
+    if output_value is not None and not isinstance(output_value, str):
+        raise ConfigError(f"`output` must be a folder path, got {output_value!r}")
+    config = load_pipeline_config(raw)
+    if args.output:
+        output = Path(args.output)
+    elif output_value:
+        output = _resolve(output_value, base_dir)
+    else:
+        output = Path(TRAIN_OUTPUT)
+
+    training = config.training
+    updates: dict[str, Any] = {}
+    if args.quiet:
+        updates["progress"] = False
+    if training.checkpoint_dir is None and (args.resume or training.checkpoint_every):
+        updates["checkpoint_dir"] = str(output / "checkpoints")
+    training = training.model_copy(update=updates)
+
+    # Cheap checks first: component names and options, then data, then the (large) backbone.
+    registry = get_registry()
+    built = {
+        kind: registry.create(kind, getattr(config, kind).name, getattr(config, kind).config)
+        for kind in ("generator", "tuner", "aggregator")
+    }
+    registry.get("backbone", config.backbone.name)
+    datasets = build_datasets(spec, base_dir=base_dir)
+    train, val, test = datasets["train"], datasets.get("val"), datasets.get("test")
+    pipeline = CoTPipeline.create(
+        backbone=config.backbone.name, backbone_config=config.backbone.config,
+        **built, training=training, device=args.device,
+    )
+    pipeline.set_classes(Task.classification(train.class_names, dataset=spec.dataset_name))
+
+    zero_shot = None
+    if test is not None:
+        # the untuned baseline: reported, not recorded in the model card (it is not this model's)
+        zero_shot = pipeline.evaluate(test, zero_shot=True)
+        logger.info("zero-shot test accuracy: %.2f%%", zero_shot.accuracy)
+    result = pipeline.fit(train, val=val, resume_from=args.resume)
+    tuned = pipeline.evaluate(test, split="test") if test is not None else None
+    saved = pipeline.save_pretrained(output)
+
+    summary = {
+        "output": str(saved),
+        "tuner": config.tuner.name,
+        "num_train_images": len(train),
+        "num_classes": train.num_classes,
+        "epochs": training.epochs,
+        "seconds": round(result.seconds, 3),
+        "final_loss": result.history[-1]["loss"] if result.history else None,
+        "zero_shot_test_accuracy": zero_shot.accuracy if zero_shot is not None else None,
+        "metrics": pipeline.metrics,
+        "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+    }
+    if args.json:
+        _print_json(summary)
+        return EXIT_OK
+    loss = summary["final_loss"]
+    _out(
+        f"trained {config.tuner.name} on {len(train)} images ({train.num_classes} classes), "
+        f"{training.epochs} epochs in {result.seconds:.1f} s"
+        + (f"; final loss {loss:.4f}" if isinstance(loss, float) else "")
+    )
+    if tuned is not None and zero_shot is not None:
+        _out(
+            f"test accuracy: zero-shot {zero_shot.accuracy:.2f}%, tuned {tuned.accuracy:.2f}% "
+            f"(mean per class {tuned.mean_per_class_accuracy:.2f}%) on {tuned.num_samples} images"
+        )
+    _out(f"saved to {saved}")
+    return EXIT_OK
+
+
+def _eval_dataset(args: argparse.Namespace) -> ImageClassificationDataset:
+    from cotprompt.data import (
+        base_new_split,
+        digits_dataset,
+        from_coop_split,
+        from_csv,
+        from_folder,
+        subsample_classes,
+    )
+
+    if args.coop_split is not None or args.digits:
+        if args.coop_split is not None:
+            if args.image_root is None:
+                raise ConfigError("--coop-split needs --image-root (the folder of the images)")
+            splits = from_coop_split(args.coop_split, args.image_root)
+            what = f"CoOp split file {args.coop_split!r}"
+        else:
+            splits = digits_dataset()
+            what = "the digits dataset"
+        if args.split not in splits:
+            raise DataError(f"{what} has no split {args.split!r}; it has {sorted(splits)}")
+        dataset = splits[args.split]
+    elif args.csv is not None:
+        dataset = from_csv(args.csv, root=args.image_root)
+    else:
+        if args.image_root is not None:
+            raise ConfigError("--image-root is used with --coop-split or --csv, not with --data")
+        dataset = from_folder(args.data)
+    if args.classes != "all":
+        base, new = base_new_split(dataset.class_names)
+        dataset = subsample_classes(dataset, base if args.classes == "base" else new)
+    return dataset
+
+
+def _bind_dataset_classes(pipeline: CoTPipeline, dataset: ImageClassificationDataset) -> None:
+    """Apply the prompts to the dataset's classes when they differ from the artifact's."""
+    names = [name.replace("_", " ") for name in dataset.class_names]
+    if names != pipeline.class_names:
+        logger.info(
+            "the dataset's %d classes differ from the artifact's %d; applying the prompts to the "
+            "dataset's classes", len(names), len(pipeline.class_names),
+        )
+        pipeline.set_classes(dataset.class_names)
+
+
+def _result_dict(result: EvaluationResult) -> dict[str, Any]:
+    return result.to_dict()
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from cotprompt.pipeline import CoTPipeline
+
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    dataset = _eval_dataset(args)
+    pipeline = CoTPipeline.from_pretrained(args.artifact, revision=args.revision,
+                                           device=args.device)
+    _bind_dataset_classes(pipeline, dataset)
+    results = {"tuned": pipeline.evaluate(dataset, batch_size=args.batch_size)}
+    if args.zero_shot:
+        results["zero_shot"] = pipeline.evaluate(dataset, batch_size=args.batch_size,
+                                                 zero_shot=True)
+    if args.json:
+        _print_json({
+            "artifact": str(args.artifact),
+            "num_images": len(dataset),
+            "num_classes": dataset.num_classes,
+            "results": {name: _result_dict(r) for name, r in results.items()},
+        })
+        return EXIT_OK
+    _out(f"{args.artifact}: {len(dataset)} images, {dataset.num_classes} classes")
+    rows = [
+        (name.replace("_", "-"), f"{r.accuracy:.2f}", f"{r.mean_per_class_accuracy:.2f}")
+        for name, r in results.items()
+    ]
+    _out(_table(("classifier", "accuracy %", "mean per class %"), rows, (False, True, True)))
+    if args.per_class:
+        _out()
+        names = list(results)
+        per_class_rows = [
+            (label, *(_percent(results[n].per_class.get(label)) for n in names))
+            for label in results["tuned"].per_class
+        ]
+        headers = ("class", *(f"{n.replace('_', '-')} %" for n in names))
+        _out(_table(headers, per_class_rows, (False, *([True] * len(names)))))
+    return EXIT_OK
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}"
+
+
+def _expand_images(items: Sequence[str]) -> list[Path]:
+    """Image paths; a folder stands for the images in it (recursively, sorted).
+
+    Raises:
+        DataError: Paths that do not exist (all named), or a folder without images.
+    """
+    from cotprompt.data import IMAGE_EXTENSIONS
+
+    missing = [item for item in items if not Path(item).exists()]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:10])
+        raise DataError(
+            f"{len(missing)} image path(s) do not exist: {shown}"
+            + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+        )
+    paths: list[Path] = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            found = sorted(
+                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+            )
+            if not found:
+                raise DataError(
+                    f"folder {item!r} holds no images with extensions {list(IMAGE_EXTENSIONS)}"
+                )
+            paths.extend(found)
+        else:
+            paths.append(path)
+    return paths
+
+
+def _prediction_dict(image: str, prediction: Prediction) -> dict[str, Any]:
+    return {
+        "image": image,
+        "label": prediction.label,
+        "index": prediction.index,
+        "score": prediction.score,
+        "top_k": [{"label": label, "score": score} for label, score in prediction.top_k],
+    }
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from cotprompt.pipeline import CoTPipeline
+
+    if args.top_k < 1:
+        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    paths = _expand_images(args.images)
+    pipeline = CoTPipeline.from_pretrained(args.artifact, revision=args.revision,
+                                           device=args.device)
+    predictions = pipeline.predict([str(p) for p in paths], top_k=args.top_k,
+                                   batch_size=args.batch_size, zero_shot=args.zero_shot)
+    records = [_prediction_dict(str(p), pred) for p, pred in zip(paths, predictions, strict=True)]
+    if args.json:
+        _print_json(records)
+        return EXIT_OK
+    rows = [
+        (
+            record["image"],
+            record["label"],
+            f"{record['score']:.3f}",
+            ", ".join(f"{t['label']} {t['score']:.3f}" for t in record["top_k"][1:]),
+        )
+        for record in records
+    ]
+    _out(_table(("image", "label", "score", "next"), rows, (False, False, True, False)))
+    return EXIT_OK
