@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar
@@ -13,6 +15,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
+from cotprompt.backbones.text_encoder import FastTextEncoder, unsupported_reason
 from cotprompt.config import ComponentConfig
 from cotprompt.errors import ConfigError
 
@@ -22,6 +25,24 @@ _CONFIG_DIR = Path(__file__).parent / "model_configs"
 #: Small architectures shipped with cotprompt for offline use and tests (random weights only).
 TINY_MODEL = "cotprompt-tiny"
 _registered = False
+
+
+@contextlib.contextmanager
+def _quiet_open_clip(active: bool) -> Iterator[None]:
+    """Silence open_clip's "No pretrained weights loaded" warning for deliberate random init."""
+
+    class _Filter(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "No pretrained weights loaded" not in record.getMessage()
+
+    flt = _Filter()
+    root = logging.getLogger()
+    if active:
+        root.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
 
 
 def register_model_configs() -> None:
@@ -87,29 +108,36 @@ class OpenCLIPBackbone(nn.Module):
         self.text_width = int(self.text.token_embedding.weight.shape[-1])
         self.context_length = int(self.text.positional_embedding.shape[0])
         self._eot_token_id = self._find_eot_token_id()
+        self._fast_encoders: dict[bool, FastTextEncoder | None] = {}
 
     def _create(self, open_clip: Any, pretrained: str | None) -> tuple[nn.Module, Any, Any]:
         cfg = self.config
-        try:
-            return open_clip.create_model_and_transforms(
-                cfg.model_name,
-                pretrained=pretrained,
-                precision=cfg.precision,
-                cache_dir=cfg.cache_dir,
-                **cfg.extra,
+        if cfg.model_name not in open_clip.list_models() and not cfg.model_name.startswith(
+            ("hf-hub:", "local-dir:")
+        ):
+            close = difflib.get_close_matches(cfg.model_name, open_clip.list_models(), n=3)
+            hint = f"; close matches: {', '.join(close)}" if close else ""
+            raise ConfigError(
+                f"open_clip does not know the architecture {cfg.model_name!r}{hint}. "
+                "See open_clip.list_models()."
             )
-        except RuntimeError as exc:
-            if "Unknown model" in str(exc) or "not found" in str(exc):
-                raise ConfigError(
-                    f"open_clip does not know model {cfg.model_name!r} / pretrained "
-                    f"{pretrained!r}: {exc}. See open_clip.list_pretrained()."
-                ) from exc
-            raise
-        except (OSError, ValueError) as exc:
+        try:
+            # open_clip warns on the root logger when asked for random weights on purpose
+            with _quiet_open_clip(pretrained is None):
+                return open_clip.create_model_and_transforms(
+                    cfg.model_name,
+                    pretrained=pretrained,
+                    precision=cfg.precision,
+                    cache_dir=cfg.cache_dir,
+                    **cfg.extra,
+                )
+        except (RuntimeError, OSError, ValueError) as exc:
+            known = open_clip.list_pretrained_tags_by_model(cfg.model_name)
+            tags = f" Known tags for {cfg.model_name}: {', '.join(known)}." if known else ""
             raise ConfigError(
                 f"could not load open_clip model {cfg.model_name!r} with pretrained weights "
-                f"{pretrained!r}: {exc}. Without network access, point `pretrained` at a local "
-                "checkpoint file, or use pretrained=None for random weights."
+                f"{pretrained!r}: {exc}.{tags} Without network access, point `pretrained` at a "
+                "local checkpoint file, or use pretrained=None for random weights."
             ) from exc
 
     @staticmethod
@@ -241,7 +269,23 @@ class OpenCLIPBackbone(nn.Module):
         x = self.text.transformer(x, attn_mask=mask)
         x = self.text.ln_final(x)
         pooled = x[torch.arange(n, device=x.device), eot_index.to(x.device)]
-        return pooled @ self.text_projection.to(pooled.dtype)
+        proj = self.text.text_projection
+        if isinstance(proj, nn.Linear):  # keeps its bias (open_clip's proj_bias=True)
+            return proj(pooled)
+        return pooled @ proj.to(pooled.dtype)
+
+    def fast_text_encoder(self, compile: bool = False) -> FastTextEncoder | None:
+        """The fast text-encoder path over this backbone's text tower (same features as
+        :meth:`encode_text_embeddings`, less work; see :mod:`cotprompt.backbones.text_encoder`),
+        or ``None`` when the tower's blocks are not open_clip residual attention blocks."""
+        if compile not in self._fast_encoders:
+            reason = unsupported_reason(self.text)
+            if reason is not None:
+                logger.info("fast text encoder unavailable (%s); using the plain path", reason)
+                self._fast_encoders[compile] = None
+            else:
+                self._fast_encoders[compile] = FastTextEncoder(self.text, compile=compile)
+        return self._fast_encoders[compile]
 
     @torch.no_grad()
     def encode_texts(self, texts: Sequence[str], batch_size: int = 256) -> Tensor:

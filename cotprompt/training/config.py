@@ -36,6 +36,9 @@ class TrainingConfig(ComponentConfig):
             evaluation transform, which lets frozen image features be computed once.
         cache_features: Compute frozen image features once per run when the transform is
             deterministic and the image encoder is not tuned.
+        feature_cache_dir: Also keep those features on disk in this folder, keyed by backbone,
+            transform and image contents, and reuse them across runs and methods (see
+            :mod:`cotprompt.training.feature_cache`); ``None``: in memory for one run only.
         drop_last: Drop the last incomplete batch of each epoch.
         num_workers: DataLoader worker processes for image decoding.
         checkpoint_dir: Where checkpoints go (``None``: no checkpoints).
@@ -59,6 +62,7 @@ class TrainingConfig(ComponentConfig):
     precision: Precision = "auto"
     augment: bool = True
     cache_features: bool = True
+    feature_cache_dir: str | None = None
     drop_last: bool = False
     num_workers: int = Field(default=0, ge=0)
     checkpoint_dir: str | None = None

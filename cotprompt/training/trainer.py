@@ -96,6 +96,7 @@ def run_fingerprint(model: PromptModel, config: TrainingConfig, extra: dict[str,
             "progress",
             "log_every",
             "num_workers",
+            "feature_cache_dir",
         }
     )
     blob = json.dumps({"config": relevant, "shapes": shapes, **extra}, sort_keys=True)
@@ -124,7 +125,23 @@ class Trainer:
 
     @torch.no_grad()
     def encode_dataset(self, dataset: ImageClassificationDataset, batch_size: int = 64) -> Tensor:
-        """Normalised frozen image features ``[N, E]`` of ``dataset`` (its transform applied)."""
+        """Normalised frozen image features ``[N, E]`` of ``dataset`` (its transform applied),
+        read from and written to ``config.feature_cache_dir`` when it is set."""
+        if self.config.feature_cache_dir is not None and not self.model.tuner.tunes_image_encoder:
+            from cotprompt.training.feature_cache import FeatureCache
+
+            encode_images = type(self.model.tuner).encode_images
+            extra = {
+                "precision": str(self.accelerator.mixed_precision),
+                "encode_images": f"{encode_images.__module__}.{encode_images.__qualname__}",
+            }
+            features = FeatureCache(self.config.feature_cache_dir).features(
+                dataset, self.model.backbone, lambda part: self._encode(part, batch_size), extra
+            )
+            return features.to(self.accelerator.device)
+        return self._encode(dataset, batch_size)
+
+    def _encode(self, dataset: ImageClassificationDataset, batch_size: int) -> Tensor:
         loader = DataLoader(
             dataset, batch_size=batch_size, shuffle=False, num_workers=self.config.num_workers
         )

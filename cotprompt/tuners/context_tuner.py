@@ -18,6 +18,7 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from cotprompt.backbones.base import Backbone
+from cotprompt.backbones.text_encoder import FastTextEncoder, autocast_dtype, resolve_budget
 from cotprompt.config import ComponentConfig
 from cotprompt.errors import ConfigError
 from cotprompt.tuners.meta_net import ChainLink, MetaNet
@@ -47,8 +48,20 @@ class ContextTunerConfig(ComponentConfig):
             meta-net input is the image feature plus a learned, zero-initialised projection of
             step k-1's shift (Meta-Nets Chaining; a reconstruction of the CoT-PT paper).
         truncate: Run the text encoder only up to the longest end-of-text position (exact).
-        max_sequences_per_call: Upper bound on sequences per text-encoder call (memory budget);
-            ``None`` encodes everything in one call.
+        max_sequences_per_call: Upper bound on sequences per text-encoder call; ``None``: as
+            many as ``memory_budget_mb`` allows (fast path) or all in one call (plain path).
+        text_encoder: ``fast`` (default): the exact reductions of
+            :mod:`cotprompt.backbones.text_encoder` (shared-prefix caching when the context is
+            unified and the class token is at the end, length buckets, causal attention kernels,
+            fused kernels, memory-budgeted chunks); ``plain``: the reference forward through the
+            backbone's ``encode_text_embeddings``. Both give the same features (up to float
+            rounding); backbones without a fast path use ``plain``.
+        memory_budget_mb: Activation memory for the text encoder (fast path). When a training
+            step needs more, prompts are encoded in chunks that are recomputed in the backward
+            pass (exact, about a third more compute). ``None``: half the free memory of the
+            device at each call.
+        compile: Run the fast path's chunks through ``torch.compile`` (first steps are slow
+            while it compiles).
     """
 
     n_ctx: int | None = Field(default=None, ge=0)
@@ -61,6 +74,9 @@ class ContextTunerConfig(ComponentConfig):
     chain: Literal["none", "additive"] = "none"
     truncate: bool = True
     max_sequences_per_call: int | None = Field(default=None, ge=1)
+    text_encoder: Literal["fast", "plain"] = "fast"
+    memory_budget_mb: float | None = Field(default=None, gt=0)
+    compile: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> ContextTunerConfig:
@@ -90,6 +106,8 @@ class ContextPromptTuner(nn.Module):
         self.tokens: PromptTokens | None = None
         self.bound_labels: tuple[str, ...] | None = None
         self.n_ctx: int | None = None
+        self._bind_count = 0
+        self._text_cache: tuple[tuple, Tensor] | None = None
 
     # -- protocol ---------------------------------------------------------------------------
 
@@ -135,6 +153,8 @@ class ContextPromptTuner(nn.Module):
             backbone, chain, self.n_ctx, cfg.class_token_position, truncate=cfg.truncate
         )
         self.bound_labels = chain.labels
+        self._bind_count += 1
+        self._text_cache = None
 
     def encode_images(self, backbone: Backbone, pixels: Tensor) -> Tensor:
         """Frozen image features ``[B, E]``."""
@@ -145,15 +165,181 @@ class ContextPromptTuner(nn.Module):
         """Step text features ``[B or 1, K, C, E]``, L2-normalised."""
         if self.tokens is None or self.ctx is None:
             raise ConfigError("the tuner is not bound to a prompt chain; call bind() first")
+        key = self._text_cache_key(backbone)
+        if key is not None and self._text_cache is not None and self._text_cache[0] == key:
+            return self._text_cache[1]
         tokens = self.tokens
         shifts = self._context_shifts(image_features)
-        ctx = self._context_per_text(tokens, shifts, backbone.dtype)  # [B', N, n_ctx, W]
-        prompts = self._assemble(tokens, ctx)  # [B', N, L, W]
-        batch, num_texts = prompts.shape[:2]
-        flat = prompts.reshape(batch * num_texts, *prompts.shape[2:])
-        eot = tokens.eot_index.repeat(batch)
-        features = self._encode(backbone, flat, eot).reshape(batch, num_texts, -1)
-        return self._ensemble(tokens, F.normalize(features.float(), dim=-1))
+        encoder = self._fast_encoder(backbone)
+        if encoder is not None and self.shares_prefix:
+            features = self._encode_shared_prefix(encoder, backbone, tokens, shifts)
+        else:
+            ctx = self._context_per_text(tokens, shifts, backbone.dtype)  # [B', N, n_ctx, W]
+            prompts = self._assemble(tokens, ctx)  # [B', N, L, W]
+            batch, num_texts = prompts.shape[:2]
+            flat = prompts.reshape(batch * num_texts, *prompts.shape[2:])
+            eot = tokens.eot_index.repeat(batch)
+            if encoder is not None:
+                features = encoder.encode(
+                    flat,
+                    eot,
+                    budget_bytes=resolve_budget(self.config.memory_budget_mb, flat.device),
+                    max_rows=self.config.max_sequences_per_call,
+                )
+            else:
+                features = self._encode(backbone, flat, eot)
+            features = features.reshape(batch, num_texts, -1)
+        text = self._ensemble(tokens, F.normalize(features.float(), dim=-1))
+        if key is not None:
+            self._text_cache = (key, text)
+        return text
+
+    # -- fast path --------------------------------------------------------------------------
+
+    @property
+    def shares_prefix(self) -> bool:
+        """Whether the start token and context are one prefix shared by all texts of a step
+        (unified context, class token at the end): the fast path then encodes it once."""
+        return (
+            not self.config.class_specific and self.tokens is not None and self.tokens.order is None
+        )
+
+    def _fast_encoder(self, backbone: Backbone) -> FastTextEncoder | None:
+        if self.config.text_encoder != "fast":
+            return None
+        factory = getattr(backbone, "fast_text_encoder", None)
+        return None if factory is None else factory(compile=self.config.compile)
+
+    def _encode_shared_prefix(
+        self,
+        encoder: FastTextEncoder,
+        backbone: Backbone,
+        tokens: PromptTokens,
+        shifts: list[Tensor] | None,
+    ) -> Tensor:
+        """``[B', N, E]`` features: one prefix per (image, step), one suffix per text.
+
+        A step's prefix is the start token, its context and the text tokens that all its texts
+        share (``"a photo of a"`` before ``"{class}"``); steps are encoded in groups that share
+        a prefix length.
+        """
+        assert self.ctx is not None and self.n_ctx is not None
+        contexts = []
+        for k, ctx in enumerate(self.ctx):
+            value = ctx.unsqueeze(0)  # [1, n_ctx, W]
+            if shifts is not None:
+                value = value + shifts[k][:, None, :]  # [B, n_ctx, W]
+            contexts.append(value)
+        batch = max(v.shape[0] for v in contexts)
+        dtype, device = backbone.dtype, tokens.prefix.device
+        width = tokens.prefix.shape[-1]
+        start = tokens.prefix[0].to(dtype).expand(batch, 1, width)
+        base = 1 + self.n_ctx
+        budget = resolve_budget(self.config.memory_budget_mb, device)
+        groups = []
+        for steps, shared in self._prefix_groups(tokens, batch):
+            texts = torch.nonzero(torch.isin(tokens.step_index, torch.tensor(steps, device=device)))
+            groups.append((steps, shared, texts.flatten()))
+        # the groups' activations coexist until the backward pass: share the budget by work
+        work = [float((tokens.eot_index[t] + 1 - base - c).sum()) for _, c, t in groups]
+        parts, order, plans = [], [], []
+        for (steps, shared, texts), part in zip(groups, work, strict=True):
+            prefixes = []
+            local = torch.zeros(tokens.num_steps, dtype=torch.long, device=device)
+            for j, k in enumerate(steps):
+                local[k] = j
+                first = int(texts[tokens.step_index[texts] == k][0])
+                common = tokens.suffix[first, :shared].to(dtype).expand(batch, -1, -1)
+                ctx = contexts[k].expand(batch, -1, -1).to(dtype)
+                prefixes.append(torch.cat([start, ctx, common], dim=1))
+            prefix = torch.stack(prefixes, dim=1).reshape(batch * len(steps), -1, width)
+            count = len(texts)
+            row_prefix = (
+                torch.arange(batch, device=device)[:, None] * len(steps)
+                + local[tokens.step_index[texts]][None, :]
+            ).reshape(-1)
+            features = encoder.encode_with_prefix(
+                prefix,
+                tokens.suffix[texts, shared:],
+                tokens.eot_index[texts] - (base + shared),
+                row_prefix,
+                torch.arange(count, device=device).repeat(batch),
+                budget_bytes=max(1, int(budget * part / sum(work))),
+                max_rows=self.config.max_sequences_per_call,
+            )
+            parts.append(features.reshape(batch, count, -1))
+            order.append(texts)
+            plans.append(encoder.last_plan)
+        if len(plans) > 1:  # one summary of the step's calls
+            encoder.last_plan = {
+                "bucket_lengths": [n for plan in plans for n in plan["bucket_lengths"]],
+                "rows": sum(plan["rows"] for plan in plans),
+                "chunks": sum(plan["chunks"] for plan in plans),
+                "recompute": any(plan["recompute"] for plan in plans),
+                "estimated_bytes": sum(plan["estimated_bytes"] for plan in plans),
+                "budget_bytes": budget,
+                "joint_prefix": all(plan["joint_prefix"] for plan in plans),
+                "prefix_groups": len(plans),
+            }
+        if len(parts) == 1 and torch.equal(order[0], torch.arange(tokens.num_texts, device=device)):
+            return parts[0]
+        features = torch.cat(parts, dim=1)
+        inverse = torch.empty_like(torch.cat(order))
+        inverse[torch.cat(order)] = torch.arange(tokens.num_texts, device=device)
+        return features[:, inverse]
+
+    def _prefix_groups(self, tokens: PromptTokens, batch: int) -> list[tuple[list[int], int]]:
+        """Steps grouped by the shared text length ``c`` used in their prefix (a group uses its
+        smallest ``c``); more groups save tokens but cost encoder calls."""
+        from cotprompt.backbones.text_encoder import BUCKET_OVERHEAD_TOKENS
+
+        shared = [tokens.shared_text_prefix(k) for k in range(tokens.num_steps)]
+        if len(set(shared)) == 1:
+            return [(list(range(tokens.num_steps)), shared[0])]
+        rows = batch
+        per_step = torch.bincount(tokens.step_index, minlength=tokens.num_steps).tolist()
+        suffix_len = (tokens.eot_index + 1 - (1 + (self.n_ctx or 0))).tolist()
+        step_tokens = [0] * tokens.num_steps
+        for k, length in zip(tokens.step_index.tolist(), suffix_len, strict=True):
+            step_tokens[k] += length
+        overhead = BUCKET_OVERHEAD_TOKENS.get(tokens.prefix.device.type, 64)
+        steps = sorted(range(tokens.num_steps), key=lambda k: shared[k])
+
+        def cost(i: int, j: int) -> float:  # steps[i..j] with c = shared[steps[i]]
+            c = shared[steps[i]]
+            group = steps[i : j + 1]
+            return overhead + rows * sum(step_tokens[k] - c * per_step[k] for k in group)
+
+        best = [0.0] + [float("inf")] * len(steps)
+        back = [0] * (len(steps) + 1)
+        for j in range(1, len(steps) + 1):
+            for i in range(j):
+                value = best[i] + cost(i, j - 1)
+                if value < best[j]:
+                    best[j], back[j] = value, i
+        groups = []
+        j = len(steps)
+        while j > 0:
+            i = back[j]
+            groups.append((sorted(steps[i:j]), shared[steps[i]]))
+            j = i
+        return list(reversed(groups))
+
+    def _text_cache_key(self, backbone: Backbone) -> tuple | None:
+        """Key of the text features of an unconditioned tuner at inference (no gradients):
+        they depend only on the parameters, the bound chain and the backbone, so they are
+        computed once, not once per image batch."""
+        if torch.is_grad_enabled() or self.image_conditioned or self.ctx is None:
+            return None
+        device = backbone.device
+        return (
+            self._bind_count,
+            id(backbone),
+            str(device),
+            str(autocast_dtype(device.type)),
+            self.config.text_encoder,
+            tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters()),
+        )
 
     # -- parameters -------------------------------------------------------------------------
 

@@ -38,6 +38,7 @@ class PromptTokens:
             position, or ``None`` for ``end``.
         num_steps: K.
         num_labels: C.
+        n_ctx: Number of context slots between ``prefix`` and ``suffix``.
     """
 
     prefix: Tensor
@@ -50,6 +51,7 @@ class PromptTokens:
     order: Tensor | None
     num_steps: int
     num_labels: int
+    n_ctx: int = 0
 
     @property
     def num_texts(self) -> int:
@@ -64,6 +66,22 @@ class PromptTokens:
                 self.group_index, torch.arange(self.num_texts, device=self.group_index.device)
             )
         )
+
+    def shared_text_prefix(self, step: int) -> int:
+        """Number of leading suffix tokens that all texts of ``step`` share (for example
+        ``"a close-up of the details of the"`` in ``"a close-up of the details of the {class}."``),
+        leaving at least each text's end-of-text token; 0 with a class-token position other than
+        ``end``. With unified context these tokens' hidden states are the same for every label,
+        like the context's."""
+        if self.order is not None:
+            return 0
+        rows = self.suffix[self.step_index == step]
+        if rows.shape[0] == 0:
+            return 0
+        limit = int((self.eot_index[self.step_index == step] - 1 - self.n_ctx).min())
+        same = (rows == rows[:1]).all(dim=-1).all(dim=0)[:limit]  # [positions]
+        differing = torch.nonzero(~same)
+        return int(differing[0]) if len(differing) else int(same.shape[0])
 
     def to(self, device: torch.device | str) -> PromptTokens:
         """A copy on ``device``."""
@@ -144,6 +162,7 @@ def build_prompt_tokens(
         order=None if order is None else order.to(device),
         num_steps=num_steps,
         num_labels=num_labels,
+        n_ctx=n_ctx,
     )
 
 
@@ -161,8 +180,8 @@ def _check_lengths(backbone: Backbone, texts: list[str], n_ctx: int) -> None:
         shown = "; ".join(f"{n} tokens: {t[:60]!r}" for n, t in too_long[:3])
         raise ConfigError(
             f"{len(too_long)} prompt text(s) do not fit the context length of "
-            f"{backbone.context_length} tokens with {n_ctx} context vectors ({shown}); shorten them "
-            "instead of letting the tokenizer cut them"
+            f"{backbone.context_length} tokens with {n_ctx} context vectors ({shown}); shorten "
+            "them instead of letting the tokenizer cut them"
         )
 
 

@@ -1,0 +1,677 @@
+"""The fast path of CLIP's text encoder: the same function as the plain forward, less work.
+
+The plain path (:meth:`OpenCLIPBackbone.encode_text_embeddings`) runs open_clip's transformer
+over whole prompts with an additive causal mask. :class:`FastTextEncoder` runs a manual forward
+over the same residual attention blocks (``ln_1``, ``attn`` in/out projections, ``ls_1``,
+``ln_2``, ``mlp`` ``c_fc`` / activation / ``c_proj``, ``ls_2``) and computes the same features
+with these exact reductions:
+
+* **Causal attention without a mask tensor**: ``scaled_dot_product_attention`` with
+  ``is_causal`` (flash kernels on GPUs), or a lower-right causal bias when a cached prefix is
+  attended to.
+* **Shared-prefix caching** (:meth:`FastTextEncoder.encode_with_prefix`): the start token, the
+  unified context and text tokens common to all labels are the same for every label, and
+  attention is causal, so their keys and values are computed once per prefix (once per image and
+  chain step for image-conditioned prompts); each label's suffix attends to them in every layer.
+  Gradients flow through the prefix. Small problems (one bucket, one chunk) run the prefix in the
+  same matmul calls as the suffixes, layer by layer.
+* **Length buckets**: sequences are grouped by their end-of-text position, each group truncated
+  after its longest end-of-text token, instead of one truncation for all.
+* **Last-layer pruning**: the last layer computes its attention output and MLP only at the
+  end-of-text token (the only position that is pooled); the final layer norm runs on pooled rows.
+* **Frozen first layer**: the suffix embeddings are frozen, so the first layer's layer norm and
+  query/key/value projection of the suffix tokens run once per label, not once per image.
+* **Memory-budgeted chunks**: rows are encoded in chunks sized to an activation-memory budget;
+  when training needs more than the budget, each chunk is recomputed in the backward pass
+  (activation checkpointing), so the peak stays near one chunk's activations.
+
+The memory-bound work between the matmuls goes through :mod:`cotprompt.kernels` (fused Triton
+kernels on GPUs, PyTorch references elsewhere).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.checkpoint import checkpoint
+
+from cotprompt.kernels import add_layer_norm, bias_act, kernels_disabled, uses_triton
+
+logger = logging.getLogger(__name__)
+
+#: Fraction of the free device memory used as the activation budget when none is set.
+AUTO_BUDGET_FRACTION = 0.5
+#: Smallest automatic budget.
+MIN_AUTO_BUDGET = 256 * 2**20
+#: Extra length buckets must save at least this fraction of the padded tokens each.
+BUCKET_GAIN = 0.03
+MAX_BUCKETS = 4
+#: Fixed cost of one more encoder call, in token positions: every call reads all the weights
+#: (small calls are bound by memory bandwidth) and, on a GPU, launches every kernel again.
+BUCKET_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 4096}
+
+
+def autocast_dtype(device_type: str) -> torch.dtype | None:
+    """The autocast dtype active for ``device_type``, or ``None``."""
+    try:
+        if torch.is_autocast_enabled(device_type):
+            return torch.get_autocast_dtype(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        if device_type == "cuda" and torch.is_autocast_enabled():
+            return torch.get_autocast_gpu_dtype()
+        if device_type == "cpu" and torch.is_autocast_cpu_enabled():
+            return torch.get_autocast_cpu_dtype()
+    return None
+
+
+def _lower_right_bias(queries: int, keys: int) -> Any:
+    """A causal bias aligned to the last key (each query also sees the whole prefix), which
+    ``scaled_dot_product_attention`` runs with flash / memory-efficient kernels; ``None`` on
+    PyTorch versions without it."""
+    try:
+        from torch.nn.attention.bias import causal_lower_right
+    except ImportError:
+        return None
+    return causal_lower_right(queries, keys)
+
+
+def unsupported_reason(tower: nn.Module) -> str | None:
+    """Why :class:`FastTextEncoder` cannot run ``tower``, or ``None`` when it can."""
+    transformer = getattr(tower, "transformer", None)
+    blocks = getattr(transformer, "resblocks", None)
+    if blocks is None or len(blocks) == 0:
+        return "the text tower has no transformer.resblocks"
+    if getattr(tower, "positional_embedding", None) is None:
+        return "the text tower has no positional embedding"
+    if hasattr(tower, "attn_mask") and tower.attn_mask is None:
+        return "the text tower is not causal (no attention mask)"
+    for i, block in enumerate(blocks):
+        attn = getattr(block, "attn", None)
+        if not isinstance(attn, nn.MultiheadAttention):
+            return f"block {i} is not an open_clip ResidualAttentionBlock (custom attention)"
+        if not attn._qkv_same_embed_dim or attn.bias_k is not None or attn.add_zero_attn:
+            return f"block {i}: unsupported MultiheadAttention options"
+        if hasattr(block, "ln_1_kv"):
+            return f"block {i} is a cross-attention block"
+        for name in ("ln_1", "ln_2"):
+            if not isinstance(getattr(block, name, None), nn.LayerNorm):
+                return f"block {i}: {name} is not a LayerNorm"
+        mlp = getattr(block, "mlp", None)
+        if mlp is None or set(dict(mlp.named_children())) != {"c_fc", "gelu", "c_proj"}:
+            return f"block {i}: the MLP is not c_fc / activation / c_proj"
+        for name in ("ls_1", "ls_2"):
+            scale = getattr(block, name, None)
+            if not isinstance(scale, nn.Identity) and not hasattr(scale, "gamma"):
+                return f"block {i}: unsupported {name}"
+    if not isinstance(getattr(tower, "ln_final", None), nn.LayerNorm):
+        return "the text tower's ln_final is not a LayerNorm"
+    return None
+
+
+def _activation_name(module: nn.Module) -> str:
+    if type(module).__name__ == "QuickGELU":
+        return "quick_gelu"
+    if isinstance(module, nn.GELU):
+        return "gelu_tanh" if module.approximate == "tanh" else "gelu"
+    return "module"
+
+
+def free_memory_bytes(device: torch.device) -> int:
+    """Free memory on ``device``: CUDA's free memory, or the host's available memory."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 * 2**30
+
+
+def resolve_budget(budget_mb: float | None, device: torch.device) -> int:
+    """Activation budget in bytes: ``budget_mb``, or half the free memory of ``device``."""
+    if budget_mb is not None:
+        return int(budget_mb * 2**20)
+    return max(MIN_AUTO_BUDGET, int(AUTO_BUDGET_FRACTION * free_memory_bytes(device)))
+
+
+def length_buckets(
+    lengths: Tensor,
+    weights: Tensor | None = None,
+    max_buckets: int | None = None,
+    overhead: int | None = None,
+) -> list[Tensor]:
+    """Split items into groups of similar length, minimising the padded work.
+
+    Args:
+        lengths: ``[T]`` positions each item needs.
+        weights: ``[T]`` rows per item (default 1).
+        max_buckets: At most this many groups (default :data:`MAX_BUCKETS`).
+        overhead: Cost of one more group in token positions (default by device,
+            :data:`BUCKET_OVERHEAD_TOKENS`).
+
+    Returns:
+        Index tensors (into ``lengths``), one per group, shortest group first. A further group is
+        only made when it saves more than ``overhead`` token positions and at least
+        :data:`BUCKET_GAIN` of the padded work.
+    """
+    lengths_cpu = lengths.detach().cpu().long()
+    weight_cpu = torch.ones_like(lengths_cpu) if weights is None else weights.detach().cpu().long()
+    if overhead is None:
+        overhead = BUCKET_OVERHEAD_TOKENS.get(lengths.device.type, 64)
+    bounds = _bucket_bounds(
+        tuple(lengths_cpu.tolist()),
+        tuple(weight_cpu.tolist()),
+        max_buckets or MAX_BUCKETS,
+        overhead,
+    )
+    groups = []
+    for low, high in bounds:
+        idx = torch.nonzero((lengths_cpu >= low) & (lengths_cpu <= high)).flatten()
+        groups.append(idx.to(lengths.device))
+    return groups
+
+
+@functools.lru_cache(maxsize=64)
+def _bucket_bounds(
+    lengths: tuple[int, ...], weights: tuple[int, ...], max_buckets: int, overhead: int
+) -> list[tuple[int, int]]:
+    """``(low, high)`` length ranges of the buckets (a small dynamic programme, memoised)."""
+    totals: dict[int, int] = {}
+    for length, weight in zip(lengths, weights, strict=True):
+        totals[length] = totals.get(length, 0) + weight
+    values = sorted(totals)
+    counts = [totals[v] for v in values]
+    d = len(values)
+    prefix = [0]
+    for c in counts:
+        prefix.append(prefix[-1] + c)
+
+    def cost(i: int, j: int) -> int:  # items with values[i..j] padded to values[j]
+        return values[j] * (prefix[j + 1] - prefix[i])
+
+    inf = float("inf")
+    best: list[list[float]] = [[inf] * d for _ in range(max_buckets + 1)]
+    back: list[list[int]] = [[0] * d for _ in range(max_buckets + 1)]
+    for j in range(d):
+        best[1][j] = cost(0, j)
+    for b in range(2, max_buckets + 1):
+        for j in range(d):
+            for i in range(1, j + 1):
+                value = best[b - 1][i - 1] + cost(i, j)
+                if value < best[b][j]:
+                    best[b][j], back[b][j] = value, i
+    chosen = 1
+    for b in range(2, max_buckets + 1):
+        saving = best[chosen][d - 1] - best[b][d - 1]
+        if saving > overhead * (b - chosen) and saving >= BUCKET_GAIN * best[chosen][d - 1]:
+            chosen = b
+    bounds = []
+    j = d - 1
+    for b in range(chosen, 0, -1):
+        i = back[b][j] if b > 1 else 0
+        bounds.append((values[i], values[j]))
+        j = i - 1
+    return list(reversed(bounds))
+
+
+@dataclass
+class _Block:
+    ln_1: nn.LayerNorm
+    in_w: Tensor
+    in_b: Tensor | None
+    out_w: Tensor
+    out_b: Tensor | None
+    ln_2: nn.LayerNorm
+    fc_w: Tensor
+    fc_b: Tensor | None
+    proj_w: Tensor
+    proj_b: Tensor | None
+    act: str
+    act_module: nn.Module
+
+
+def _fold_scale(weight: Tensor, bias: Tensor | None, scale: nn.Module) -> tuple[Tensor, ...]:
+    """``ls(x @ W^T + b)`` -> ``x @ (g W)^T + g b`` for a LayerScale ``ls``."""
+    gamma = getattr(scale, "gamma", None)
+    if gamma is None:
+        return weight, bias
+    gamma = gamma.to(weight.dtype)
+    return weight * gamma[:, None], None if bias is None else bias * gamma
+
+
+class FastTextEncoder:
+    """Manual forward of an open_clip text tower (see the module docstring).
+
+    Holds references to the tower's frozen modules (nothing is copied except layer-scale
+    folded projections, rebuilt on every call so that moving the backbone is safe).
+
+    Args:
+        tower: The module with ``token_embedding``, ``positional_embedding``, ``transformer``,
+            ``ln_final`` and ``text_projection`` (open_clip's ``CLIP`` or ``TextTransformer``).
+        compile: Run each chunk through ``torch.compile`` (the fused Triton kernels are then
+            left to the compiler).
+
+    Raises:
+        ValueError: The tower's blocks are not open_clip ``ResidualAttentionBlock`` s.
+    """
+
+    def __init__(self, tower: nn.Module, compile: bool = False) -> None:
+        reason = unsupported_reason(tower)
+        if reason is not None:
+            raise ValueError(reason)
+        self.tower = tower
+        blocks = tower.transformer.resblocks
+        self.num_layers = len(blocks)
+        self.width = int(tower.positional_embedding.shape[-1])
+        self.heads = int(blocks[0].attn.num_heads)
+        self.compile = compile
+        self._compiled: Callable[..., Tensor] | None = None
+        #: How the last call was split: bucket lengths, rows, chunks, recomputation.
+        self.last_plan: dict[str, Any] = {}
+
+    # -- weights ----------------------------------------------------------------------------
+
+    def _blocks(self) -> list[_Block]:
+        out = []
+        for block in self.tower.transformer.resblocks:
+            attn = block.attn
+            out_w, out_b = _fold_scale(attn.out_proj.weight, attn.out_proj.bias, block.ls_1)
+            proj_w, proj_b = _fold_scale(block.mlp.c_proj.weight, block.mlp.c_proj.bias, block.ls_2)
+            out.append(
+                _Block(
+                    ln_1=block.ln_1,
+                    in_w=attn.in_proj_weight,
+                    in_b=attn.in_proj_bias,
+                    out_w=out_w,
+                    out_b=out_b,
+                    ln_2=block.ln_2,
+                    fc_w=block.mlp.c_fc.weight,
+                    fc_b=block.mlp.c_fc.bias,
+                    proj_w=proj_w,
+                    proj_b=proj_b,
+                    act=_activation_name(block.mlp.gelu),
+                    act_module=block.mlp.gelu,
+                )
+            )
+        return out
+
+    @property
+    def positional_embedding(self) -> Tensor:
+        """``[context_length, W]``."""
+        return self.tower.positional_embedding
+
+    def _project(self, pooled: Tensor) -> Tensor:
+        proj = self.tower.text_projection
+        if isinstance(proj, nn.Linear):
+            return proj(pooled)
+        return pooled @ proj.to(pooled.dtype)
+
+    # -- the layers -------------------------------------------------------------------------
+
+    @staticmethod
+    def _matmul_dtype(x: Tensor) -> torch.dtype:
+        return autocast_dtype(x.device.type) or x.dtype
+
+    @staticmethod
+    def _ln(x: Tensor, residual: Tensor | None, norm: nn.LayerNorm, dtype: torch.dtype):
+        return add_layer_norm(x, residual, norm.weight, norm.bias, norm.eps, out_dtype=dtype)
+
+    def _mlp(self, blk: _Block, h: Tensor) -> Tensor:
+        if blk.act != "module" and uses_triton(h):
+            # the matmul without its bias, then one fused pass: bias + activation
+            hidden = bias_act(F.linear(h, blk.fc_w), blk.fc_b, blk.act)  # type: ignore[arg-type]
+        elif blk.act == "quick_gelu":
+            hidden = F.linear(h, blk.fc_w, blk.fc_b)
+            hidden = hidden * torch.sigmoid(1.702 * hidden)
+        elif blk.act in ("gelu", "gelu_tanh"):
+            approximate = "tanh" if blk.act == "gelu_tanh" else "none"
+            hidden = F.gelu(F.linear(h, blk.fc_w, blk.fc_b), approximate=approximate)
+        else:
+            hidden = blk.act_module(F.linear(h, blk.fc_w, blk.fc_b))
+        return F.linear(hidden, blk.proj_w, blk.proj_b)
+
+    def _first_layer_qkv(self, x: Tensor) -> Tensor:
+        """Layer-0 ``qkv`` of frozen inputs ``x`` (embeddings + positions)."""
+        blk = self._blocks()[0]
+        _, h = self._ln(x, None, blk.ln_1, self._matmul_dtype(x))
+        return F.linear(h, blk.in_w, blk.in_b)
+
+    def _run(
+        self,
+        x: Tensor,
+        *,
+        prefix_kv: Sequence[tuple[Tensor, Tensor]] | None = None,
+        prefix_index: Tensor | None = None,
+        pool: Tensor | None = None,
+        qkv0: Tensor | None = None,
+        record: bool = False,
+        bool_masks: bool = False,
+    ) -> Any:
+        """The blocks over ``x`` ``[M, L, W]`` (embeddings + positions).
+
+        Args:
+            x: Input of the first block.
+            prefix_kv: Per-layer cached ``(k, v)`` ``[P, H, Lp, d]`` that every row attends to.
+            prefix_index: ``[M]`` which cached prefix each row attends to.
+            pool: ``[M]`` position pooled per row: the last layer only computes that position,
+                and the result is the projected feature ``[M, E]``.
+            qkv0: Precomputed first-layer ``qkv`` ``[M, L, 3W]`` (frozen inputs).
+            record: Return the per-layer ``(k, v)`` instead (for a prefix).
+            bool_masks: Use boolean masks instead of a causal bias (for ``torch.compile``).
+        """
+        m, length, width = x.shape
+        heads = self.heads
+        head_dim = width // heads
+        blocks = self._blocks()
+        dtype = self._matmul_dtype(x)
+        lp = 0 if prefix_kv is None else int(prefix_kv[0][0].shape[2])
+        kv: list[tuple[Tensor, Tensor]] = []
+        pending: Tensor | None = None
+        mask = None
+        if prefix_kv is not None:
+            mask = None if bool_masks else _lower_right_bias(length, lp + length)
+            if mask is None:
+                mask = torch.ones(length, lp + length, dtype=torch.bool, device=x.device).tril(lp)
+        for i, blk in enumerate(blocks):
+            last = i == len(blocks) - 1
+            x, h = self._ln(x, pending, blk.ln_1, dtype)
+            qkv = qkv0 if (i == 0 and qkv0 is not None) else F.linear(h, blk.in_w, blk.in_b)
+            q, k, v = qkv.view(m, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+            if record:
+                kv.append((k, v))
+                if last:
+                    return kv
+            if prefix_kv is not None:
+                assert prefix_index is not None
+                pk, pv = prefix_kv[i]
+                k = torch.cat([pk[prefix_index].to(k.dtype), k], dim=2)
+                v = torch.cat([pv[prefix_index].to(v.dtype), v], dim=2)
+            if last and pool is not None:
+                rows = torch.arange(m, device=x.device)
+                q = q[rows, :, pool].unsqueeze(2)  # [M, H, 1, d]
+                keys = torch.arange(lp + length, device=x.device)
+                visible = (keys[None, :] <= (pool + lp)[:, None])[:, None, None, :]
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+                o = o.reshape(m, width)
+                x = x[rows, pool]
+            else:
+                if mask is None:
+                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                else:
+                    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                o = o.transpose(1, 2).reshape(m, length, width)
+            attn_out = F.linear(o, blk.out_w, blk.out_b)
+            x, h = self._ln(x, attn_out, blk.ln_2, dtype)
+            pending = self._mlp(blk, h)
+        final = self.tower.ln_final
+        if pool is None:
+            _, h = self._ln(x, pending, final, x.dtype)
+            return h
+        _, pooled = self._ln(x, pending, final, x.dtype)
+        return self._project(pooled)
+
+    def _run_chunk(self, *args: Any, **kwargs: Any) -> Tensor:
+        if not self.compile:
+            return self._run(*args, **kwargs)
+        if self._compiled is None:
+            self._compiled = torch.compile(self._run, dynamic=True)
+        with kernels_disabled():
+            return self._compiled(*args, bool_masks=True, **kwargs)
+
+    # -- public -----------------------------------------------------------------------------
+
+    def encode(
+        self,
+        embeddings: Tensor,
+        eot_index: Tensor,
+        *,
+        budget_bytes: int | None = None,
+        max_rows: int | None = None,
+    ) -> Tensor:
+        """``[R, L, W]`` prompt embeddings -> ``[R, E]`` features (CLIP's text forward).
+
+        Rows are bucketed by end-of-text position and chunked to ``budget_bytes``.
+        """
+        rows = embeddings.shape[0]
+        lengths = eot_index + 1
+        pos = self.positional_embedding
+
+        def chunk_fn(idx: Tensor, length: int) -> Tensor:
+            x = embeddings[idx, :length] + pos[:length].to(embeddings.dtype)
+            return self._run_chunk(x, pool=eot_index[idx])
+
+        groups = [(g, int(lengths[g].max())) for g in length_buckets(lengths)]
+        chunks, recompute, plan = self._plan(
+            groups, self.row_bytes, embeddings, budget_bytes, max_rows
+        )
+        self.last_plan = {**plan, "rows": rows, "joint_prefix": False}
+        return self._execute(chunks, lambda idx, length, _g: chunk_fn(idx, length), recompute, rows)
+
+    def encode_with_prefix(
+        self,
+        prefix: Tensor,
+        suffix: Tensor,
+        suffix_eot: Tensor,
+        row_prefix: Tensor,
+        row_text: Tensor,
+        *,
+        budget_bytes: int | None = None,
+        max_rows: int | None = None,
+    ) -> Tensor:
+        """Features of the rows ``prefix[row_prefix[r]] + suffix[row_text[r]]``.
+
+        Args:
+            prefix: ``[P, Lp, W]`` shared prefixes (start token and context; may need grad).
+            suffix: ``[T, S, W]`` frozen suffix embeddings (label text, end-of-text, padding).
+            suffix_eot: ``[T]`` end-of-text position within the suffix.
+            row_prefix: ``[R]`` prefix of each row.
+            row_text: ``[R]`` suffix of each row.
+            budget_bytes: Activation budget (default: half the free memory).
+            max_rows: At most this many rows per encoder call.
+
+        Returns:
+            ``[R, E]``, equal to encoding the concatenated sequences.
+        """
+        lp = prefix.shape[1]
+        pos = self.positional_embedding
+        prefix_x = prefix + pos[:lp].to(prefix.dtype)
+        lengths = suffix_eot + 1
+        rows_per_text = torch.bincount(row_text, minlength=suffix.shape[0])
+        groups = []
+        first_layer: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
+        for texts in length_buckets(lengths, rows_per_text):
+            length = int(lengths[texts].max())
+            local = torch.full((suffix.shape[0],), -1, dtype=torch.long, device=suffix.device)
+            local[texts] = torch.arange(len(texts), device=suffix.device)
+            x_text = suffix[texts, :length] + pos[lp : lp + length].to(suffix.dtype)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and x_text.requires_grad):
+                qkv_text = self._first_layer_qkv(x_text)
+            rows = torch.nonzero(local[row_text] >= 0).flatten()
+            first_layer[len(groups)] = (local, x_text, qkv_text)
+            groups.append((rows, length))
+
+        def row_bytes(length: int, dtype: torch.dtype, training: bool) -> int:
+            return self.row_bytes(length, dtype, training, prefix_length=lp)
+
+        num_rows = int(row_text.shape[0])
+        chunks, recompute, plan = self._plan(groups, row_bytes, prefix, budget_bytes, max_rows)
+        joint = len(chunks) == 1 and not self.compile
+        self.last_plan = {**plan, "rows": num_rows, "joint_prefix": joint}
+        if joint:
+            # one call: the prefix runs in the same matmuls as the suffixes, layer by layer
+            idx, length, g = chunks[0]
+            local, x_text, qkv_text = first_layer[g]
+            text = local[row_text[idx]]
+            features = self._run_joint(
+                prefix_x,
+                x_text[text],
+                prefix_index=row_prefix[idx],
+                pool=suffix_eot[row_text[idx]],
+                qkv0=qkv_text[text],
+            )
+            return self._execute([(idx, length, g)], lambda *_: features, False, num_rows)
+
+        kv = self._run(prefix_x, record=True)
+
+        def chunk_fn(idx: Tensor, length: int, group: int) -> Tensor:
+            local, x_text, qkv_text = first_layer[group]
+            text = local[row_text[idx]]
+            return self._run_chunk(
+                x_text[text],
+                prefix_kv=kv,
+                prefix_index=row_prefix[idx],
+                pool=suffix_eot[row_text[idx]],
+                qkv0=qkv_text[text],
+            )
+
+        return self._execute(chunks, chunk_fn, recompute, num_rows)
+
+    def _run_joint(
+        self,
+        prefix_x: Tensor,
+        x: Tensor,
+        *,
+        prefix_index: Tensor,
+        pool: Tensor,
+        qkv0: Tensor,
+    ) -> Tensor:
+        """Prefixes ``[P, Lp, W]`` and suffix rows ``[M, L, W]`` through the blocks together:
+        the position-wise work (layer norms, projections, MLP) of both in the same calls, the
+        attention apart (prefix: causal; suffix: its prefix's keys/values of the same layer,
+        then causal). Returns the pooled features ``[M, E]``."""
+        p, lp, width = prefix_x.shape
+        m, length, _ = x.shape
+        heads = self.heads
+        head_dim = width // heads
+        n_p = p * lp
+        dtype = self._matmul_dtype(x)
+        stream = torch.cat([prefix_x.reshape(n_p, width), x.reshape(m * length, width)])
+        mask = _lower_right_bias(length, lp + length)
+        if mask is None:
+            mask = torch.ones(length, lp + length, dtype=torch.bool, device=x.device).tril(lp)
+        rows = torch.arange(m, device=x.device)
+        keys = torch.arange(lp + length, device=x.device)
+        visible = (keys[None, :] <= (pool + lp)[:, None])[:, None, None, :]
+        pending: Tensor | None = None
+        blocks = self._blocks()
+        for i, blk in enumerate(blocks):
+            stream, h = self._ln(stream, pending, blk.ln_1, dtype)
+            if i == 0:
+                qkv_p = F.linear(h[:n_p], blk.in_w, blk.in_b)
+                qkv_s = qkv0.to(qkv_p.dtype)
+            else:
+                qkv = F.linear(h, blk.in_w, blk.in_b)
+                qkv_p, qkv_s = qkv[:n_p], qkv[n_p:]
+            qp, kp, vp = qkv_p.reshape(p, lp, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+            qs, ks, vs = qkv_s.reshape(m, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+            k = torch.cat([kp[prefix_index], ks], dim=2)
+            v = torch.cat([vp[prefix_index], vs], dim=2)
+            if i == len(blocks) - 1:  # only the pooled position of each suffix row
+                q = qs[rows, :, pool].unsqueeze(2)
+                o = F.scaled_dot_product_attention(q, k, v, attn_mask=visible).reshape(m, width)
+                xs = stream[n_p:].view(m, length, width)[rows, pool]
+                xs, h = self._ln(xs, F.linear(o, blk.out_w, blk.out_b), blk.ln_2, dtype)
+                _, pooled = self._ln(xs, self._mlp(blk, h), self.tower.ln_final, xs.dtype)
+                return self._project(pooled)
+            op = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
+            os_ = F.scaled_dot_product_attention(qs, k, v, attn_mask=mask)
+            o = torch.cat(
+                [
+                    op.transpose(1, 2).reshape(n_p, width),
+                    os_.transpose(1, 2).reshape(m * length, width),
+                ]
+            )
+            stream, h = self._ln(stream, F.linear(o, blk.out_w, blk.out_b), blk.ln_2, dtype)
+            pending = self._mlp(blk, h)
+        raise RuntimeError("unreachable")
+
+    # -- planning ---------------------------------------------------------------------------
+
+    def row_bytes(
+        self, length: int, dtype: torch.dtype, training: bool, prefix_length: int = 0
+    ) -> int:
+        """Estimated activation bytes of one row of ``length`` positions.
+
+        Training keeps every layer's activations for the backward pass (about 16 W values per
+        token and layer, the attention keys/values with the prefix, the attention weights);
+        inference keeps one layer's working set.
+        """
+        act = torch.finfo(dtype).bits // 8 if dtype.is_floating_point else 4
+        width, heads = self.width, self.heads
+        keys = prefix_length + length
+        per_layer = (
+            length * width * (2 * 4 + 14 * act) + 2 * keys * width * act + heads * length * keys * 4
+        )
+        if training:
+            return per_layer * self.num_layers
+        return 2 * per_layer
+
+    def _plan(
+        self,
+        groups: list[tuple[Tensor, int]],
+        row_bytes: Callable[[int, torch.dtype, bool], int],
+        like: Tensor,
+        budget_bytes: int | None,
+        max_rows: int | None,
+    ) -> tuple[list[tuple[Tensor, int, int]], bool, dict[str, Any]]:
+        """Chunks ``(rows, length, group)`` within the budget, and whether to recompute them."""
+        training = torch.is_grad_enabled()
+        dtype = self._matmul_dtype(like)
+        budget = budget_bytes if budget_bytes is not None else resolve_budget(None, like.device)
+        need = sum(len(rows) * row_bytes(length, dtype, training) for rows, length in groups)
+        recompute = training and need > budget
+        chunks = []
+        for g, (rows, length) in enumerate(groups):
+            per_row = max(1, row_bytes(length, dtype, training))
+            size = max(1, budget // per_row) if need > budget else len(rows)
+            if max_rows is not None:
+                size = min(size, max_rows)
+            for start in range(0, len(rows), size):
+                chunks.append((rows[start : start + size], length, g))
+        plan = {
+            "bucket_lengths": [length for _, length in groups],
+            "chunks": len(chunks),
+            "recompute": recompute,
+            "estimated_bytes": need,
+            "budget_bytes": budget,
+        }
+        return chunks, recompute, plan
+
+    @staticmethod
+    def _execute(
+        chunks: list[tuple[Tensor, int, int]],
+        chunk_fn: Callable[..., Tensor],
+        recompute: bool,
+        num_rows: int,
+    ) -> Tensor:
+        """Run the chunks (recomputed in the backward pass when ``recompute``), rows in order."""
+        parts: list[Tensor] = []
+        for idx, length, g in chunks:
+            if recompute:
+                parts.append(checkpoint(chunk_fn, idx, length, g, use_reentrant=False))
+            else:
+                parts.append(chunk_fn(idx, length, g))
+        features = parts[0] if len(parts) == 1 else torch.cat(parts)
+        perm = chunks[0][0] if len(chunks) == 1 else torch.cat([c[0] for c in chunks])
+        if len(perm) != num_rows:
+            raise RuntimeError("internal error: rows lost in bucketing")
+        if torch.equal(perm, torch.arange(num_rows, device=perm.device)):
+            return features
+        inverse = torch.empty_like(perm)
+        inverse[perm] = torch.arange(num_rows, device=perm.device)
+        return features[inverse]
