@@ -1,15 +1,14 @@
 """The training loop of the retrieval and VQA tasks, and what their modules share.
 
-The loop mirrors :class:`cotprompt.training.trainer.Trainer` (same optimiser, learning-rate
-schedule, batch order, checkpoints and NaN guard, built from the same helpers) but leaves the
-loss to the task: ``loss_fn(batch, epoch)`` gets the dataset indices of one batch (from
-:func:`~cotprompt.training.schedule.epoch_batches`) and returns a scalar loss with gradients.
+The loop is the classification trainer's (:func:`~cotprompt.training.trainer.setup_run` and
+:func:`~cotprompt.training.trainer.run_epochs`: same optimiser, learning-rate schedule, batch
+order, checkpoints and NaN guard); the task gives the loss: ``loss_fn(batch, epoch)`` gets the
+dataset indices of one batch (from :func:`~cotprompt.training.schedule.epoch_batches`) and returns
+a scalar loss with gradients.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -19,33 +18,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from cotprompt.data.records import ImageRecord, Transform
 from cotprompt.errors import ConfigError, TrainingError
 from cotprompt.tasks._io import PixelList, image_dataset
-from cotprompt.training.checkpoint import (
-    TrainingState,
-    load_checkpoint,
-    resolve_checkpoint,
-    save_checkpoint,
-)
 from cotprompt.training.config import TrainingConfig
-from cotprompt.training.schedule import epoch_batches, learning_rate
 from cotprompt.training.trainer import (
     StepInfo,
     Trainer,
     TrainingResult,
     make_accelerator,
-    make_optimizer,
-    run_fingerprint,
+    run_epochs,
+    setup_run,
 )
 from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
     from cotprompt.pipeline import CoTPipeline
-
-logger = logging.getLogger(__name__)
 
 LossFn = Callable[[list[int], int], Tensor]
 
@@ -171,7 +160,8 @@ def run_loop(
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
     fingerprint_extra: dict[str, Any] | None = None,
 ) -> TrainingResult:
-    """Optimise the pipeline's trainable tensors over ``num_items`` items.
+    """Optimise the pipeline's trainable tensors over ``num_items`` items with the trainer's
+    loop (:func:`~cotprompt.training.trainer.run_epochs`), ``loss_fn`` under autocast.
 
     Args:
         pipeline: Bound to its task; its tuner and aggregator are trained.
@@ -190,90 +180,14 @@ def run_loop(
     Raises:
         TrainingError: No trainable parameters, a non-finite loss, or a foreign checkpoint.
     """
-    cfg = config
     started = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    model = pipeline.model
-    params = model.trainable_state()
-    if not params:
-        raise TrainingError("the pipeline has no trainable parameters")
-    optimizer = make_optimizer(cfg, list(params.values()))
-    fingerprint = run_fingerprint(model, cfg, fingerprint_extra or {})
-    state = TrainingState()
-    if resume_from is not None:
-        path = resolve_checkpoint(resume_from, cfg.checkpoint_dir)
-        state = load_checkpoint(path, params, optimizer, fingerprint)
-    optimizer = accelerator.prepare(optimizer)
-    num_batches = len(epoch_batches(num_items, cfg.batch_size, cfg.seed, 0, cfg.drop_last))
-    show = cfg.progress and accelerator.is_local_main_process
-    bar = tqdm(total=cfg.epochs * num_batches, initial=state.global_step, desc="training",
-               disable=not show)
-    result = TrainingResult(history=list(state.history))
-    last_checkpoint = None
-    model.train()
-    try:
-        for epoch in range(state.epoch, cfg.epochs):
-            lr = learning_rate(cfg, epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batches = epoch_batches(num_items, cfg.batch_size, cfg.seed, epoch, cfg.drop_last)
-            first = state.step_in_epoch if epoch == state.epoch else 0
-            losses: list[float] = []
-            epoch_started = time.perf_counter()
-            for step_in_epoch in range(first, len(batches)):
-                with accelerator.autocast():
-                    loss = loss_fn(batches[step_in_epoch], epoch)
-                if not torch.isfinite(loss):
-                    raise TrainingError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step "
-                        f"{state.global_step + 1}; the parameters keep their last finite values. "
-                        "Lower the learning rate, use precision='fp32', or resume from the last "
-                        "checkpoint"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                if cfg.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
-                optimizer.step()
-                state.global_step += 1
-                state.epoch, state.step_in_epoch = epoch, step_in_epoch + 1
-                losses.append(loss.item())
-                bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
-                if state.global_step % cfg.log_every == 0:
-                    logger.info("step %d epoch %d loss %.4f lr %.3g", state.global_step,
-                                epoch + 1, losses[-1], lr)
-                if cfg.checkpoint_dir and cfg.checkpoint_every and (
-                    state.global_step % cfg.checkpoint_every == 0
-                ):
-                    last_checkpoint = save_checkpoint(
-                        Path(cfg.checkpoint_dir), state, params, optimizer, fingerprint,
-                        cfg.keep_checkpoints,
-                    )
-                for callback in callbacks:
-                    callback(StepInfo(state.global_step, epoch, losses[-1], lr))
-            record: dict[str, Any] = {
-                "epoch": epoch + 1,
-                "loss": (sum(losses) / len(losses)) if losses else math.nan,
-                "lr": lr,
-                "seconds": time.perf_counter() - epoch_started,
-            }
-            if validate is not None:
-                model.eval()
-                record.update(validate())
-                model.train()
-            logger.info("epoch %d: %s", epoch + 1, record)
-            state.history.append(record)
-            state.epoch, state.step_in_epoch = epoch + 1, 0
-    finally:
-        bar.close()
-        model.eval()
-    if cfg.checkpoint_dir and cfg.checkpoint_every:
-        last_checkpoint = save_checkpoint(
-            Path(cfg.checkpoint_dir), state, params, optimizer, fingerprint, cfg.keep_checkpoints
-        )
-    result.history = state.history
-    result.global_step = state.global_step
-    result.seconds = time.perf_counter() - started
-    result.checkpoint = last_checkpoint
-    return result
+    torch.manual_seed(config.seed)
+    run = setup_run(pipeline.model, config, accelerator, resume_from=resume_from,
+                    fingerprint_extra=fingerprint_extra, prepare_model=False)
+
+    def step_loss(batch: list[int], epoch: int) -> Tensor:
+        with accelerator.autocast():
+            return loss_fn(batch, epoch)
+
+    return run_epochs(run, config, accelerator, num_samples=num_items, step_loss=step_loss,
+                      validate=validate, callbacks=callbacks, started=started)

@@ -1,4 +1,9 @@
-"""The training loop: one loop for CPU, one GPU and several GPUs, through accelerate."""
+"""The training loop: one loop for CPU, one GPU and several GPUs, through accelerate.
+
+:func:`setup_run` and :func:`run_epochs` are the loop itself, shared by :class:`Trainer`
+(classification: cross-entropy over cached features or pixels) and the retrieval and VQA tasks
+(:mod:`cotprompt.tasks.loops`), which pass their own per-batch loss.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,6 +108,178 @@ def run_fingerprint(model: PromptModel, config: TrainingConfig, extra: dict[str,
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+@dataclass
+class Run:
+    """What one training run optimises, from :func:`setup_run`.
+
+    Attributes:
+        model: The model, as prepared by accelerate when ``prepare_model`` was set.
+        optimizer: The optimiser, prepared by accelerate.
+        params: The trainable tensors by name (what checkpoints hold).
+        fingerprint: Identifies the run (see :func:`run_fingerprint`).
+        state: Where the run stands: fresh, or as loaded from a checkpoint.
+    """
+
+    model: Any
+    optimizer: Any
+    params: dict[str, Tensor]
+    fingerprint: str
+    state: TrainingState
+
+
+def setup_run(
+    model: PromptModel,
+    config: TrainingConfig,
+    accelerator: Any,
+    *,
+    resume_from: str | Path | None = None,
+    fingerprint_extra: dict[str, Any] | None = None,
+    prepare_model: bool = True,
+) -> Run:
+    """Build the optimiser, load a checkpoint to resume from, and prepare both with accelerate.
+
+    Args:
+        model: Its trainable tensors are optimised.
+        config: Optimiser options and the checkpoint folder.
+        accelerator: An accelerate ``Accelerator``.
+        resume_from: A checkpoint folder, a folder of checkpoints, or ``"latest"``.
+        fingerprint_extra: What identifies the run besides options and parameter shapes.
+        prepare_model: Pass the model through ``accelerator.prepare`` too (classification,
+            whose loss calls the model); the tasks call its parts directly.
+
+    Returns:
+        The :class:`Run`.
+
+    Raises:
+        TrainingError: No trainable parameters, or a checkpoint of another run.
+    """
+    params = model.trainable_state()
+    if not params:
+        raise TrainingError("the pipeline has no trainable parameters")
+    optimizer = make_optimizer(config, list(params.values()))
+    fingerprint = run_fingerprint(model, config, fingerprint_extra or {})
+    state = TrainingState()
+    if resume_from is not None:
+        path = resolve_checkpoint(resume_from, config.checkpoint_dir)
+        state = load_checkpoint(path, params, optimizer, fingerprint)
+    if prepare_model:
+        prepared, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        prepared, optimizer = model, accelerator.prepare(optimizer)
+    return Run(prepared, optimizer, params, fingerprint, state)
+
+
+def run_epochs(
+    run: Run,
+    config: TrainingConfig,
+    accelerator: Any,
+    *,
+    num_samples: int,
+    step_loss: Callable[[Any, int], Tensor],
+    load: Callable[[list[list[int]]], Iterable[Any]] = iter,
+    validate: Callable[[], dict[str, float]] | None = None,
+    callbacks: Sequence[Callable[[StepInfo], None]] = (),
+    started: float | None = None,
+) -> TrainingResult:
+    """The training loop shared by classification and the tasks.
+
+    Every epoch sets the learning rate, takes the epoch's batches from
+    :func:`~cotprompt.training.schedule.epoch_batches` (from the resumed step on), and for each
+    computes the loss, refuses a non-finite one, and steps the optimiser; it logs, writes
+    checkpoints, calls the callbacks, and records the epoch (with validation metrics).
+
+    Args:
+        run: From :func:`setup_run`; its ``state`` advances.
+        config: Epochs, batch size, schedule, logging and checkpoint options.
+        accelerator: The accelerate ``Accelerator`` of :func:`setup_run`.
+        num_samples: Items per epoch.
+        step_loss: ``(item, epoch) -> scalar loss`` with gradients for one item of ``load``;
+            it runs its forward pass under ``accelerator.autocast()`` itself.
+        load: Turns the epoch's remaining batches (lists of item indices) into one item per
+            step (default: the index lists themselves).
+        validate: Called after every epoch, in eval mode; its metrics join the epoch's record.
+        callbacks: Called with a :class:`StepInfo` after every step.
+        started: ``time.perf_counter()`` when the call began (default: now).
+
+    Returns:
+        The :class:`TrainingResult` (``features_cached`` left for the caller to set).
+
+    Raises:
+        TrainingError: A non-finite loss.
+    """
+    cfg, state, optimizer, params = config, run.state, run.optimizer, run.params
+    started = time.perf_counter() if started is None else started
+    num_batches = len(epoch_batches(num_samples, cfg.batch_size, cfg.seed, 0, cfg.drop_last))
+    show = cfg.progress and accelerator.is_local_main_process
+    bar = tqdm(total=cfg.epochs * num_batches, initial=state.global_step, desc="training",
+               disable=not show)
+    last_checkpoint = None
+    run.model.train()
+    try:
+        for epoch in range(state.epoch, cfg.epochs):
+            lr = learning_rate(cfg, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batches = epoch_batches(num_samples, cfg.batch_size, cfg.seed, epoch, cfg.drop_last)
+            first = state.step_in_epoch if epoch == state.epoch else 0
+            losses: list[float] = []
+            epoch_started = time.perf_counter()
+            for step_in_epoch, item in enumerate(load(batches[first:]), start=first):
+                loss = step_loss(item, epoch)
+                if not torch.isfinite(loss):
+                    raise TrainingError(
+                        f"the loss became {loss.item()} at epoch {epoch + 1}, step "
+                        f"{state.global_step + 1}; the parameters keep their last finite "
+                        "values (nothing was updated with it). Lower the learning rate, use "
+                        "precision='fp32', or resume from the last checkpoint"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if cfg.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+                optimizer.step()
+                state.global_step += 1
+                state.epoch, state.step_in_epoch = epoch, step_in_epoch + 1
+                losses.append(loss.item())
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+                if state.global_step % cfg.log_every == 0:
+                    logger.info("step %d epoch %d loss %.4f lr %.3g", state.global_step,
+                                epoch + 1, losses[-1], lr)
+                if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+                    last_checkpoint = _checkpoint(run, cfg, accelerator)
+                for callback in callbacks:
+                    callback(StepInfo(state.global_step, epoch, losses[-1], lr))
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "loss": (sum(losses) / len(losses)) if losses else math.nan,
+                "lr": lr,
+                "seconds": time.perf_counter() - epoch_started,
+            }
+            if validate is not None:
+                run.model.eval()
+                record.update(validate())
+                run.model.train()
+            logger.info("epoch %d: %s", epoch + 1, record)
+            state.history.append(record)
+            state.epoch, state.step_in_epoch = epoch + 1, 0
+    finally:
+        bar.close()
+        run.model.eval()
+    if cfg.checkpoint_dir and cfg.checkpoint_every:
+        last_checkpoint = _checkpoint(run, cfg, accelerator)
+    return TrainingResult(history=state.history, global_step=state.global_step,
+                          seconds=time.perf_counter() - started, checkpoint=last_checkpoint)
+
+
+def _checkpoint(run: Run, config: TrainingConfig, accelerator: Any) -> Path | None:
+    """Save ``run`` to ``config.checkpoint_dir`` from the main process; its path, else None."""
+    if config.checkpoint_dir is None or not accelerator.is_main_process:
+        return None
+    return save_checkpoint(Path(config.checkpoint_dir), run.state, run.params, run.optimizer,
+                           run.fingerprint, config.keep_checkpoints)
+
+
 class Trainer:
     """Trains the tuner and aggregator parameters of a :class:`PromptModel`.
 
@@ -189,120 +366,37 @@ class Trainer:
         else:
             pixel_set = train.with_transform(train_transform if cfg.augment else eval_transform)
 
-        params = self.model.trainable_state()
-        if not params:
-            raise TrainingError("the pipeline has no trainable parameters")
-        optimizer = make_optimizer(cfg, list(params.values()))
-        fingerprint = run_fingerprint(self.model, cfg, fingerprint_extra or {})
-        state = TrainingState()
-        if resume_from is not None:
-            path = resolve_checkpoint(resume_from, cfg.checkpoint_dir)
-            state = load_checkpoint(path, params, optimizer, fingerprint)
-        model, optimizer = accelerator.prepare(self.model, optimizer)
+        run = setup_run(self.model, cfg, accelerator, resume_from=resume_from,
+                        fingerprint_extra=fingerprint_extra)
 
-        num_batches = len(epoch_batches(len(train), cfg.batch_size, cfg.seed, 0, cfg.drop_last))
-        total_steps = cfg.epochs * num_batches
-        result = TrainingResult(history=list(state.history), features_cached=cached)
-        bar = tqdm(
-            total=total_steps,
-            initial=state.global_step,
-            desc="training",
-            disable=not self._show_progress(),
+        def step_loss(item: tuple[Tensor, Tensor], epoch: int) -> Tensor:
+            inputs, targets = item
+            with accelerator.autocast():
+                logits = run.model(inputs.to(device), inputs_are_pixels=features is None)
+            return F.cross_entropy(logits.float(), targets.to(device))
+
+        result = run_epochs(
+            run, cfg, accelerator, num_samples=len(train), step_loss=step_loss,
+            load=lambda todo: self._batches(todo, features, labels, pixel_set),
+            validate=validate, callbacks=callbacks, started=started,
         )
-        last_checkpoint = None
-        model.train()
-        try:
-            for epoch in range(state.epoch, cfg.epochs):
-                lr = learning_rate(cfg, epoch)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-                batches = epoch_batches(len(train), cfg.batch_size, cfg.seed, epoch, cfg.drop_last)
-                first = state.step_in_epoch if epoch == state.epoch else 0
-                losses: list[float] = []
-                epoch_started = time.perf_counter()
-                for step_in_epoch, inputs, targets in self._batches(
-                    batches, first, features, labels, pixel_set
-                ):
-                    with accelerator.autocast():
-                        logits = model(inputs.to(device), inputs_are_pixels=features is None)
-                    loss = F.cross_entropy(logits.float(), targets.to(device))
-                    if not torch.isfinite(loss):
-                        raise TrainingError(
-                            f"the loss became {loss.item()} at epoch {epoch + 1}, step "
-                            f"{state.global_step + 1}; the parameters keep their last finite "
-                            "values (nothing was updated with it). Lower the learning rate, use "
-                            "precision='fp32', or resume from the last checkpoint"
-                        )
-                    optimizer.zero_grad(set_to_none=True)
-                    accelerator.backward(loss)
-                    if cfg.max_grad_norm is not None:
-                        accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
-                    optimizer.step()
-                    state.global_step += 1
-                    state.epoch, state.step_in_epoch = epoch, step_in_epoch + 1
-                    losses.append(loss.item())
-                    bar.update(1)
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
-                    if state.global_step % cfg.log_every == 0:
-                        logger.info(
-                            "step %d epoch %d loss %.4f lr %.3g",
-                            state.global_step,
-                            epoch + 1,
-                            losses[-1],
-                            lr,
-                        )
-                    if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
-                        last_checkpoint = self._checkpoint(state, params, optimizer, fingerprint)
-                    for callback in callbacks:
-                        callback(StepInfo(state.global_step, epoch, losses[-1], lr))
-                record: dict[str, Any] = {
-                    "epoch": epoch + 1,
-                    "loss": (sum(losses) / len(losses)) if losses else math.nan,
-                    "lr": lr,
-                    "seconds": time.perf_counter() - epoch_started,
-                }
-                if validate is not None:
-                    model.eval()
-                    record.update(validate())
-                    model.train()
-                logger.info("epoch %d: %s", epoch + 1, record)
-                state.history.append(record)
-                state.epoch, state.step_in_epoch = epoch + 1, 0
-        finally:
-            bar.close()
-            model.eval()
-        if cfg.checkpoint_dir and cfg.checkpoint_every:
-            last_checkpoint = self._checkpoint(state, params, optimizer, fingerprint)
-        result.history = state.history
-        result.global_step = state.global_step
-        result.seconds = time.perf_counter() - started
-        result.checkpoint = last_checkpoint
+        result.features_cached = cached
         return result
 
     def _batches(
         self,
-        batches: list[list[int]],
-        first: int,
+        todo: list[list[int]],
         features: Tensor | None,
         labels: Tensor,
         pixel_set: ImageClassificationDataset | None,
-    ):
-        """Yield ``(step_in_epoch, inputs, targets)`` from batch ``first`` on."""
-        todo = [self._shard(b) for b in batches[first:]]
+    ) -> Iterator[tuple[Tensor, Tensor]]:
+        """Yield ``(inputs, targets)`` of this process's share of each batch in ``todo``."""
+        todo = [self._shard(b) for b in todo]
         if features is not None:
-            for offset, batch in enumerate(todo):
+            for batch in todo:
                 index = torch.tensor(batch, dtype=torch.long)
-                yield first + offset, features[index.to(features.device)], labels[index]
+                yield features[index.to(features.device)], labels[index]
             return
         assert pixel_set is not None
         loader = DataLoader(pixel_set, batch_sampler=todo, num_workers=self.config.num_workers)
-        for offset, (pixels, targets) in enumerate(loader):
-            yield first + offset, pixels, targets
-
-    def _checkpoint(self, state, params, optimizer, fingerprint) -> Path | None:
-        cfg = self.config
-        if cfg.checkpoint_dir is None or not self.accelerator.is_main_process:
-            return None
-        return save_checkpoint(
-            Path(cfg.checkpoint_dir), state, params, optimizer, fingerprint, cfg.keep_checkpoints
-        )
+        yield from loader
