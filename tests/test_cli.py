@@ -472,3 +472,14 @@ def test_build_datasets_csv_and_mismatched_splits(cifar: Path, tmp_path: Path) -
     with pytest.raises(DataError, match="classes differ"):
         build_datasets({"format": "folder", "train": "f", "test": "g", "shots": None},
                        base_dir=tmp_path)
+
+
+def test_demo_default_training_beats_zero_shot(capsys: pytest.CaptureFixture[str],
+                                               tmp_path: Path) -> None:
+    """The default demo backbone (random weights, average-pooled patches) shows learning."""
+    code, out, err = run_cli(capsys, "demo", "--methods", "coop", "--output", str(tmp_path),
+                             "--json", "-q")
+    assert code == 0, err
+    [row] = json.loads(out)["results"]
+    assert row["epochs"] == 150
+    assert row["tuned_accuracy"] >= max(2 * row["zero_shot_accuracy"], 20), row

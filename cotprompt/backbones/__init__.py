@@ -2,9 +2,18 @@
 
 from cotprompt.backbones.base import Backbone
 from cotprompt.backbones.open_clip_backbone import (
+    TINY_DEMO_MODEL,
     TINY_MODEL,
+    TINY_MODELS,
     OpenCLIPBackbone,
     OpenCLIPBackboneConfig,
 )
 
-__all__ = ["TINY_MODEL", "Backbone", "OpenCLIPBackbone", "OpenCLIPBackboneConfig"]
+__all__ = [
+    "TINY_DEMO_MODEL",
+    "TINY_MODEL",
+    "TINY_MODELS",
+    "Backbone",
+    "OpenCLIPBackbone",
+    "OpenCLIPBackboneConfig",
+]

@@ -24,6 +24,11 @@ logger = logging.getLogger(__name__)
 _CONFIG_DIR = Path(__file__).parent / "model_configs"
 #: Small architectures shipped with cotprompt for offline use and tests (random weights only).
 TINY_MODEL = "cotprompt-tiny"
+#: The same with average-pooled patch tokens: random-weight image features are less collinear
+#: than with the class token, so the offline demo shows prompt tuning at work.
+TINY_DEMO_MODEL = "cotprompt-tiny-avgpool"
+#: The shipped small architectures (random weights only).
+TINY_MODELS = (TINY_MODEL, TINY_DEMO_MODEL)
 _registered = False
 
 
