@@ -1,28 +1,36 @@
-"""``CoTPipeline``: backbone + generator + tuner + aggregator, trained and used as one object."""
+"""``CoTPipeline``: backbone + generator + tuner + aggregator, trained and used as one object.
+
+This module holds the pipeline's construction, training and inference. Saving and loading
+artifacts live in :mod:`cotprompt.pipeline_io`; the config model and method presets in
+:mod:`cotprompt.pipeline_config` (re-exported here).
+"""
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from torch import Tensor
 
-from cotprompt import artifact
-from cotprompt.config import ComponentSpec
+from cotprompt import pipeline_io
 from cotprompt.data.records import ImageClassificationDataset
-from cotprompt.errors import ArtifactError, ConfigError, DataError, UnknownComponentError
+from cotprompt.errors import ConfigError, DataError
 from cotprompt.evaluation.metrics import EvaluationResult
-from cotprompt.generators.stored import StoredChainGenerator
 from cotprompt.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.model import PromptModel
-from cotprompt.model_card import render_card
-from cotprompt.plugins import get_registry
+from cotprompt.pipeline_config import (
+    KINDS,
+    METHODS,
+    PipelineConfig,
+    Prediction,
+    build_components,
+    config_create_kwargs,
+    method_create_kwargs,
+)
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.trainer import StepInfo, Trainer, TrainingResult
 from cotprompt.types import PromptChain, Task
@@ -30,93 +38,7 @@ from cotprompt.types import PromptChain, Task
 if TYPE_CHECKING:
     from cotprompt.tasks import TaskDataset, TaskResult
 
-logger = logging.getLogger(__name__)
-
-KINDS = ("backbone", "generator", "tuner", "aggregator")
-
-#: Component choices of the three classic methods (used by :meth:`CoTPipeline.for_method`).
-METHODS: dict[str, dict[str, ComponentSpec]] = {
-    "coop": {
-        "generator": ComponentSpec(name="rule-based"),
-        "tuner": ComponentSpec(name="coop"),
-        "aggregator": ComponentSpec(name="mean"),
-    },
-    "cocoop": {
-        "generator": ComponentSpec(name="rule-based"),
-        "tuner": ComponentSpec(name="cocoop"),
-        "aggregator": ComponentSpec(name="mean"),
-    },
-    "cotpt": {
-        "generator": ComponentSpec(name="rule-based", config={"preset": "cot"}),
-        "tuner": ComponentSpec(name="cotpt"),
-        "aggregator": ComponentSpec(name="adaptive"),
-    },
-}
-
-
-class PipelineConfig(BaseModel):
-    """A whole pipeline by registered names (what a YAML/JSON config file holds).
-
-    Args:
-        backbone: Default ``open_clip`` with ViT-B-16 / openai.
-        generator: Default ``rule-based``.
-        tuner: Default ``coop``.
-        aggregator: Default ``mean``.
-        training: Training options.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    backbone: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="open_clip"))
-    generator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="rule-based"))
-    tuner: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="coop"))
-    aggregator: ComponentSpec = Field(default_factory=lambda: ComponentSpec(name="mean"))
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-
-
-@dataclass(frozen=True)
-class Prediction:
-    """One image's prediction.
-
-    Attributes:
-        label: The most likely label.
-        index: Its index in the pipeline's labels.
-        score: Its softmax probability.
-        top_k: ``(label, probability)`` pairs, most likely first.
-    """
-
-    label: str
-    index: int
-    score: float
-    top_k: tuple[tuple[str, float], ...]
-
-
-def _load_generator(registry: Any, record: Mapping[str, Any], config: Mapping[str, Any]) -> Any:
-    """The saved generator, or a stand-in replaying the stored chain when it cannot be built
-    (its plugin or optional dependencies are missing): loading never needs the generator."""
-    try:
-        return registry.create("generator", record["name"], record.get("config"),
-                               package=record.get("package"))
-    except (UnknownComponentError, ConfigError, ImportError) as exc:
-        logger.warning("generator %r unavailable (%s); using the prompt chain stored in the "
-                       "artifact", record["name"], exc)
-        return StoredChainGenerator(record, PromptChain.from_dict(config["chain"]), str(exc))
-
-
-def _component_record(kind: str, component: Any) -> dict[str, Any]:
-    stored = getattr(component, "artifact_record", None)
-    if stored is not None:
-        return dict(stored)
-    info = get_registry().find_class(type(component))
-    name = getattr(component, "name", None)
-    if not isinstance(name, str):
-        raise ConfigError(f"the {kind} {type(component).__name__} has no `name` class attribute")
-    config = getattr(component, "config", None)
-    return {
-        "name": name,
-        "package": info.package if info else type(component).__module__.split(".")[0],
-        "config": config.model_dump(mode="json") if isinstance(config, BaseModel) else {},
-    }
+__all__ = ["KINDS", "METHODS", "CoTPipeline", "PipelineConfig", "Prediction"]
 
 
 class CoTPipeline:
@@ -188,21 +110,12 @@ class CoTPipeline:
             UnknownComponentError: A name is not registered (the message lists close matches).
             ConfigError: Options do not validate.
         """
-        registry = get_registry()
-        given = {
+        built = build_components({
             "backbone": (backbone, backbone_config),
             "generator": (generator, generator_config),
             "tuner": (tuner, tuner_config),
             "aggregator": (aggregator, aggregator_config),
-        }
-        built = {}
-        for kind, (value, options) in given.items():
-            if isinstance(value, str):
-                built[kind] = registry.create(kind, value, options)
-            elif options is not None:
-                raise ConfigError(f"{kind}_config is only used with a {kind} name, not an object")
-            else:
-                built[kind] = value
+        })
         if isinstance(training, Mapping):
             training = TrainingConfig.model_validate(training)
         return cls(**built, training=training, class_names=class_names, device=device)
@@ -216,17 +129,8 @@ class CoTPipeline:
         device: str | torch.device | None = None,
     ) -> CoTPipeline:
         """Build from a :class:`PipelineConfig`, a mapping, or a YAML/JSON file path."""
-        from cotprompt.config_files import load_pipeline_config
-
-        if not isinstance(config, PipelineConfig):
-            config = load_pipeline_config(config)
-        return cls.create(
-            backbone=config.backbone.name, backbone_config=config.backbone.config,
-            generator=config.generator.name, generator_config=config.generator.config,
-            tuner=config.tuner.name, tuner_config=config.tuner.config,
-            aggregator=config.aggregator.name, aggregator_config=config.aggregator.config,
-            training=config.training, class_names=class_names, device=device,
-        )
+        return cls.create(**config_create_kwargs(config), class_names=class_names,
+                          device=device)
 
     @classmethod
     def for_method(
@@ -250,21 +154,9 @@ class CoTPipeline:
             backbone: An already built backbone to share between pipelines.
             tuner_config: Overrides of the tuner's options.
         """
-        if method not in METHODS:
-            import difflib
-
-            close = difflib.get_close_matches(method, list(METHODS), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"unknown method {method!r}; choose one of {sorted(METHODS)}{hint}")
-        specs = METHODS[method]
         return cls.create(
-            backbone=backbone if backbone is not None else "open_clip",
-            backbone_config=None if backbone is not None else {
-                "model_name": model_name, "pretrained": pretrained},
-            generator=specs["generator"].name, generator_config=specs["generator"].config,
-            tuner=specs["tuner"].name,
-            tuner_config={**specs["tuner"].config, **(tuner_config or {})},
-            aggregator=specs["aggregator"].name, aggregator_config=specs["aggregator"].config,
+            **method_create_kwargs(method, model_name=model_name, pretrained=pretrained,
+                                   backbone=backbone, tuner_config=tuner_config),
             training=training, class_names=class_names, device=device,
         )
 
@@ -524,25 +416,11 @@ class CoTPipeline:
     # -- saving and loading -------------------------------------------------------------------
 
     def _component_records(self) -> dict[str, dict[str, Any]]:
-        records = {kind: _component_record(kind, getattr(self, kind)) for kind in KINDS}
-        return records
+        return pipeline_io.component_records(self)
 
     def artifact_config(self) -> dict[str, Any]:
         """The JSON config describing this pipeline (without the weights entry)."""
-        if self.task is None or self.chain is None:
-            raise ConfigError("nothing to save: the pipeline has no classes yet")
-        config: dict[str, Any] = {
-            **self._component_records(),
-            "task": {"kind": self.task.kind, "labels": list(self.task.labels),
-                     "dataset": self.task.dataset},
-            "chain": self.chain.to_dict(),
-            "training": self.training.model_dump(mode="json"),
-        }
-        if self.training_data:
-            config["training_data"] = self.training_data
-        if self.metrics:
-            config["metrics"] = self.metrics
-        return config
+        return pipeline_io.pipeline_config(self)
 
     def save_pretrained(self, directory: str | Path) -> Path:
         """Write config, weights (trainable tensors only) and model card to ``directory``.
@@ -552,12 +430,7 @@ class CoTPipeline:
         Returns:
             The folder.
         """
-        directory = Path(directory)
-        config = self.artifact_config()
-        card_path = directory / artifact.CARD_NAME
-        existing = card_path.read_text(encoding="utf-8") if card_path.is_file() else None
-        card = render_card(config, existing)
-        return artifact.write_artifact(directory, config, self.model.trainable_state(), card)
+        return pipeline_io.save_pipeline(self, directory)
 
     def push_to_hub(
         self,
@@ -605,45 +478,5 @@ class CoTPipeline:
             ArtifactError: Missing/corrupt/tampered files, newer format, mismatching weights.
             UnknownComponentError: A component's plugin is not installed (names the package).
         """
-        from cotprompt.hub import resolve_artifact
-
-        directory, source = resolve_artifact(path_or_repo_id, revision=revision, token=token)
-        config = artifact.read_config(directory)
-        registry = get_registry()
-        built: dict[str, Any] = {}
-        try:
-            for kind in KINDS:
-                record = config[kind]
-                if kind == "backbone" and backbone is not None:
-                    if backbone.spec() != {"name": record["name"], "config": record["config"]}:
-                        raise ArtifactError(
-                            "the given backbone differs from the one the prompts were trained "
-                            f"for: {backbone.spec()} vs {record}"
-                        )
-                    built[kind] = backbone
-                    continue
-                if kind == "generator":
-                    built[kind] = _load_generator(registry, record, config)
-                    continue
-                built[kind] = registry.create(kind, record["name"], record.get("config"),
-                                              package=record.get("package"))
-        except UnknownComponentError:
-            raise
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"malformed component entry in the config: {exc!r}") from exc
-        training = TrainingConfig.model_validate(config.get("training", {}))
-        pipeline = cls(**built, training=training, device=device)
-        chain = PromptChain.from_dict(config["chain"])
-        task_info = config.get("task", {})
-        task = Task(labels=chain.labels, kind=task_info.get("kind", "classification"),
-                    dataset=task_info.get("dataset"))
-        pipeline.set_classes(task, chain)
-        expected = pipeline.model.trainable_state()
-        tensors = artifact.read_weights(directory, config, expected)
-        with torch.no_grad():
-            for name, value in expected.items():
-                value.copy_(tensors[name].to(value.device))
-        pipeline.metrics = dict(config.get("metrics") or {})
-        pipeline.training_data = config.get("training_data")
-        pipeline.source = source
-        return pipeline
+        return pipeline_io.load_pipeline(cls, path_or_repo_id, revision=revision, token=token,
+                                         backbone=backbone, device=device)

@@ -1,0 +1,299 @@
+"""Getting artifacts from the Hub: resolving revisions, pinned downloads, offline/cache use, checks.
+
+The one responsibility of this module is bringing an artifact to a local folder and checking it:
+:func:`check_artifact`, :func:`download_artifact`, :func:`resolve_artifact` and :func:`pull`.
+See :mod:`cotprompt.hub` for the overview.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, file_sha256, read_config
+from cotprompt.errors import ArtifactError
+from cotprompt.hub_common import (
+    HubConnectionError,
+    RetryPolicy,
+    _hub_error,
+    _is_commit,
+    _is_transient,
+    _library_kwargs,
+    _with_retries,
+    endpoint,
+    is_offline,
+)
+
+logger = logging.getLogger("cotprompt.hub")
+
+
+@dataclass(frozen=True)
+class PulledArtifact:
+    """A downloaded and checked artifact.
+
+    Attributes:
+        folder: The folder holding the files (in the Hub cache, or ``local_dir``).
+        source: Where it came from: ``repo_id``, requested ``revision``, resolved ``commit``,
+            ``endpoint``.
+        config: The parsed ``cotprompt_config.json``.
+    """
+
+    folder: Path
+    source: dict[str, Any]
+    config: dict[str, Any]
+
+
+# -- validation ------------------------------------------------------------------------------
+
+
+def check_artifact(folder: str | Path) -> dict[str, Any]:
+    """Check a saved artifact without building the model; returns its config.
+
+    Checks the config (format version, required entries), that every component is installed
+    (the error names the package that provides it), the weights checksum and that the
+    safetensors header lists exactly the tensors, shapes and dtypes the config records. The
+    complete check against the model happens in :meth:`CoTPipeline.from_pretrained`.
+
+    Raises:
+        ArtifactError: Anything missing, corrupt, tampered or from a newer format.
+        UnknownComponentError: A component's plugin is not installed.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    from cotprompt.plugins import get_registry
+
+    folder = Path(folder)
+    config = read_config(folder)
+    registry = get_registry()
+    for kind in ("backbone", "generator", "tuner", "aggregator"):
+        record = config[kind]
+        if not isinstance(record, dict) or not isinstance(record.get("name"), str):
+            raise ArtifactError(f"malformed {kind} entry in {folder / CONFIG_NAME}")
+        registry.get(kind, record["name"], package=record.get("package"))
+    weights = folder / WEIGHTS_NAME
+    if not weights.is_file():
+        raise ArtifactError(f"{weights} is missing")
+    recorded = config["weights"]
+    if not isinstance(recorded, dict) or not recorded.get("sha256"):
+        raise ArtifactError(f"{folder / CONFIG_NAME} records no weights checksum")
+    if file_sha256(weights) != recorded["sha256"]:
+        raise ArtifactError(
+            f"{weights} does not match the checksum in {CONFIG_NAME}: the file is corrupt, "
+            "truncated or from another save"
+        )
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            header = {}
+            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
+                tensor_slice = handle.get_slice(name)
+                header[name] = {
+                    "shape": list(tensor_slice.get_shape()),
+                    "dtype": tensor_slice.get_dtype(),
+                }
+    except SafetensorError as exc:
+        raise ArtifactError(f"{weights} is not a valid safetensors file: {exc}") from exc
+    expected = recorded.get("tensors") or {}
+    if header != expected:
+        raise ArtifactError(
+            f"{weights} does not hold the tensors {CONFIG_NAME} records: file {header}, "
+            f"config {expected}"
+        )
+    return config
+
+
+# -- pulling ---------------------------------------------------------------------------------
+
+
+def _download(
+    repo_id: str,
+    name: str,
+    revision: str,
+    token: str | bool | None,
+    cache_dir: str | None,
+    *,
+    local_only: bool = False,
+) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    return Path(
+        hf_hub_download(
+            repo_id,
+            name,
+            revision=revision,
+            token=token,
+            cache_dir=cache_dir,
+            local_files_only=local_only,
+            **_library_kwargs(),
+        )
+    )
+
+
+def _resolve_commit(
+    repo_id: str, revision: str | None, token: str | bool | None, policy: RetryPolicy | None
+) -> str:
+    """The commit ``revision`` points to now, from the config file's metadata (one HEAD call)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
+
+    url = hf_hub_url(repo_id, CONFIG_NAME, revision=revision)
+    metadata = _with_retries(
+        lambda: get_hf_file_metadata(url, token=token),
+        f"resolve {repo_id!r} at {revision or 'main'}",
+        policy,
+    )
+    if not metadata.commit_hash:
+        raise ArtifactError(
+            f"{endpoint()} did not say which commit {revision or 'main'} of "
+            f"{repo_id!r} is (no X-Repo-Commit header): is it a Hub endpoint?"
+        )
+    return str(metadata.commit_hash)
+
+
+def _fetch_files(
+    repo_id: str,
+    revision: str,
+    token: str | bool | None,
+    cache_dir: str | None,
+    *,
+    local_only: bool,
+) -> Path:
+    """Download config, weights and card; all at the commit the config was found at.
+
+    The config is fetched by the requested revision name (so that the cache records which
+    commit a branch or tag pointed to, for offline use), the other files by that commit.
+    """
+    from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
+
+    folder = _download(
+        repo_id, CONFIG_NAME, revision, token, cache_dir, local_only=local_only
+    ).parent
+    commit = folder.name
+    _download(repo_id, WEIGHTS_NAME, commit, token, cache_dir, local_only=local_only)
+    try:
+        _download(repo_id, CARD_NAME, commit, token, cache_dir, local_only=local_only)
+    except (EntryNotFoundError, LocalEntryNotFoundError):
+        logger.info("%s has no model card at %s", repo_id, commit)
+    return folder
+
+
+def download_artifact(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    retry: RetryPolicy | None = None,
+) -> tuple[Path, dict[str, Any]]:
+    """Download an artifact's files from the Hub into the cache, pinned to one commit.
+
+    Args:
+        repo_id: ``namespace/name``.
+        revision: Branch, tag or commit (default ``main``).
+        token: Hub token; default the usual huggingface_hub settings.
+        cache_dir: Default ``HF_HUB_CACHE``.
+        retry: Default :meth:`RetryPolicy.from_env`.
+
+    Returns:
+        ``(folder, source)``; ``source`` holds ``repo_id``, the requested ``revision``, the
+        resolved ``commit`` and the ``endpoint``.
+
+    Raises:
+        HubConnectionError: The endpoint is unreachable and nothing usable is cached.
+        ArtifactError: Missing repository, revision or file; rejected token.
+    """
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    cache = str(cache_dir) if cache_dir is not None else None
+    name = revision or "main"
+    source: dict[str, Any] = {
+        "type": "hub",
+        "repo_id": repo_id,
+        "revision": revision,
+        "endpoint": endpoint(),
+    }
+    try:
+        if is_offline() or _is_commit(revision):
+            # Offline, or an immutable commit: the cache answers without any request.
+            try:
+                folder = _fetch_files(repo_id, name, token, cache, local_only=True)
+                return folder, {**source, "commit": folder.name}
+            except LocalEntryNotFoundError:
+                if is_offline():
+                    raise
+        try:
+            # One cheap request with bounded retries: fails fast and clearly when the endpoint
+            # is down, the repository, revision or config is missing, or the token is refused.
+            _resolve_commit(repo_id, revision, token, retry)
+        except HubConnectionError as exc:
+            try:
+                folder = _fetch_files(repo_id, name, token, cache, local_only=True)
+            except LocalEntryNotFoundError:
+                raise HubConnectionError(
+                    f"{exc} {repo_id!r} at {name!r} is not in the local cache either."
+                ) from exc.__cause__
+            logger.warning("%s; using the cached commit %s of %s", exc, folder.name, repo_id)
+            return folder, {**source, "commit": folder.name}
+        folder = _fetch_files(repo_id, name, token, cache, local_only=False)
+    except ArtifactError:
+        raise
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+        if _is_transient(exc):
+            raise HubConnectionError(
+                f"lost the connection to {endpoint()} while downloading {repo_id!r}: {exc}"
+            ) from exc
+        raise _hub_error(exc, repo_id, revision, "download") from exc
+    return folder, {**source, "commit": folder.name}
+
+
+def resolve_artifact(
+    path_or_repo_id: str | Path, *, revision: str | None = None, token: str | bool | None = None
+) -> tuple[Path, dict[str, Any]]:
+    """A local folder holding the artifact files, and a record of where they came from.
+
+    A path that exists locally is used as it is; anything else is read as a Hub repository id
+    and downloaded with :func:`download_artifact` (or taken from the cache when offline).
+
+    Returns:
+        ``(folder, source)`` where ``source`` names the path, or the repository, the requested
+        revision, the resolved commit and the endpoint.
+    """
+    path = Path(path_or_repo_id)
+    if path.is_dir():
+        return path, {"type": "local", "path": str(path.resolve())}
+    text = str(path_or_repo_id)
+    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or not text:
+        raise ArtifactError(
+            f"{path} is not a folder holding a saved cotprompt pipeline, nor a "
+            "Hub repository id (namespace/name)"
+        )
+    return download_artifact(text, revision=revision, token=token)
+
+
+def pull(
+    repo_id: str,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    local_dir: str | Path | None = None,
+) -> PulledArtifact:
+    """Download an artifact into the cache, check it, and optionally copy it to ``local_dir``.
+
+    After a pull the artifact also loads with ``HF_HUB_OFFLINE=1``.
+
+    Raises:
+        HubConnectionError, ArtifactError, UnknownComponentError: See :func:`download_artifact`
+            and :func:`check_artifact`.
+    """
+    folder, source = download_artifact(repo_id, revision=revision, token=token)
+    config = check_artifact(folder)
+    if local_dir is not None:
+        target = Path(local_dir)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
+            if (folder / name).is_file():
+                shutil.copyfile(folder / name, target / name)  # follows the cache's symlinks
+        folder = target
+    logger.info("pulled %s at commit %s into %s", repo_id, source["commit"], folder)
+    return PulledArtifact(folder=folder, source=source, config=config)

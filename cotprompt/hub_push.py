@@ -1,0 +1,180 @@
+"""Putting artifacts on the Hub: one-commit uploads that keep the repository's model card.
+
+The one responsibility of this module is pushing: :func:`push_folder` and :func:`push_to_hub`.
+See :mod:`cotprompt.hub` for the overview.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.errors import ArtifactError
+from cotprompt.hub_common import (
+    HubConnectionError,
+    RetryPolicy,
+    _hub_error,
+    _is_transient,
+    _library_kwargs,
+    _with_retries,
+    endpoint,
+)
+from cotprompt.hub_download import check_artifact
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo
+
+    from cotprompt.pipeline import CoTPipeline
+
+logger = logging.getLogger("cotprompt.hub")
+
+
+# -- pushing ---------------------------------------------------------------------------------
+
+
+def _existing_card(
+    api: Any,
+    repo_id: str,
+    revision: str | None,
+    token: str | bool | None,
+    policy: RetryPolicy | None,
+) -> str | None:
+    from huggingface_hub.errors import EntryNotFoundError, RevisionNotFoundError
+
+    with tempfile.TemporaryDirectory(prefix="cotprompt-card-") as tmp:
+        try:
+            path = _with_retries(
+                lambda: api.hf_hub_download(
+                    repo_id, CARD_NAME, revision=revision, token=token, cache_dir=tmp
+                ),
+                f"read the model card of {repo_id!r}",
+                policy,
+            )
+        except (EntryNotFoundError, RevisionNotFoundError):
+            return None
+        return Path(path).read_text(encoding="utf-8")
+
+
+def push_folder(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    token: str | bool | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+    retry: RetryPolicy | None = None,
+) -> CommitInfo:
+    """Upload a saved artifact folder to a Hub repository in one commit.
+
+    The repository is created if needed (``private`` only applies then); a ``revision`` naming a
+    branch that does not exist yet is created from ``main``. The folder is checked first
+    (:func:`check_artifact`); its model card is re-rendered for the repository, keeping the
+    custom text and metadata of the repository's current ``README.md`` (or, for a first push,
+    of the folder's).
+
+    Args:
+        folder: A folder written by :meth:`CoTPipeline.save_pretrained`.
+        repo_id: ``namespace/name``.
+        token: Hub token with write access; default the usual huggingface_hub settings.
+        private: Create the repository as private.
+        revision: Branch to commit to (default ``main``).
+        commit_message: Default: a summary of the pipeline.
+        create_pr: Open a pull request with the commit instead of committing to the branch.
+        retry: Retries of the idempotent requests (default :meth:`RetryPolicy.from_env`).
+
+    Returns:
+        The :class:`huggingface_hub.CommitInfo` (``commit_url``, ``oid``, ``pr_url``...).
+
+    Raises:
+        HubConnectionError: The endpoint is unreachable.
+        ArtifactError: Invalid folder, rejected token (401), another namespace (403)...
+    """
+    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from cotprompt.model_card import render_card
+
+    folder = Path(folder)
+    config = check_artifact(folder)
+    api = HfApi(**_library_kwargs())
+    branch = revision if revision and revision != "main" else None
+    try:
+        _with_retries(
+            lambda: api.create_repo(repo_id, token=token, private=private, exist_ok=True),
+            f"create the repository {repo_id!r}",
+            retry,
+        )
+        if branch and not branch.startswith("refs/pr/"):
+            _with_retries(
+                lambda: api.create_branch(repo_id, branch=branch, token=token, exist_ok=True),
+                f"create the branch {branch!r} of {repo_id!r}",
+                retry,
+            )
+        existing = _existing_card(api, repo_id, revision, token, retry)
+        if existing is None and (folder / CARD_NAME).is_file():
+            existing = (folder / CARD_NAME).read_text(encoding="utf-8")
+        card = render_card(config, existing, repo_id=repo_id, revision=branch)
+        labels = config["chain"]["labels"]
+        message = commit_message or (
+            f"Upload cotprompt {config['tuner']['name']} prompts ({len(labels)} labels)"
+        )
+        operations = [
+            CommitOperationAdd(path_in_repo=CONFIG_NAME, path_or_fileobj=str(folder / CONFIG_NAME)),
+            CommitOperationAdd(
+                path_in_repo=WEIGHTS_NAME, path_or_fileobj=str(folder / WEIGHTS_NAME)
+            ),
+            CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card.encode("utf-8")),
+        ]
+        info = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=message,
+            token=token,
+            revision=revision,
+            create_pr=create_pr,
+        )
+    except ArtifactError:
+        raise
+    except (HfHubHTTPError, OSError, ValueError) as exc:
+        if _is_transient(exc):
+            raise HubConnectionError(
+                f"lost the connection to {endpoint()} while pushing to {repo_id!r}: {exc}"
+            ) from exc
+        raise _hub_error(exc, repo_id, revision, "push to") from exc
+    except Exception as exc:
+        if _is_transient(exc):
+            raise HubConnectionError(
+                f"lost the connection to {endpoint()} while pushing to {repo_id!r}: {exc}"
+            ) from exc
+        raise
+    logger.info("pushed %s to %s: %s", folder, repo_id, getattr(info, "commit_url", info))
+    return info
+
+
+def push_to_hub(
+    pipeline: CoTPipeline,
+    repo_id: str,
+    *,
+    token: str | bool | None = None,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    create_pr: bool = False,
+) -> CommitInfo:
+    """Save ``pipeline`` to a temporary folder and push it with :func:`push_folder`."""
+    with tempfile.TemporaryDirectory(prefix="cotprompt-push-") as tmp:
+        folder = pipeline.save_pretrained(Path(tmp) / "artifact")
+        return push_folder(
+            folder,
+            repo_id,
+            token=token,
+            private=private,
+            revision=revision,
+            commit_message=commit_message,
+            create_pr=create_pr,
+        )

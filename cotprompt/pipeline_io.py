@@ -1,0 +1,145 @@
+"""Artifact (de)serialisation of a :class:`~cotprompt.pipeline.CoTPipeline`: component records,
+the artifact config, saving to a folder and loading from a folder or Hub repository."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pydantic import BaseModel
+
+from cotprompt import artifact
+from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError
+from cotprompt.generators.stored import StoredChainGenerator
+from cotprompt.model_card import render_card
+from cotprompt.pipeline_config import KINDS
+from cotprompt.plugins import get_registry
+from cotprompt.training.config import TrainingConfig
+from cotprompt.types import PromptChain, Task
+
+if TYPE_CHECKING:
+    from cotprompt.pipeline import CoTPipeline
+
+logger = logging.getLogger("cotprompt.pipeline")
+
+
+def _load_generator(registry: Any, record: Mapping[str, Any], config: Mapping[str, Any]) -> Any:
+    """The saved generator, or a stand-in replaying the stored chain when it cannot be built
+    (its plugin or optional dependencies are missing): loading never needs the generator."""
+    try:
+        return registry.create("generator", record["name"], record.get("config"),
+                               package=record.get("package"))
+    except (UnknownComponentError, ConfigError, ImportError) as exc:
+        logger.warning("generator %r unavailable (%s); using the prompt chain stored in the "
+                       "artifact", record["name"], exc)
+        return StoredChainGenerator(record, PromptChain.from_dict(config["chain"]), str(exc))
+
+
+def _component_record(kind: str, component: Any) -> dict[str, Any]:
+    stored = getattr(component, "artifact_record", None)
+    if stored is not None:
+        return dict(stored)
+    info = get_registry().find_class(type(component))
+    name = getattr(component, "name", None)
+    if not isinstance(name, str):
+        raise ConfigError(f"the {kind} {type(component).__name__} has no `name` class attribute")
+    config = getattr(component, "config", None)
+    return {
+        "name": name,
+        "package": info.package if info else type(component).__module__.split(".")[0],
+        "config": config.model_dump(mode="json") if isinstance(config, BaseModel) else {},
+    }
+
+
+def component_records(pipeline: CoTPipeline) -> dict[str, dict[str, Any]]:
+    """The saved record (name, package, config) of each of the pipeline's components."""
+    records = {kind: _component_record(kind, getattr(pipeline, kind)) for kind in KINDS}
+    return records
+
+
+def pipeline_config(pipeline: CoTPipeline) -> dict[str, Any]:
+    """The JSON config describing ``pipeline`` (without the weights entry)."""
+    if pipeline.task is None or pipeline.chain is None:
+        raise ConfigError("nothing to save: the pipeline has no classes yet")
+    config: dict[str, Any] = {
+        **pipeline._component_records(),
+        "task": {"kind": pipeline.task.kind, "labels": list(pipeline.task.labels),
+                 "dataset": pipeline.task.dataset},
+        "chain": pipeline.chain.to_dict(),
+        "training": pipeline.training.model_dump(mode="json"),
+    }
+    if pipeline.training_data:
+        config["training_data"] = pipeline.training_data
+    if pipeline.metrics:
+        config["metrics"] = pipeline.metrics
+    return config
+
+
+def save_pipeline(pipeline: CoTPipeline, directory: str | Path) -> Path:
+    """Write config, weights (trainable tensors only) and model card to ``directory``."""
+    directory = Path(directory)
+    config = pipeline.artifact_config()
+    card_path = directory / artifact.CARD_NAME
+    existing = card_path.read_text(encoding="utf-8") if card_path.is_file() else None
+    card = render_card(config, existing)
+    return artifact.write_artifact(directory, config, pipeline.model.trainable_state(), card)
+
+
+def load_pipeline(
+    cls: type[CoTPipeline],
+    path_or_repo_id: str | Path,
+    *,
+    revision: str | None = None,
+    token: str | None = None,
+    backbone: Any = None,
+    device: str | torch.device | None = None,
+) -> CoTPipeline:
+    """Load a saved pipeline (as ``cls``) from a folder or a Hugging Face Hub repository.
+
+    See :meth:`cotprompt.pipeline.CoTPipeline.from_pretrained`.
+    """
+    from cotprompt.hub import resolve_artifact
+
+    directory, source = resolve_artifact(path_or_repo_id, revision=revision, token=token)
+    config = artifact.read_config(directory)
+    registry = get_registry()
+    built: dict[str, Any] = {}
+    try:
+        for kind in KINDS:
+            record = config[kind]
+            if kind == "backbone" and backbone is not None:
+                if backbone.spec() != {"name": record["name"], "config": record["config"]}:
+                    raise ArtifactError(
+                        "the given backbone differs from the one the prompts were trained "
+                        f"for: {backbone.spec()} vs {record}"
+                    )
+                built[kind] = backbone
+                continue
+            if kind == "generator":
+                built[kind] = _load_generator(registry, record, config)
+                continue
+            built[kind] = registry.create(kind, record["name"], record.get("config"),
+                                          package=record.get("package"))
+    except UnknownComponentError:
+        raise
+    except (KeyError, TypeError) as exc:
+        raise ArtifactError(f"malformed component entry in the config: {exc!r}") from exc
+    training = TrainingConfig.model_validate(config.get("training", {}))
+    pipeline = cls(**built, training=training, device=device)
+    chain = PromptChain.from_dict(config["chain"])
+    task_info = config.get("task", {})
+    task = Task(labels=chain.labels, kind=task_info.get("kind", "classification"),
+                dataset=task_info.get("dataset"))
+    pipeline.set_classes(task, chain)
+    expected = pipeline.model.trainable_state()
+    tensors = artifact.read_weights(directory, config, expected)
+    with torch.no_grad():
+        for name, value in expected.items():
+            value.copy_(tensors[name].to(value.device))
+    pipeline.metrics = dict(config.get("metrics") or {})
+    pipeline.training_data = config.get("training_data")
+    pipeline.source = source
+    return pipeline
