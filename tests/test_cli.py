@@ -13,12 +13,10 @@ import json
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 from cotprompt.artifact import CONFIG_NAME, WEIGHTS_NAME
@@ -63,15 +61,6 @@ def mini(cifar: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
             for image in sorted(folder.iterdir())[:count]:
                 shutil.copy(image, root / split / folder.name / image.name)
     return root
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The tiny model's matrices gain nothing from more threads; on a busy machine they lose."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

