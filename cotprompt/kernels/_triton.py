@@ -109,6 +109,17 @@ def _tanh(z):
 
 
 @triton.jit
+def _biased_block(X, Bias, total, N, HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """This program's offsets, their mask and ``x + bias`` in float32 (bias broadcast over rows)."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < total
+    h = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_BIAS:
+        h += tl.load(Bias + offs % N, mask=mask, other=0.0).to(tl.float32)
+    return offs, mask, h
+
+
+@triton.jit
 def bias_act_fwd_kernel(
     X,
     Bias,
@@ -120,11 +131,7 @@ def bias_act_fwd_kernel(
     BLOCK: tl.constexpr,
 ):
     """``out = act(x + bias)`` over a flat ``[rows * N]`` tensor."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    h = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        h += tl.load(Bias + offs % N, mask=mask, other=0.0).to(tl.float32)
+    offs, mask, h = _biased_block(X, Bias, total, N, HAS_BIAS, BLOCK)
     if ACT == 0:
         out = h * tl.sigmoid(1.702 * h)
     elif ACT == 1:
@@ -147,11 +154,7 @@ def bias_act_bwd_kernel(
     BLOCK: tl.constexpr,
 ):
     """``dx = dout * act'(x + bias)``."""
-    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < total
-    h = tl.load(X + offs, mask=mask, other=0.0).to(tl.float32)
-    if HAS_BIAS:
-        h += tl.load(Bias + offs % N, mask=mask, other=0.0).to(tl.float32)
+    offs, mask, h = _biased_block(X, Bias, total, N, HAS_BIAS, BLOCK)
     g = tl.load(DOut + offs, mask=mask, other=0.0).to(tl.float32)
     if ACT == 0:
         s = tl.sigmoid(1.702 * h)
