@@ -676,6 +676,9 @@ def preset(name: str) -> tuple[list[Case], list[tuple[str, int, int]], list[tupl
         predict = [("coop", 1000, 256), ("cocoop", 100, 64), ("cotpt", 100, 64)]
         memory = [(1000, 32, 8192.0), (1000, 32, None)]
         return cases, predict, memory
+    if name == "memory":
+        # only the CoT-PT step-memory rows (default: the 1000 classes, batch 32)
+        return [], [], [(1000, 32, 4096.0)]
     raise SystemExit(f"unknown preset {name!r}")
 
 
@@ -775,9 +778,11 @@ def write_report(bench: Bench, args: argparse.Namespace, started: float, load: t
                 f"{m['recompute']} | {m['estimated_unchunked_mb']:.0f} |"
             )
     estimate = bench.estimate_memory(1000, 32)
+    ran = any(m["labels"] == 1000 and m["batch"] == 32 for m in bench.memory)
     lines += [
         "",
-        "Planner's estimate for CoT-PT K=3, C=1000, B=32 (not run here): unchunked activations "
+        f"Planner's estimate for CoT-PT K=3, C=1000, B=32{'' if ran else ' (not run here)'}: "
+        "unchunked activations "
         f"{estimate['unchunked_activations_gb']:.1f} GiB ({estimate['activation_dtype']}); "
         "with a budget, the step keeps about the budget plus "
         f"{estimate['features_and_grads_gb']:.2f} GiB of features and their gradients.",
@@ -786,14 +791,26 @@ def write_report(bench: Bench, args: argparse.Namespace, started: float, load: t
     return "\n".join(lines)
 
 
+def parse_memory_row(text: str) -> tuple[int, int, float | None]:
+    labels, batch, budget = text.split(",")
+    return int(labels), int(batch), None if budget == "auto" else float(budget)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "gpu"])
+    parser.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "gpu", "memory"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--ref-dtype", default="fp16", choices=["fp16", "fp32"])
     parser.add_argument("--output", default=None, help="Markdown report path")
     parser.add_argument("--json", default=None, help="raw results path")
+    parser.add_argument(
+        "--memory",
+        action="append",
+        default=None,
+        metavar="C,B,BUDGET_MB",
+        help="CoT-PT step-memory rows to run instead of the preset's (BUDGET_MB 'auto' for none)",
+    )
     parser.add_argument(
         "--max-minutes", type=float, default=30.0, help="start no new case after this long"
     )
@@ -805,6 +822,8 @@ def main() -> None:
     torch.manual_seed(0)
     bench = Bench(args)
     cases, predict, memory = preset(args.preset)
+    if args.memory:
+        memory = [parse_memory_row(row) for row in args.memory]
     bench.run(cases, predict, memory)
     report = write_report(bench, args, started, load)
     print(report)

@@ -39,12 +39,25 @@ class PromptModel(nn.Module):
         image encoder)."""
         return F.normalize(self.tuner.encode_images(self.backbone, pixels).float(), dim=-1)
 
-    def forward(self, inputs: Tensor, inputs_are_pixels: bool = False) -> Tensor:
-        """Logits ``[B, C]`` from normalised features ``[B, E]`` or pixels ``[B, 3, H, W]``."""
+    def forward(
+        self, inputs: Tensor, inputs_are_pixels: bool = False, targets: Tensor | None = None
+    ) -> Tensor:
+        """Logits ``[B, C]`` from normalised features ``[B, E]`` or pixels ``[B, 3, H, W]``;
+        with ``targets`` ``[B]`` (class indices), the mean cross-entropy loss instead.
+
+        The loss goes through the aggregator's ``loss`` method when it has one (``mean``: one
+        fused kernel on a GPU), so that training need not materialise the logits.
+        """
         features = self.image_features(inputs) if inputs_are_pixels else inputs
         conditioned = features if self.tuner.image_conditioned else None
         text = self.tuner.encode_text(self.backbone, conditioned)
-        return self.aggregator(features, text, self.backbone.logit_scale.float())
+        scale = self.backbone.logit_scale.float()
+        if targets is None:
+            return self.aggregator(features, text, scale)
+        loss = getattr(self.aggregator, "loss", None)
+        if loss is not None:
+            return loss(features, text, scale, targets)
+        return F.cross_entropy(self.aggregator(features, text, scale).float(), targets)
 
     def trainable_state(self) -> dict[str, Tensor]:
         """Named trainable tensors (``tuner.*``, ``aggregator.*``): what an artifact stores."""

@@ -112,5 +112,10 @@ class Aggregator(Protocol):
             image_features: ``[B, E]``, L2-normalised.
             text_features: ``[B or 1, K, C, E]``, L2-normalised per step.
             logit_scale: Scalar tensor, the backbone's (already exponentiated) logit scale.
+
+        An aggregator may also define ``loss(image_features, text_features, logit_scale,
+        targets) -> Tensor``, the mean cross-entropy of these logits against ``targets`` ``[B]``;
+        training calls it instead of ``F.cross_entropy(aggregator(...), targets)`` (``mean``
+        uses it for a fused GPU kernel).
         """
         ...

@@ -164,6 +164,33 @@ def test_aggregators_agree_at_initialisation_and_with_one_step(batch):
         adaptive.bind(2, 16)
 
 
+@pytest.mark.parametrize("aggregator_cls", [MeanAggregator, AttentionAggregator])
+def test_model_loss_is_the_cross_entropy_of_its_logits(tiny_backbone, aggregator_cls):
+    """Training asks the model for its loss (``targets=``): through ``MeanAggregator.loss``
+    (which would fuse the head on a GPU) or, for aggregators without one, the logits' CE; same
+    value and gradients as the cross-entropy of the logits."""
+    from cotprompt.model import PromptModel
+
+    torch.manual_seed(0)
+    tuner = CoCoOpTuner()
+    tuner.bind(tiny_backbone, chain_of([[f"a photo of a {c}."] for c in CLASSES]))
+    perturb(tuner)
+    aggregator = aggregator_cls()
+    aggregator.bind(1, tiny_backbone.embed_dim)
+    model = PromptModel(tiny_backbone, tuner, aggregator)
+    features = F.normalize(torch.randn(3, tiny_backbone.embed_dim), dim=-1)
+    targets = torch.tensor([2, 0, 1])
+    params = list(model.trainable_state().values())
+    loss = model(features, targets=targets)
+    grads = torch.autograd.grad(loss, params)
+    expected = F.cross_entropy(model(features), targets)
+    expected_grads = torch.autograd.grad(expected, params)
+    assert loss.dim() == 0 and loss.dtype == torch.float32
+    torch.testing.assert_close(loss, expected)
+    for g, e in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(g, e)
+
+
 def test_rule_based_generator_fills_fields_and_templates():
     task = Task(
         labels=("beagle", "tabby cat"),

@@ -107,7 +107,15 @@ def interpreter_results():
 
 
 @pytest.mark.parametrize(
-    "kernel", ["add_layer_norm", "layer_norm", "bias_act", "cosine_cross_entropy", "text_encoder"]
+    "kernel",
+    [
+        "add_layer_norm",
+        "layer_norm",
+        "bias_act",
+        "cosine_cross_entropy",
+        "head_loss",
+        "text_encoder",
+    ],
 )
 def test_triton_kernels_match_references_in_the_interpreter(interpreter_results, kernel):
     """fp32 within 1e-5 and bf16 within 1e-2 (relative to the largest value), outputs and

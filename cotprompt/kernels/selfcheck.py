@@ -154,6 +154,45 @@ def check_cosine_ce(batch, shared, steps, classes, dim, dtype, device) -> dict[s
     )
 
 
+def check_head_loss(batch, shared, classes, dim, dtype, device) -> dict[str, Any]:
+    """``MeanAggregator.loss`` as training calls it (fp32 normalised image features, text
+    features in ``dtype`` normalised by the tuner, a frozen logit scale): dispatched to the fused
+    kernel vs the plain logits + cross-entropy (kernels switched off, fp32).
+
+    Gradients are compared at the un-normalised features, as the tuners produce them: the
+    kernel normalises again, so its gradient at a unit vector lacks the radial part that the
+    tuner's own normalisation removes anyway."""
+    import torch.nn.functional as F
+
+    from cotprompt.aggregators import MeanAggregator
+    from cotprompt.kernels.ops import kernels_disabled, uses_triton
+
+    g = torch.Generator().manual_seed(5)
+    image = torch.randn(batch, dim, generator=g).to(device)
+    text = torch.randn(1 if shared else batch, 3, classes, dim, generator=g).to(device, dtype)
+    targets = torch.randint(0, classes, (batch,), generator=g).to(device)
+    scale = torch.tensor(100.0, device=device)
+    aggregator = MeanAggregator()
+
+    def loss_fn(image, text):
+        image, text = F.normalize(image, dim=-1), F.normalize(text, dim=-1)
+        return (aggregator.loss(image, text, scale, targets).reshape(1),)
+
+    seeds = [torch.ones(1, device=device)]
+    kernel = _grads(loss_fn, [image, text], seeds)
+    with kernels_disabled():  # the plain computation in fp32, as the other checks' references
+        plain = _grads(loss_fn, [image, text.float()], seeds)
+    result = _compare(
+        "head_loss[shared]" if shared else "head_loss[per-image]",
+        dtype,
+        (batch, 3, classes, dim),
+        kernel,
+        plain,
+    )
+    result["kernels"] = uses_triton(image, text)
+    return result
+
+
 def check_text_encoder(device: str, dtype: torch.dtype, quick: bool = False) -> list[dict]:
     """The fast text-encoder path with the kernels (tiny backbone) vs the plain path without:
     CoOp (shared prefix) and, unless ``quick``, CoCoOp with class-specific context (no
@@ -239,6 +278,8 @@ def run_checks(
                 results.append(check_bias_act(shape, dtype, device, activation))
         for batch, shared, steps, classes, dim in ce_shapes:
             results.append(check_cosine_ce(batch, shared, steps, classes, dim, dtype, device))
+        for shared in (True, False):
+            results.append(check_head_loss(3, shared, 11, 32, dtype, device))
         if dtype == torch.float32 or device != "cpu":
             results.extend(check_text_encoder(device, dtype, quick))
     return results

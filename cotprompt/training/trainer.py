@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -372,8 +371,10 @@ class Trainer:
         def step_loss(item: tuple[Tensor, Tensor], epoch: int) -> Tensor:
             inputs, targets = item
             with accelerator.autocast():
-                logits = run.model(inputs.to(device), inputs_are_pixels=features is None)
-            return F.cross_entropy(logits.float(), targets.to(device))
+                return run.model(
+                    inputs.to(device), inputs_are_pixels=features is None,
+                    targets=targets.to(device),
+                )
 
         result = run_epochs(
             run, cfg, accelerator, num_samples=len(train), step_loss=step_loss,
