@@ -587,7 +587,7 @@ class Bench:
         encoder = self.backbone.fast_text_encoder()
         lp = 1 + tuner.n_ctx
         lengths = (tuner.tokens.eot_index - lp + 1).cpu()
-        from cotprompt.backbones.text_encoder import length_buckets
+        from cotprompt.backbones.encoder_plan import length_buckets
 
         dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         need = 0

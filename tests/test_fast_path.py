@@ -14,12 +14,8 @@ import torch
 import torch.nn.functional as F
 
 from cotprompt.backbones import OpenCLIPBackbone, OpenCLIPBackboneConfig
-from cotprompt.backbones.text_encoder import (
-    FastTextEncoder,
-    length_buckets,
-    resolve_budget,
-    unsupported_reason,
-)
+from cotprompt.backbones.encoder_plan import length_buckets, resolve_budget
+from cotprompt.backbones.text_encoder import FastTextEncoder, unsupported_reason
 from cotprompt.tuners import (
     CoCoOpTuner,
     ContextPromptTuner,
@@ -283,9 +279,9 @@ def test_budget_resolution():
 
 @pytest.mark.parametrize("tuner_cls", [CoOpTuner, CoTPTTuner])
 def test_fast_equals_plain_with_several_length_buckets(tiny_backbone, tuner_cls, monkeypatch):
-    import cotprompt.backbones.text_encoder as text_encoder
+    import cotprompt.backbones.encoder_plan as encoder_plan
 
-    monkeypatch.setattr(text_encoder, "BUCKET_OVERHEAD_TOKENS", {"cpu": 0})
+    monkeypatch.setattr(encoder_plan, "BUCKET_OVERHEAD_TOKENS", {"cpu": 0})
     for class_specific in (False, True):
         fast, plain = pair(
             tuner_cls, tiny_backbone, make_chain(2, ensemble=True), class_specific=class_specific
@@ -308,9 +304,9 @@ def test_text_tokens_shared_by_all_labels_join_the_prefix(tiny_backbone, overhea
         ),
         zero_shot=tuple((c,) for c in LABELS),
     )
-    import cotprompt.backbones.text_encoder as text_encoder
+    import cotprompt.backbones.encoder_plan as encoder_plan
 
-    monkeypatch.setattr(text_encoder, "BUCKET_OVERHEAD_TOKENS", {"cpu": overhead})
+    monkeypatch.setattr(encoder_plan, "BUCKET_OVERHEAD_TOKENS", {"cpu": overhead})
     for tuner_cls in (CoOpTuner, CoTPTTuner):
         fast, plain = pair(tuner_cls, tiny_backbone, chain)
         shared = [fast.tokens.shared_text_prefix(k) for k in range(3)]

@@ -31,9 +31,7 @@ kernels on GPUs, PyTorch references elsewhere).
 
 from __future__ import annotations
 
-import functools
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -43,20 +41,14 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
+from cotprompt.backbones.encoder_plan import (
+    length_buckets,
+    resolve_budget,
+)
 from cotprompt.kernels import add_layer_norm, bias_act, kernels_disabled, uses_triton
 
 logger = logging.getLogger(__name__)
 
-#: Fraction of the free device memory used as the activation budget when none is set.
-AUTO_BUDGET_FRACTION = 0.5
-#: Smallest automatic budget.
-MIN_AUTO_BUDGET = 256 * 2**20
-#: Extra length buckets must save at least this fraction of the padded tokens each.
-BUCKET_GAIN = 0.03
-MAX_BUCKETS = 4
-#: Fixed cost of one more encoder call, in token positions: every call reads all the weights
-#: (small calls are bound by memory bandwidth) and, on a GPU, launches every kernel again.
-BUCKET_OVERHEAD_TOKENS = {"cpu": 64, "cuda": 4096}
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -122,111 +114,6 @@ def _activation_name(module: nn.Module) -> str:
     if isinstance(module, nn.GELU):
         return "gelu_tanh" if module.approximate == "tanh" else "gelu"
     return "module"
-
-
-def free_memory_bytes(device: torch.device) -> int:
-    """Free memory on ``device``: CUDA's free memory, or the host's available memory."""
-    if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return int(free)
-    try:
-        with open("/proc/meminfo") as handle:
-            for line in handle:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 * 2**30
-
-
-def resolve_budget(budget_mb: float | None, device: torch.device) -> int:
-    """Activation budget in bytes: ``budget_mb``, or half the free memory of ``device``."""
-    if budget_mb is not None:
-        return int(budget_mb * 2**20)
-    return max(MIN_AUTO_BUDGET, int(AUTO_BUDGET_FRACTION * free_memory_bytes(device)))
-
-
-def length_buckets(
-    lengths: Tensor,
-    weights: Tensor | None = None,
-    max_buckets: int | None = None,
-    overhead: int | None = None,
-) -> list[Tensor]:
-    """Split items into groups of similar length, minimising the padded work.
-
-    Args:
-        lengths: ``[T]`` positions each item needs.
-        weights: ``[T]`` rows per item (default 1).
-        max_buckets: At most this many groups (default :data:`MAX_BUCKETS`).
-        overhead: Cost of one more group in token positions (default by device,
-            :data:`BUCKET_OVERHEAD_TOKENS`).
-
-    Returns:
-        Index tensors (into ``lengths``), one per group, shortest group first. A further group is
-        only made when it saves more than ``overhead`` token positions and at least
-        :data:`BUCKET_GAIN` of the padded work.
-    """
-    lengths_cpu = lengths.detach().cpu().long()
-    weight_cpu = torch.ones_like(lengths_cpu) if weights is None else weights.detach().cpu().long()
-    if overhead is None:
-        overhead = BUCKET_OVERHEAD_TOKENS.get(lengths.device.type, 64)
-    bounds = _bucket_bounds(
-        tuple(lengths_cpu.tolist()),
-        tuple(weight_cpu.tolist()),
-        max_buckets or MAX_BUCKETS,
-        overhead,
-    )
-    groups = []
-    for low, high in bounds:
-        idx = torch.nonzero((lengths_cpu >= low) & (lengths_cpu <= high)).flatten()
-        groups.append(idx.to(lengths.device))
-    return groups
-
-
-@functools.lru_cache(maxsize=64)
-def _bucket_bounds(
-    lengths: tuple[int, ...], weights: tuple[int, ...], max_buckets: int, overhead: int
-) -> list[tuple[int, int]]:
-    """``(low, high)`` length ranges of the buckets (a small dynamic programme, memoised)."""
-    totals: dict[int, int] = {}
-    for length, weight in zip(lengths, weights, strict=True):
-        totals[length] = totals.get(length, 0) + weight
-    values = sorted(totals)
-    counts = [totals[v] for v in values]
-    d = len(values)
-    prefix = [0]
-    for c in counts:
-        prefix.append(prefix[-1] + c)
-
-    def cost(i: int, j: int) -> int:  # items with values[i..j] padded to values[j]
-        return values[j] * (prefix[j + 1] - prefix[i])
-
-    inf = float("inf")
-    best: list[list[float]] = [[inf] * d for _ in range(max_buckets + 1)]
-    back: list[list[int]] = [[0] * d for _ in range(max_buckets + 1)]
-    for j in range(d):
-        best[1][j] = cost(0, j)
-    for b in range(2, max_buckets + 1):
-        for j in range(d):
-            for i in range(1, j + 1):
-                value = best[b - 1][i - 1] + cost(i, j)
-                if value < best[b][j]:
-                    best[b][j], back[b][j] = value, i
-    chosen = 1
-    for b in range(2, max_buckets + 1):
-        saving = best[chosen][d - 1] - best[b][d - 1]
-        if saving > overhead * (b - chosen) and saving >= BUCKET_GAIN * best[chosen][d - 1]:
-            chosen = b
-    bounds = []
-    j = d - 1
-    for b in range(chosen, 0, -1):
-        i = back[b][j] if b > 1 else 0
-        bounds.append((values[i], values[j]))
-        j = i - 1
-    return list(reversed(bounds))
 
 
 @dataclass

@@ -18,7 +18,8 @@ from pydantic import Field, model_validator
 from torch import Tensor, nn
 
 from cotprompt.backbones.base import Backbone
-from cotprompt.backbones.text_encoder import FastTextEncoder, autocast_dtype, resolve_budget
+from cotprompt.backbones.encoder_plan import resolve_budget
+from cotprompt.backbones.text_encoder import FastTextEncoder, autocast_dtype
 from cotprompt.config import ComponentConfig
 from cotprompt.errors import ConfigError
 from cotprompt.tuners.meta_net import ChainLink, MetaNet
@@ -291,7 +292,7 @@ class ContextPromptTuner(nn.Module):
     def _prefix_groups(self, tokens: PromptTokens, batch: int) -> list[tuple[list[int], int]]:
         """Steps grouped by the shared text length ``c`` used in their prefix (a group uses its
         smallest ``c``); more groups save tokens but cost encoder calls."""
-        from cotprompt.backbones.text_encoder import BUCKET_OVERHEAD_TOKENS
+        from cotprompt.backbones.encoder_plan import BUCKET_OVERHEAD_TOKENS
 
         shared = [tokens.shared_text_prefix(k) for k in range(tokens.num_steps)]
         if len(set(shared)) == 1:
