@@ -561,14 +561,17 @@ class Bench:
         """CoT-PT (K=3) step memory with or without an activation budget (one step, after the
         warm-ups of the training cases)."""
         options = {} if budget is None else {"memory_budget_mb": budget}
-        step, _tuner, _ = self.fast_step("cotpt", class_names(labels), batch, **options)
+        step, tuner, _ = self.fast_step("cotpt", class_names(labels), batch, **options)
         times, peak, total = timed(step, self.device, 1)
         plan = self.backbone.fast_text_encoder().last_plan
+        min_gflop = minimal_flops(tuner, self.backbone, batch)["train"] / 1e9
         row = {
             "labels": labels,
             "batch": batch,
             "budget_mb": budget,
             "ms": 1e3 * times[0],
+            "min_gflop": min_gflop,
+            "fast_gflops": min_gflop / times[0],
             "peak_mb": peak / 2**20,
             "total_peak_mb": total / 2**20,
             "chunks": plan["chunks"],
@@ -725,21 +728,24 @@ def write_report(bench: Bench, args: argparse.Namespace, started: float, load: t
         'names: the first C ImageNet classes. K=1 texts `"{class}."`; K=3: cotprompt\'s CoT '
         "chain. coop: n_ctx=16, unified; cocoop / cotpt: n_ctx=4, image-conditioned.",
         "",
-        "## Training step (forward + backward + SGD step)",
-        "",
-        "`ref` = research pattern (77 tokens, additive mask, image encoder every step, per-image "
-        "loop); `fast` = cotprompt (cached features). `x amortised` adds the fast path's "
-        "one-time image encoding spread over 10 epochs. `min GFLOP` = minimal exact FLOPs of the "
-        "step's text encoder; `fast GFLOP/s` = min GFLOP / fast time, and its fraction of the "
-        "measured matmul rate. Extrapolated reference times = measured seconds per 77-token "
-        "sequence (same method, smaller case) x sequences + measured image-encoder time per "
-        "image x B.",
-        "",
-        "| method | K | cond | C | B | ref ms | ref source | fast ms | fast precision | x | "
-        "x amortised | ref peak MB | fast peak MB | ref GFLOP | min GFLOP | fast GFLOP/s | "
-        "% matmul | buckets | chunks |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if bench.results:
+        lines += [
+            "## Training step (forward + backward + SGD step)",
+            "",
+            "`ref` = research pattern (77 tokens, additive mask, image encoder every step, per-"
+            "image loop); `fast` = cotprompt (cached features). `x amortised` adds the fast "
+            "path's one-time image encoding spread over 10 epochs. `min GFLOP` = minimal exact "
+            "FLOPs of the step's text encoder; `fast GFLOP/s` = min GFLOP / fast time, and its "
+            "fraction of the measured matmul rate. Extrapolated reference times = measured "
+            "seconds per 77-token sequence (same method, smaller case) x sequences + measured "
+            "image-encoder time per image x B.",
+            "",
+            "| method | K | cond | C | B | ref ms | ref source | fast ms | fast precision | x | "
+            "x amortised | ref peak MB | fast peak MB | ref GFLOP | min GFLOP | fast GFLOP/s | "
+            "% matmul | buckets | chunks |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
     for r in bench.results:
         lines.append(
             f"| {r.method} | {r.K} | {'yes' if r.conditioned else 'no'} | {r.labels} | "
@@ -767,27 +773,31 @@ def write_report(bench: Bench, args: argparse.Namespace, started: float, load: t
             "",
             "## CoT-PT (K=3) step memory and the activation budget",
             "",
+            "`min GFLOP` = minimal exact FLOPs of the step's text encoder (without the "
+            "recomputation); `% matmul` = min GFLOP / time against the measured matmul rate.",
+            "",
             "| C | B | budget MB | ms | peak growth MB | process peak MB | chunks | recompute | "
-            "planner's unchunked estimate MB |",
-            "|---|---|---|---|---|---|---|---|---|",
+            "planner's unchunked estimate MB | min GFLOP | % matmul |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for m in bench.memory:
             lines.append(
                 f"| {m['labels']} | {m['batch']} | {m['budget_mb'] or 'auto'} | {m['ms']:.0f} | "
                 f"{m['peak_mb']:.0f} | {m['total_peak_mb']:.0f} | {m['chunks']} | "
-                f"{m['recompute']} | {m['estimated_unchunked_mb']:.0f} |"
+                f"{m['recompute']} | {m['estimated_unchunked_mb']:.0f} | "
+                f"{m['min_gflop']:,.0f} | {100 * m['fast_gflops'] * 1e9 / bench.rate:.0f}% |"
             )
-    estimate = bench.estimate_memory(1000, 32)
-    ran = any(m["labels"] == 1000 and m["batch"] == 32 for m in bench.memory)
-    lines += [
-        "",
-        f"Planner's estimate for CoT-PT K=3, C=1000, B=32{'' if ran else ' (not run here)'}: "
-        "unchunked activations "
-        f"{estimate['unchunked_activations_gb']:.1f} GiB ({estimate['activation_dtype']}); "
-        "with a budget, the step keeps about the budget plus "
-        f"{estimate['features_and_grads_gb']:.2f} GiB of features and their gradients.",
-        "",
-    ]
+    if not any(m["labels"] == 1000 and m["batch"] == 32 for m in bench.memory):
+        estimate = bench.estimate_memory(1000, 32)
+        lines += [
+            "",
+            "Rough estimate for CoT-PT K=3, C=1000, B=32 (not run here): unchunked activations "
+            f"{estimate['unchunked_activations_gb']:.1f} GiB ({estimate['activation_dtype']}, "
+            "not counting the text shared by all labels); with a budget, the step keeps about "
+            f"the budget plus {estimate['features_and_grads_gb']:.2f} GiB of features and their "
+            "gradients.",
+        ]
+    lines.append("")
     return "\n".join(lines)
 
 
