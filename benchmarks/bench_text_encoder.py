@@ -17,11 +17,15 @@ machine and the command.
 
     python benchmarks/bench_text_encoder.py --preset cpu --threads 1 --output REPORT.md
     python benchmarks/bench_text_encoder.py --preset gpu --device cuda --output REPORT.md
+
+Other presets: ``memory`` (the CoT-PT K=3 step-memory rows only; ``--memory C,B,BUDGET_MB``
+picks them), ``cpu-bf16`` (the fast path alone in fp32 and bf16 autocast on a CPU), ``smoke``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import gc
 import json
@@ -31,7 +35,7 @@ import statistics
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -181,6 +185,25 @@ class ReferencePattern(nn.Module):
 
 
 # -- measurement helpers ----------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def variant(name: str) -> Iterator[None]:
+    """Run a block with an earlier version of the fast path (see :class:`Case`)."""
+    if not name:
+        yield
+        return
+    if name != "uncached-bf16":
+        raise SystemExit(f"unknown variant {name!r}")
+    import cotprompt.backbones.text_encoder as text_encoder
+
+    blocks, attention = text_encoder.FastTextEncoder._blocks, text_encoder._attention
+    text_encoder.FastTextEncoder._blocks = lambda self, dtype=None: self._fp_blocks()
+    text_encoder._attention = F.scaled_dot_product_attention
+    try:
+        yield
+    finally:
+        text_encoder.FastTextEncoder._blocks, text_encoder._attention = blocks, attention
 
 
 def sync(device: torch.device) -> None:
@@ -349,6 +372,9 @@ class Case:
     ref_reps: int = 1
     note: str = ""
     fast_bf16: bool | None = None  # None: bf16 autocast on GPUs, fp32 on CPUs
+    # "uncached-bf16": the fast path as before the CPU bf16 changes (weights cast by autocast
+    # in every call, attention in bf16), for the side-by-side figure
+    variant: str = ""
 
 
 @dataclass
@@ -464,9 +490,12 @@ class Bench:
         res = Result(case.method, spec["K"], spec["cond"], case.labels, case.batch, note=case.note)
         bf16 = case.fast_bf16 if case.fast_bf16 is not None else self.device.type == "cuda"
         res.fast_precision = "bf16 autocast" if bf16 else "fp32"
+        if case.variant:
+            res.fast_precision += f" ({case.variant})"
         step, tuner, _ = self.fast_step(case.method, labels, case.batch, bf16=bf16)
-        step()  # warm-up (also builds the length buckets)
-        times, peak, _ = timed(step, self.device, case.reps)
+        with variant(case.variant):
+            step()  # warm-up (also builds the length buckets)
+            times, peak, _ = timed(step, self.device, case.reps)
         res.fast_ms = 1e3 * statistics.median(times)
         res.fast_peak_mb = peak / 2**20
         plan = self.backbone.fast_text_encoder().last_plan
@@ -679,6 +708,15 @@ def preset(name: str) -> tuple[list[Case], list[tuple[str, int, int]], list[tupl
         predict = [("coop", 1000, 256), ("cocoop", 100, 64), ("cotpt", 100, 64)]
         memory = [(1000, 32, 8192.0), (1000, 32, None)]
         return cases, predict, memory
+    if name == "cpu-bf16":
+        # the fast path alone: fp32, bf16 autocast, and bf16 autocast as before the CPU changes
+        cases = []
+        for method, labels, batch, reps in (("coop", 100, 32, 3), ("cocoop", 100, 4, 3),
+                                            ("cotpt", 100, 4, 2)):
+            for bf16, name in ((False, ""), (True, ""), (True, "uncached-bf16")):
+                cases.append(Case(method, labels, batch, reference="skip", reps=reps,
+                                  fast_bf16=bf16, variant=name))
+        return cases, [], []
     if name == "memory":
         # only the CoT-PT step-memory rows (default: the issue's 1000 classes, batch 32)
         return [], [], [(1000, 32, 4096.0)]
@@ -721,7 +759,8 @@ def write_report(bench: Bench, args: argparse.Namespace, started: float, load: t
         f"- measured matmul rate: {bench.rate / 1e9:.1f} GFLOP/s "
         f"({'fp32' if device.type == 'cpu' else 'bf16'}); bf16: {bench.rate_bf16 / 1e9:.1f}",
         f"- reference weights: {args.ref_dtype if device.type == 'cuda' else 'fp32'}; fast path: "
-        f"{'bf16 autocast, fp32 weights' if device.type == 'cuda' else 'fp32'}",
+        f"{'bf16 autocast, fp32 weights' if device.type == 'cuda' else 'fp32'}"
+        f"{' unless the precision column says otherwise' if args.preset == 'cpu-bf16' else ''}",
         f"- wall time: {time.perf_counter() - started:.0f} s",
         "",
         "Backbone: ViT-B/16 architecture, random weights (same compute as pretrained). Class "
@@ -787,7 +826,7 @@ def write_report(bench: Bench, args: argparse.Namespace, started: float, load: t
                 f"{m['recompute']} | {m['estimated_unchunked_mb']:.0f} | "
                 f"{m['min_gflop']:,.0f} | {100 * m['fast_gflops'] * 1e9 / bench.rate:.0f}% |"
             )
-    if not any(m["labels"] == 1000 and m["batch"] == 32 for m in bench.memory):
+    if bench.memory and not any(m["labels"] == 1000 and m["batch"] == 32 for m in bench.memory):
         estimate = bench.estimate_memory(1000, 32)
         lines += [
             "",
@@ -809,7 +848,9 @@ def parse_memory_row(text: str) -> tuple[int, int, float | None]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--preset", default="cpu", choices=["smoke", "cpu", "gpu", "memory"])
+    parser.add_argument(
+        "--preset", default="cpu", choices=["smoke", "cpu", "gpu", "memory", "cpu-bf16"]
+    )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--ref-dtype", default="fp16", choices=["fp16", "fp32"])
     parser.add_argument("--output", default=None, help="Markdown report path")

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cotprompt.backbones import OpenCLIPBackbone, OpenCLIPBackboneConfig
+from cotprompt.backbones import TINY_MODEL, OpenCLIPBackbone, OpenCLIPBackboneConfig
 from cotprompt.backbones.encoder_plan import length_buckets, resolve_budget
 from cotprompt.backbones.text_encoder import FastTextEncoder, unsupported_reason
 from cotprompt.tuners import (
@@ -333,3 +333,63 @@ def test_text_tokens_shared_by_all_labels_join_the_prefix(tiny_backbone, overhea
 def test_compiled_fast_path_equals_plain(tiny_backbone):
     fast, plain = pair(CoCoOpTuner, tiny_backbone, make_chain(1), compile=True)
     assert_same(fast, plain, tiny_backbone)
+
+
+def _rel(actual, expected):
+    actual, expected = actual.detach().float(), expected.detach().float()
+    return float((actual - expected).abs().max() / expected.abs().max())
+
+
+@pytest.mark.parametrize("tuner_cls", [CoOpTuner, CoTPTTuner])
+def test_fast_path_in_bf16_autocast_matches_fp32(tiny_backbone, tuner_cls):
+    """bf16 autocast on the CPU (cached bf16 weights, attention in fp32): within 2e-2 of the
+    fp32 plain path (relative to the largest value), outputs and all gradients together, and
+    about as close to it as the plain path in bf16 autocast is."""
+    fast, plain = pair(tuner_cls, tiny_backbone, make_chain(3))
+    features = F.normalize(torch.randn(3, tiny_backbone.embed_dim), dim=-1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_f, grads_f = outputs_and_grads(fast, tiny_backbone, features)
+        out_b, grads_b = outputs_and_grads(plain, tiny_backbone, features)
+    out_p, grads_p = outputs_and_grads(plain, tiny_backbone, features)
+    flat = [torch.cat([g.flatten() for g in grads]) for grads in (grads_f, grads_b, grads_p)]
+    for fast_bf16, plain_bf16, fp32 in [(out_f, out_b, out_p), flat]:
+        assert _rel(fast_bf16, fp32) < 2e-2
+        assert _rel(fast_bf16, fp32) <= 2 * _rel(plain_bf16, fp32)
+
+
+def test_autocast_weight_casts_are_cached_and_follow_weight_changes():
+    """Under autocast the frozen weights are cast once (the same values autocast would make),
+    recast after they change in place, and left to autocast when the tower is being tuned."""
+    backbone = OpenCLIPBackbone(OpenCLIPBackboneConfig(model_name=TINY_MODEL, pretrained=None))
+    fast, _ = pair(CoOpTuner, backbone, make_chain(1))
+    encoder = backbone.fast_text_encoder()
+
+    def encode(uncached: bool = False):
+        # with gradients enabled: the tuner's inference cache of text features stays out of it
+        original = FastTextEncoder._blocks
+        if uncached:
+            FastTextEncoder._blocks = lambda self, dtype=None: self._fp_blocks()
+        try:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return fast.encode_text(backbone, None).detach()
+        finally:
+            FastTextEncoder._blocks = original
+
+    first = encode()
+    torch.testing.assert_close(first, encode(uncached=True), rtol=0, atol=0)
+    cached = encoder._cast_cache[torch.bfloat16][1]
+    assert cached[0].in_w.dtype == torch.bfloat16
+    encode()
+    assert encoder._cast_cache[torch.bfloat16][1] is cached  # reused, not cast again
+
+    block = backbone.text.transformer.resblocks[0]
+    with torch.no_grad():
+        block.mlp.c_fc.weight.mul_(1.5)
+    changed = encode()
+    assert not torch.equal(changed, first)
+    torch.testing.assert_close(changed, encode(uncached=True), rtol=0, atol=0)
+
+    block.mlp.c_fc.weight.requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fast.encode_text(backbone, None).float().sum().backward()
+    assert block.mlp.c_fc.weight.grad is not None

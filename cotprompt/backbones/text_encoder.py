@@ -31,6 +31,7 @@ kernels on GPUs, PyTorch references elsewhere).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -73,6 +74,20 @@ def _lower_right_bias(queries: int, keys: int) -> Any:
     except ImportError:
         return None
     return causal_lower_right(queries, keys)
+
+
+def _attention(q: Tensor, k: Tensor, v: Tensor, **options: Any) -> Tensor:
+    """``scaled_dot_product_attention``; on a CPU, half-precision inputs are attended in fp32.
+
+    PyTorch's CPU flash-attention backward is about ten times slower in bf16 than in fp32
+    (measured with torch 2.14: it was more than half of a bf16 training step), and attention
+    is a small share of the FLOPs; fp32 is also the more accurate of the two.
+    """
+    if q.device.type == "cpu" and q.dtype in (torch.bfloat16, torch.float16):
+        with torch.autocast("cpu", enabled=False):
+            out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), **options)
+        return out.to(q.dtype)
+    return F.scaled_dot_product_attention(q, k, v, **options)
 
 
 def unsupported_reason(tower: nn.Module) -> str | None:
@@ -132,6 +147,10 @@ class _Block:
     act_module: nn.Module
 
 
+#: The fields of :class:`_Block` that feed matmuls (cast once under autocast).
+_MATMUL_WEIGHTS = ("in_w", "in_b", "out_w", "out_b", "fc_w", "fc_b", "proj_w", "proj_b")
+
+
 def _fold_scale(weight: Tensor, bias: Tensor | None, scale: nn.Module) -> tuple[Tensor, ...]:
     """``ls(x @ W^T + b)`` -> ``x @ (g W)^T + g b`` for a LayerScale ``ls``."""
     gamma = getattr(scale, "gamma", None)
@@ -168,12 +187,45 @@ class FastTextEncoder:
         self.heads = int(blocks[0].attn.num_heads)
         self.compile = compile
         self._compiled: Callable[..., Tensor] | None = None
+        self._cast_cache: dict[torch.dtype, tuple[Any, list[_Block]]] = {}
         #: How the last call was split: bucket lengths, rows, chunks, recomputation.
         self.last_plan: dict[str, Any] = {}
 
     # -- weights ----------------------------------------------------------------------------
 
-    def _blocks(self) -> list[_Block]:
+    def _blocks(self, dtype: torch.dtype | None = None) -> list[_Block]:
+        """The blocks' weights; with ``dtype`` (the autocast dtype of the call), the matmul
+        weights in that dtype, cast once and kept while the frozen weights stay unchanged.
+
+        Autocast caches its casts only for weights that require gradients, so without this the
+        frozen tower's weights would be cast again in every encoder call (on a CPU that costs
+        about as much as bf16 matmuls save). The values are the same casts autocast makes.
+        """
+        resblocks = self.tower.transformer.resblocks
+        if dtype is None or resblocks[0].attn.in_proj_weight.dtype == dtype:
+            return self._fp_blocks()
+        params = [p for blk in resblocks for p in blk.parameters()]
+        if any(p.requires_grad for p in params):
+            return self._fp_blocks()  # a tuned tower: autocast casts (and differentiates)
+        key = tuple((p.data_ptr(), p._version) for p in params)
+        cached = self._cast_cache.get(dtype)
+        if cached is None or cached[0] != key:
+            with torch.no_grad():
+                cast = [
+                    dataclasses.replace(
+                        blk,
+                        **{
+                            name: None if w is None else w.to(dtype)
+                            for name in _MATMUL_WEIGHTS
+                            for w in [getattr(blk, name)]
+                        },
+                    )
+                    for blk in self._fp_blocks()
+                ]
+            self._cast_cache[dtype] = cached = (key, cast)
+        return cached[1]
+
+    def _fp_blocks(self) -> list[_Block]:
         out = []
         for block in self.tower.transformer.resblocks:
             attn = block.attn
@@ -234,8 +286,9 @@ class FastTextEncoder:
 
     def _first_layer_qkv(self, x: Tensor) -> Tensor:
         """Layer-0 ``qkv`` of frozen inputs ``x`` (embeddings + positions)."""
-        blk = self._blocks()[0]
-        _, h = self._ln(x, None, blk.ln_1, self._matmul_dtype(x))
+        dtype = self._matmul_dtype(x)
+        blk = self._blocks(autocast_dtype(x.device.type))[0]
+        _, h = self._ln(x, None, blk.ln_1, dtype)
         return F.linear(h, blk.in_w, blk.in_b)
 
     def _run(
@@ -264,7 +317,7 @@ class FastTextEncoder:
         m, length, width = x.shape
         heads = self.heads
         head_dim = width // heads
-        blocks = self._blocks()
+        blocks = self._blocks(autocast_dtype(x.device.type))
         dtype = self._matmul_dtype(x)
         lp = 0 if prefix_kv is None else int(prefix_kv[0][0].shape[2])
         kv: list[tuple[Tensor, Tensor]] = []
@@ -293,14 +346,14 @@ class FastTextEncoder:
                 q = q[rows, :, pool].unsqueeze(2)  # [M, H, 1, d]
                 keys = torch.arange(lp + length, device=x.device)
                 visible = (keys[None, :] <= (pool + lp)[:, None])[:, None, None, :]
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
+                o = _attention(q, k, v, attn_mask=visible)
                 o = o.reshape(m, width)
                 x = x[rows, pool]
             else:
                 if mask is None:
-                    o = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+                    o = _attention(q, k, v, is_causal=True)
                 else:
-                    o = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                    o = _attention(q, k, v, attn_mask=mask)
                 o = o.transpose(1, 2).reshape(m, length, width)
             attn_out = F.linear(o, blk.out_w, blk.out_b)
             x, h = self._ln(x, attn_out, blk.ln_2, dtype)
@@ -455,7 +508,7 @@ class FastTextEncoder:
         keys = torch.arange(lp + length, device=x.device)
         visible = (keys[None, :] <= (pool + lp)[:, None])[:, None, None, :]
         pending: Tensor | None = None
-        blocks = self._blocks()
+        blocks = self._blocks(autocast_dtype(x.device.type))
         for i, blk in enumerate(blocks):
             stream, h = self._ln(stream, pending, blk.ln_1, dtype)
             if i == 0:
@@ -470,13 +523,13 @@ class FastTextEncoder:
             v = torch.cat([vp[prefix_index], vs], dim=2)
             if i == len(blocks) - 1:  # only the pooled position of each suffix row
                 q = qs[rows, :, pool].unsqueeze(2)
-                o = F.scaled_dot_product_attention(q, k, v, attn_mask=visible).reshape(m, width)
+                o = _attention(q, k, v, attn_mask=visible).reshape(m, width)
                 xs = stream[n_p:].view(m, length, width)[rows, pool]
                 xs, h = self._ln(xs, F.linear(o, blk.out_w, blk.out_b), blk.ln_2, dtype)
                 _, pooled = self._ln(xs, self._mlp(blk, h), self.tower.ln_final, xs.dtype)
                 return self._project(pooled)
-            op = F.scaled_dot_product_attention(qp, kp, vp, is_causal=True)
-            os_ = F.scaled_dot_product_attention(qs, k, v, attn_mask=mask)
+            op = _attention(qp, kp, vp, is_causal=True)
+            os_ = _attention(qs, k, v, attn_mask=mask)
             o = torch.cat(
                 [
                     op.transpose(1, 2).reshape(n_p, width),
