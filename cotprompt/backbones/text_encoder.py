@@ -21,6 +21,9 @@ with these exact reductions:
   end-of-text token (the only position that is pooled); the final layer norm runs on pooled rows.
 * **Frozen first layer**: the suffix embeddings are frozen, so the first layer's layer norm and
   query/key/value projection of the suffix tokens run once per label, not once per image.
+* **Weights cast once under autocast**: the frozen matmul weights are cast to the autocast dtype
+  once and kept until they change (autocast would cast them again in every call), and on CPUs
+  half-precision attention runs in fp32 (the CPU bf16 attention backward is slow).
 * **Memory-budgeted chunks**: rows are encoded in chunks sized to an activation-memory budget;
   when training needs more than the budget, each chunk is recomputed in the backward pass
   (activation checkpointing), so the peak stays near one chunk's activations.
