@@ -243,6 +243,18 @@ def test_inference_text_features_are_computed_once(tiny_backbone):
     torch.testing.assert_close(with_grad, second)
 
 
+def test_inference_text_features_follow_new_backbone_weights():
+    backbone = OpenCLIPBackbone(OpenCLIPBackboneConfig(model_name=TINY_MODEL, pretrained=None))
+    tuner = CoOpTuner(CoOpTuner.Config(n_ctx=4))
+    tuner.bind(backbone, make_chain(1))
+    with torch.no_grad():
+        first = tuner.encode_text(backbone, None)
+        backbone.text.transformer.resblocks[0].mlp.c_fc.weight.mul_(1.5)  # e.g. other weights
+        second = tuner.encode_text(backbone, None)
+    assert not torch.allclose(first, second)
+    torch.testing.assert_close(second, tuner.encode_text(backbone, None).detach())
+
+
 def test_plain_switch_uses_the_backbone_forward(tiny_backbone, monkeypatch):
     calls = []
     original = type(tiny_backbone).encode_text_embeddings

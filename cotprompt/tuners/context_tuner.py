@@ -88,6 +88,11 @@ class ContextTunerConfig(ComponentConfig):
         return self
 
 
+def _parameters(backbone: Backbone) -> list[Tensor]:
+    """The backbone's tensors, where it is an ``nn.Module`` (the protocol does not require it)."""
+    return list(backbone.parameters()) if isinstance(backbone, nn.Module) else []
+
+
 class ContextPromptTuner(nn.Module):
     """Learnable (optionally image-conditioned, chained) context for each step of a chain.
 
@@ -340,6 +345,8 @@ class ContextPromptTuner(nn.Module):
             str(autocast_dtype(device.type)),
             self.config.text_encoder,
             tuple((p.data_ptr(), p._version, p.dtype) for p in self.parameters()),
+            # frozen, but a user may load other weights into the backbone after binding
+            tuple((p.data_ptr(), p._version) for p in _parameters(backbone)),
         )
 
     # -- parameters -------------------------------------------------------------------------
