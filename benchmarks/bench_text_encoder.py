@@ -409,12 +409,12 @@ class Bench:
         self.device = torch.device(args.device)
         gpu = self.device.type == "cuda"
         self.backbone = OpenCLIPBackbone(
-            OpenCLIPBackboneConfig(model_name="ViT-B-16", pretrained=None)
+            OpenCLIPBackboneConfig(model_name=args.model, pretrained=None)
         ).to(self.device)
         self.ref_backbone = self.backbone
         if gpu and args.ref_dtype == "fp16":
             self.ref_backbone = OpenCLIPBackbone(
-                OpenCLIPBackboneConfig(model_name="ViT-B-16", pretrained=None, precision="fp16")
+                OpenCLIPBackboneConfig(model_name=args.model, pretrained=None, precision="fp16")
             ).to(self.device)
         self.autocast_dtype = torch.bfloat16 if gpu else None
         self.results: list[Result] = []
@@ -637,8 +637,9 @@ class Bench:
 
     def run(self, cases: list[Case], predict: list[tuple[str, int, int]], memory) -> None:
         cpu = self.device.type == "cpu"
-        self.rate = matmul_rate(self.device, torch.float32 if cpu else torch.bfloat16)
-        self.rate_bf16 = matmul_rate(self.device, torch.bfloat16) if cpu else self.rate
+        seconds = 0.25 if self.args.preset == "smoke" else 2.0
+        self.rate = matmul_rate(self.device, torch.float32 if cpu else torch.bfloat16, seconds)
+        self.rate_bf16 = matmul_rate(self.device, torch.bfloat16, seconds) if cpu else self.rate
         self.say(f"matmul rate: {self.rate / 1e9:.1f} GFLOP/s, bf16 {self.rate_bf16 / 1e9:.1f}")
         deadline = self.started + 60 * self.args.max_minutes
         for case in cases:
@@ -763,7 +764,7 @@ def write_report(bench: Bench, args: argparse.Namespace, started: float, load: t
         f"{' unless the precision column says otherwise' if args.preset == 'cpu-bf16' else ''}",
         f"- wall time: {time.perf_counter() - started:.0f} s",
         "",
-        "Backbone: ViT-B/16 architecture, random weights (same compute as pretrained). Class "
+        f"Backbone: {args.model} architecture, random weights (same compute as pretrained). Class "
         'names: the first C ImageNet classes. K=1 texts `"{class}."`; K=3: cotprompt\'s CoT '
         "chain. coop: n_ctx=16, unified; cocoop / cotpt: n_ctx=4, image-conditioned.",
         "",
@@ -850,6 +851,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument(
         "--preset", default="cpu", choices=["smoke", "cpu", "gpu", "memory", "cpu-bf16"]
+    )
+    parser.add_argument(
+        "--model", default="ViT-B-16", help="open_clip architecture (random weights)"
     )
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--ref-dtype", default="fp16", choices=["fp16", "fp32"])
