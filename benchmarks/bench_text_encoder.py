@@ -196,14 +196,15 @@ def variant(name: str) -> Iterator[None]:
     if name != "uncached-bf16":
         raise SystemExit(f"unknown variant {name!r}")
     import cotprompt.backbones.text_encoder as text_encoder
+    from cotprompt.backbones.encoder_weights import TowerWeights
 
-    blocks, attention = text_encoder.FastTextEncoder._blocks, text_encoder._attention
-    text_encoder.FastTextEncoder._blocks = lambda self, dtype=None: self._fp_blocks()
+    blocks, attention = TowerWeights.blocks, text_encoder._attention
+    TowerWeights.blocks = lambda self, dtype=None: self.folded()
     text_encoder._attention = F.scaled_dot_product_attention
     try:
         yield
     finally:
-        text_encoder.FastTextEncoder._blocks, text_encoder._attention = blocks, attention
+        TowerWeights.blocks, text_encoder._attention = blocks, attention
 
 
 def sync(device: torch.device) -> None:

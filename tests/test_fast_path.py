@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from cotprompt.backbones import TINY_MODEL, OpenCLIPBackbone, OpenCLIPBackboneConfig
 from cotprompt.backbones.encoder_plan import length_buckets, resolve_budget
+from cotprompt.backbones.encoder_weights import TowerWeights
 from cotprompt.backbones.text_encoder import FastTextEncoder, unsupported_reason
 from cotprompt.tuners import (
     CoCoOpTuner,
@@ -378,21 +379,21 @@ def test_autocast_weight_casts_are_cached_and_follow_weight_changes():
 
     def encode(uncached: bool = False):
         # with gradients enabled: the tuner's inference cache of text features stays out of it
-        original = FastTextEncoder._blocks
+        original = TowerWeights.blocks
         if uncached:
-            FastTextEncoder._blocks = lambda self, dtype=None: self._fp_blocks()
+            TowerWeights.blocks = lambda self, dtype=None: self.folded()
         try:
             with torch.autocast("cpu", dtype=torch.bfloat16):
                 return fast.encode_text(backbone, None).detach()
         finally:
-            FastTextEncoder._blocks = original
+            TowerWeights.blocks = original
 
     first = encode()
     torch.testing.assert_close(first, encode(uncached=True), rtol=0, atol=0)
-    cached = encoder._cast_cache[torch.bfloat16][1]
+    cached = encoder.weights.blocks(torch.bfloat16)
     assert cached[0].in_w.dtype == torch.bfloat16
     encode()
-    assert encoder._cast_cache[torch.bfloat16][1] is cached  # reused, not cast again
+    assert encoder.weights.blocks(torch.bfloat16) is cached  # reused, not cast again
 
     block = backbone.text.transformer.resblocks[0]
     with torch.no_grad():

@@ -34,10 +34,8 @@ kernels on GPUs, PyTorch references elsewhere).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -49,6 +47,7 @@ from cotprompt.backbones.encoder_plan import (
     length_buckets,
     resolve_budget,
 )
+from cotprompt.backbones.encoder_weights import BlockWeights, TowerWeights
 from cotprompt.kernels import add_layer_norm, bias_act, kernels_disabled, uses_triton
 
 logger = logging.getLogger(__name__)
@@ -126,48 +125,12 @@ def unsupported_reason(tower: nn.Module) -> str | None:
     return None
 
 
-def _activation_name(module: nn.Module) -> str:
-    if type(module).__name__ == "QuickGELU":
-        return "quick_gelu"
-    if isinstance(module, nn.GELU):
-        return "gelu_tanh" if module.approximate == "tanh" else "gelu"
-    return "module"
-
-
-@dataclass
-class _Block:
-    ln_1: nn.LayerNorm
-    in_w: Tensor
-    in_b: Tensor | None
-    out_w: Tensor
-    out_b: Tensor | None
-    ln_2: nn.LayerNorm
-    fc_w: Tensor
-    fc_b: Tensor | None
-    proj_w: Tensor
-    proj_b: Tensor | None
-    act: str
-    act_module: nn.Module
-
-
-#: The fields of :class:`_Block` that feed matmuls (cast once under autocast).
-_MATMUL_WEIGHTS = ("in_w", "in_b", "out_w", "out_b", "fc_w", "fc_b", "proj_w", "proj_b")
-
-
-def _fold_scale(weight: Tensor, bias: Tensor | None, scale: nn.Module) -> tuple[Tensor, ...]:
-    """``ls(x @ W^T + b)`` -> ``x @ (g W)^T + g b`` for a LayerScale ``ls``."""
-    gamma = getattr(scale, "gamma", None)
-    if gamma is None:
-        return weight, bias
-    gamma = gamma.to(weight.dtype)
-    return weight * gamma[:, None], None if bias is None else bias * gamma
-
-
 class FastTextEncoder:
     """Manual forward of an open_clip text tower (see the module docstring).
 
-    Holds references to the tower's frozen modules (nothing is copied except layer-scale
-    folded projections, rebuilt on every call so that moving the backbone is safe).
+    Holds references to the tower's frozen modules; the only copies are those of
+    :class:`~cotprompt.backbones.encoder_weights.TowerWeights` (layer-scale folded projections,
+    matmul weights cast to the autocast dtype), rebuilt whenever the weights change.
 
     Args:
         tower: The module with ``token_embedding``, ``positional_embedding``, ``transformer``,
@@ -190,67 +153,9 @@ class FastTextEncoder:
         self.heads = int(blocks[0].attn.num_heads)
         self.compile = compile
         self._compiled: Callable[..., Tensor] | None = None
-        self._cast_cache: dict[torch.dtype, tuple[Any, list[_Block]]] = {}
+        self.weights = TowerWeights(blocks)
         #: How the last call was split: bucket lengths, rows, chunks, recomputation.
         self.last_plan: dict[str, Any] = {}
-
-    # -- weights ----------------------------------------------------------------------------
-
-    def _blocks(self, dtype: torch.dtype | None = None) -> list[_Block]:
-        """The blocks' weights; with ``dtype`` (the autocast dtype of the call), the matmul
-        weights in that dtype, cast once and kept while the frozen weights stay unchanged.
-
-        Autocast caches its casts only for weights that require gradients, so without this the
-        frozen tower's weights would be cast again in every encoder call (on a CPU that costs
-        about as much as bf16 matmuls save). The values are the same casts autocast makes.
-        """
-        resblocks = self.tower.transformer.resblocks
-        if dtype is None or resblocks[0].attn.in_proj_weight.dtype == dtype:
-            return self._fp_blocks()
-        params = [p for blk in resblocks for p in blk.parameters()]
-        if any(p.requires_grad for p in params):
-            return self._fp_blocks()  # a tuned tower: autocast casts (and differentiates)
-        key = tuple((p.data_ptr(), p._version) for p in params)
-        cached = self._cast_cache.get(dtype)
-        if cached is None or cached[0] != key:
-            with torch.no_grad():
-                cast = [
-                    dataclasses.replace(
-                        blk,
-                        **{
-                            name: None if w is None else w.to(dtype)
-                            for name in _MATMUL_WEIGHTS
-                            for w in [getattr(blk, name)]
-                        },
-                    )
-                    for blk in self._fp_blocks()
-                ]
-            self._cast_cache[dtype] = cached = (key, cast)
-        return cached[1]
-
-    def _fp_blocks(self) -> list[_Block]:
-        out = []
-        for block in self.tower.transformer.resblocks:
-            attn = block.attn
-            out_w, out_b = _fold_scale(attn.out_proj.weight, attn.out_proj.bias, block.ls_1)
-            proj_w, proj_b = _fold_scale(block.mlp.c_proj.weight, block.mlp.c_proj.bias, block.ls_2)
-            out.append(
-                _Block(
-                    ln_1=block.ln_1,
-                    in_w=attn.in_proj_weight,
-                    in_b=attn.in_proj_bias,
-                    out_w=out_w,
-                    out_b=out_b,
-                    ln_2=block.ln_2,
-                    fc_w=block.mlp.c_fc.weight,
-                    fc_b=block.mlp.c_fc.bias,
-                    proj_w=proj_w,
-                    proj_b=proj_b,
-                    act=_activation_name(block.mlp.gelu),
-                    act_module=block.mlp.gelu,
-                )
-            )
-        return out
 
     @property
     def positional_embedding(self) -> Tensor:
@@ -273,7 +178,7 @@ class FastTextEncoder:
     def _ln(x: Tensor, residual: Tensor | None, norm: nn.LayerNorm, dtype: torch.dtype):
         return add_layer_norm(x, residual, norm.weight, norm.bias, norm.eps, out_dtype=dtype)
 
-    def _mlp(self, blk: _Block, h: Tensor) -> Tensor:
+    def _mlp(self, blk: BlockWeights, h: Tensor) -> Tensor:
         if blk.act != "module" and uses_triton(h):
             # the matmul without its bias, then one fused pass: bias + activation
             hidden = bias_act(F.linear(h, blk.fc_w), blk.fc_b, blk.act)  # type: ignore[arg-type]
@@ -290,7 +195,7 @@ class FastTextEncoder:
     def _first_layer_qkv(self, x: Tensor) -> Tensor:
         """Layer-0 ``qkv`` of frozen inputs ``x`` (embeddings + positions)."""
         dtype = self._matmul_dtype(x)
-        blk = self._blocks(autocast_dtype(x.device.type))[0]
+        blk = self.weights.blocks(autocast_dtype(x.device.type))[0]
         _, h = self._ln(x, None, blk.ln_1, dtype)
         return F.linear(h, blk.in_w, blk.in_b)
 
@@ -320,7 +225,7 @@ class FastTextEncoder:
         m, length, width = x.shape
         heads = self.heads
         head_dim = width // heads
-        blocks = self._blocks(autocast_dtype(x.device.type))
+        blocks = self.weights.blocks(autocast_dtype(x.device.type))
         dtype = self._matmul_dtype(x)
         lp = 0 if prefix_kv is None else int(prefix_kv[0][0].shape[2])
         kv: list[tuple[Tensor, Tensor]] = []
@@ -511,7 +416,7 @@ class FastTextEncoder:
         keys = torch.arange(lp + length, device=x.device)
         visible = (keys[None, :] <= (pool + lp)[:, None])[:, None, None, :]
         pending: Tensor | None = None
-        blocks = self._blocks(autocast_dtype(x.device.type))
+        blocks = self.weights.blocks(autocast_dtype(x.device.type))
         for i, blk in enumerate(blocks):
             stream, h = self._ln(stream, pending, blk.ln_1, dtype)
             if i == 0:
