@@ -3,8 +3,13 @@
 Only trainable tensors are stored; the backbone is named by its spec and rebuilt on load. The
 config records each component's registered name, providing package and options, the labels and
 the prompt chain texts (so loading never re-runs a generator), and the weights' names, shapes,
-dtypes and SHA-256. Files are written atomically, weights first and config last, so a crash
-leaves either the previous artifact or a config whose checksum exposes the mismatch.
+dtypes and SHA-256.
+
+Saves are all-or-nothing (:mod:`cotprompt.folder_commit`): the new files are written into a
+staging folder inside the artifact folder and a commit marker makes them the artifact in one
+atomic step, so a kill, ``SIGTERM`` or full disk at any point leaves the complete old artifact or
+the complete new one. :func:`read_config`, which every load and check goes through, first finishes
+or discards an interrupted save (and logs it).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from torch import Tensor
 
 from cotprompt._version import __version__
 from cotprompt.errors import ArtifactError
+from cotprompt.folder_commit import commit_files, recover, resolve
 from cotprompt.io import save_safetensors_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -64,30 +70,52 @@ def write_artifact(
     tensors: Mapping[str, Tensor],
     card: str | None,
 ) -> Path:
-    """Write an artifact folder; ``config["weights"]`` is filled in here.
+    """Write an artifact folder all-or-nothing; ``config["weights"]`` is filled in here.
+
+    Weights, card and config are staged in the folder and committed together (see
+    :func:`cotprompt.folder_commit.commit_files`): whatever interrupts the save, the folder keeps
+    the complete previous artifact or holds the complete new one. Other files in the folder are
+    left alone; the new files get the mode ``0o666 & ~umask``.
+
+    Args:
+        directory: The artifact folder, created when missing.
+        config: The config without the ``weights`` entry.
+        tensors: The trainable tensors, by name.
+        card: The model card text; ``None`` keeps the folder's card as it is.
 
     Returns:
         The folder.
+
+    Raises:
+        OSError: The files cannot be written (permissions, ``ENOSPC``, ``EFBIG``...); the folder
+            still holds its previous artifact.
     """
     directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    weights_path = directory / WEIGHTS_NAME
-    save_safetensors_atomic(tensors, weights_path, metadata={"format": "pt"})
     config = dict(config)
     config["format_version"] = FORMAT_VERSION
     config["library"] = "cotprompt"
     config["library_version"] = __version__
     config["weights"] = {
         "file": WEIGHTS_NAME,
-        "sha256": file_sha256(weights_path),
+        "sha256": None,  # of the staged file, below
         "tensors": {
             name: {"shape": list(t.shape), "dtype": dtype_name(t.dtype)}
             for name, t in sorted(tensors.items())
         },
     }
+
+    def write_weights(path: Path) -> None:
+        save_safetensors_atomic(tensors, path, metadata={"format": "pt"})
+        config["weights"]["sha256"] = file_sha256(path)
+
+    def write_config(path: Path) -> None:
+        write_text_atomic(path, json.dumps(config, indent=2, sort_keys=False) + "\n")
+
+    writers = {WEIGHTS_NAME: write_weights}
     if card is not None:
-        write_text_atomic(directory / CARD_NAME, card)
-    write_text_atomic(directory / CONFIG_NAME, json.dumps(config, indent=2, sort_keys=False) + "\n")
+        writers[CARD_NAME] = lambda path: write_text_atomic(path, card)
+    writers[CONFIG_NAME] = write_config  # last: it records the staged weights' checksum
+    commit_files(directory, writers)
     logger.info("saved pipeline to %s", directory)
     return directory
 
@@ -95,10 +123,16 @@ def write_artifact(
 def read_config(directory: str | Path) -> dict[str, Any]:
     """Read and check ``cotprompt_config.json`` (format version, required keys).
 
+    A save into ``directory`` that was interrupted is first finished or discarded (logged); in a
+    folder that cannot be written, the files of a committed save are read from its journal.
+
     Raises:
         ArtifactError: Missing, unreadable, from a newer format, or incomplete.
+        OSError: An interrupted save cannot be recovered for another reason than a read-only
+            folder.
     """
-    path = Path(directory) / CONFIG_NAME
+    recover(directory)
+    path = resolve(directory, CONFIG_NAME)
     if not path.is_file():
         raise ArtifactError(
             f"{Path(directory)} is not a cotprompt artifact: {CONFIG_NAME} is missing"
@@ -128,31 +162,41 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
-def read_weights(
-    directory: str | Path, config: Mapping[str, Any], expected: Mapping[str, Tensor]
+def verify_weights(
+    directory: str | Path,
+    config: Mapping[str, Any],
+    expected: Mapping[str, Tensor] | None = None,
 ) -> dict[str, Tensor]:
-    """Validate the weights file against the config and the model, then load it.
+    """The one check of an artifact's weights, applied by every entry point (loading, ``pull``,
+    ``push``): the checksum the config records is required and must match; the safetensors
+    header must list exactly the tensors, shapes and dtypes the config records (and, when given,
+    the model needs); every floating-point value must be finite.
 
-    The header (names, shapes, dtypes) is checked before any tensor is read; the checksum
-    recorded in the config must match the file.
+    The header is checked before any tensor is read.
 
     Args:
         directory: The artifact folder.
-        config: The artifact config.
-        expected: The freshly built model's trainable tensors, by name.
+        config: The artifact config (see :func:`read_config`).
+        expected: The freshly built model's trainable tensors, by name; ``None`` checks the file
+            against the config only.
 
     Returns:
         The tensors, by name, on CPU.
 
     Raises:
-        ArtifactError: Missing, corrupt, tampered or mismatching weights.
+        ArtifactError: Missing, corrupt, tampered or mismatching weights; a missing checksum; a
+            tensor holding NaN or Inf (named).
     """
-    path = Path(directory) / WEIGHTS_NAME
+    path = resolve(directory, WEIGHTS_NAME)  # from a committed save a read-only folder kept
     if not path.is_file():
         raise ArtifactError(f"{path} is missing")
-    recorded = config["weights"]
-    sha = recorded.get("sha256")
-    if sha and file_sha256(path) != sha:
+    recorded = config.get("weights")
+    if not isinstance(recorded, Mapping) or not isinstance(recorded.get("sha256"), str):
+        raise ArtifactError(
+            f"{Path(directory) / CONFIG_NAME} records no weights checksum, so the weights cannot "
+            "be checked; re-save the artifact with save_pretrained"
+        )
+    if file_sha256(path) != recorded["sha256"]:
         raise ArtifactError(
             f"{path} does not match the checksum in {CONFIG_NAME}: the file is corrupt, "
             "truncated or from another save"
@@ -163,36 +207,57 @@ def read_weights(
                 name: (list(handle.get_slice(name).get_shape()), handle.get_slice(name).get_dtype())
                 for name in handle.keys()  # noqa: SIM118 - safe_open is not a mapping
             }
-            _check_header(path, header, recorded.get("tensors", {}), expected)
-            return {name: handle.get_tensor(name) for name in header}
+            _check_header(path, header, recorded.get("tensors"), expected)
+            tensors = {name: handle.get_tensor(name) for name in header}
     except SafetensorError as exc:
         raise ArtifactError(f"{path} is not a valid safetensors file: {exc}") from exc
+    bad = sorted(
+        name for name, t in tensors.items()
+        if t.is_floating_point() and not bool(torch.isfinite(t).all())
+    )
+    if bad:
+        raise ArtifactError(
+            f"{path} holds NaN or Inf values in {', '.join(bad)}: the prompts diverged or the "
+            "file was tampered with; refusing to load them"
+        )
+    return tensors
 
 
 def _check_header(
     path: Path,
     header: Mapping[str, tuple[list[int], str]],
-    recorded: Mapping[str, Any],
-    expected: Mapping[str, Tensor],
+    recorded: Any,
+    expected: Mapping[str, Tensor] | None,
 ) -> None:
     problems = []
-    missing = sorted(set(expected) - set(header))
-    unexpected = sorted(set(header) - set(expected))
-    if missing:
-        problems.append(f"missing tensors: {', '.join(missing)}")
-    if unexpected:
-        problems.append(f"unexpected tensors: {', '.join(unexpected)}")
-    for name in sorted(set(expected) & set(header)):
-        shape, dtype = header[name]
-        want_shape, want_dtype = list(expected[name].shape), dtype_name(expected[name].dtype)
-        if shape != want_shape:
-            problems.append(f"{name}: shape {shape}, the model needs {want_shape}")
-        if dtype != want_dtype:
-            problems.append(f"{name}: dtype {dtype}, the model needs {want_dtype}")
+    if not isinstance(recorded, Mapping):
+        raise ArtifactError(f"{CONFIG_NAME} beside {path.name} records no tensor list")
+    for name in sorted(set(header) | set(recorded)):
         entry = recorded.get(name)
-        if entry is not None and (entry.get("shape") != shape or entry.get("dtype") != dtype):
-            problems.append(f"{name}: does not match the config's record {entry}")
+        if name not in header:
+            problems.append(f"{name}: recorded in the config, missing from the file")
+        elif not isinstance(entry, Mapping):
+            problems.append(f"{name}: in the file, not recorded in the config")
+        elif [entry.get("shape"), entry.get("dtype")] != list(header[name]):
+            problems.append(
+                f"{name}: shape {header[name][0]} dtype {header[name][1]} in the file does not "
+                f"match the config's record {dict(entry)}"
+            )
+    if expected is not None:
+        missing = sorted(set(expected) - set(header))
+        unexpected = sorted(set(header) - set(expected))
+        if missing:
+            problems.append(f"missing tensors: {', '.join(missing)}")
+        if unexpected:
+            problems.append(f"unexpected tensors: {', '.join(unexpected)}")
+        for name in sorted(set(expected) & set(header)):
+            shape, dtype = header[name]
+            want_shape, want_dtype = list(expected[name].shape), dtype_name(expected[name].dtype)
+            if shape != want_shape:
+                problems.append(f"{name}: shape {shape}, the model needs {want_shape}")
+            if dtype != want_dtype:
+                problems.append(f"{name}: dtype {dtype}, the model needs {want_dtype}")
     if problems:
         raise ArtifactError(
-            f"{path} does not fit the pipeline described by its config:\n  " + "\n  ".join(problems)
+            f"{path} does not fit the pipeline described by its config: " + "; ".join(problems)
         )

@@ -53,6 +53,14 @@ def _add_device(parser: argparse.ArgumentParser, threads_default: str = "torch's
     )
 
 
+def _add_allow_pickle(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--allow-pickle", action="store_true",
+        help="load pickle-based weights (torch.save files, TorchScript archives other than "
+        "OpenAI's), which can run code; a loaded file can never allow this",
+    )
+
+
 @contextlib.contextmanager
 def _torch_threads(threads: int | None) -> Iterator[None]:
     """Use ``threads`` CPU threads for torch inside the block (``None``: leave as is)."""

@@ -174,12 +174,16 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _run_demo(args: argparse.Namespace, methods: list[str], pretrained: str | None) -> int:
     from cotprompt.data import digits_dataset, few_shot
+    from cotprompt.io import check_writable
     from cotprompt.pipeline import CoTPipeline
     from cotprompt.plugins import get_registry
 
     random_backbone = pretrained is None
     progress = not args.quiet
     output = Path(args.output)
+    # fail now, not after training, when the artifacts cannot be written (read-only, disk full);
+    # prompt weights are well under 1 MiB per method
+    check_writable(output, len(methods) << 20, what="output folder")
     started = time.perf_counter()
 
     logger.info("building backbone %s (pretrained: %s)", args.model, pretrained or "none")

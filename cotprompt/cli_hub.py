@@ -5,16 +5,18 @@ of the parsed arguments returning the exit status), as the other subcommands of
 :mod:`cotprompt.cli` do; errors are raised as :class:`~cotprompt.errors.CotpromptError` for the
 command line's common error handling. Results go to stdout (``--json`` for a JSON object).
 
-    cotprompt push ./my-prompts alice/eurosat-coop [--revision dev] [--private] [--create-pr]
+    cotprompt push ./my-prompts alice/eurosat-coop [--revision dev] [--private | --public]
+        [--create-pr]
     cotprompt pull alice/eurosat-coop [--revision v1] [--local-dir ./eurosat-coop]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from typing import Any
+
+from cotprompt.cli_output import _json_text
 
 _TOKEN_HELP = "Hub token (default: HF_TOKEN or the token saved by `hf auth login`)"
 
@@ -46,10 +48,24 @@ def add_hub_commands(subparsers: Any, common: argparse.ArgumentParser | None = N
     push.add_argument("repo_id", help="the Hub repository, namespace/name")
     push.add_argument("--revision", metavar="BRANCH", help="branch to commit to (default: main)")
     push.add_argument("--token", help=_TOKEN_HELP)
-    push.add_argument(
+    visibility = push.add_mutually_exclusive_group()
+    visibility.add_argument(
         "--private",
-        action="store_true",
-        help="create the repository as private (if it does not exist yet)",
+        dest="private",
+        action="store_const",
+        const=True,
+        default=None,
+        help=(
+            "create the repository as private (if it does not exist yet; default: the Hub's "
+            "default for the namespace)"
+        ),
+    )
+    visibility.add_argument(
+        "--public",
+        dest="private",
+        action="store_const",
+        const=False,
+        help="create the repository as public (if it does not exist yet)",
     )
     push.add_argument("-m", "--commit-message", help="commit message (default: a summary)")
     push.add_argument(
@@ -103,7 +119,7 @@ def run_push(args: argparse.Namespace) -> int:
         "pr_url": getattr(info, "pr_url", None),
     }
     if args.json:
-        _write(json.dumps(summary, indent=2))
+        _write(_json_text(summary))
     else:
         _write(f"pushed {args.folder} to {args.repo_id}: {summary['commit_url']}")
         if summary["pr_url"]:
@@ -125,7 +141,7 @@ def run_pull(args: argparse.Namespace) -> int:
         "tuner": pulled.config["tuner"]["name"],
     }
     if args.json:
-        _write(json.dumps(summary, indent=2))
+        _write(_json_text(summary))
     else:
         _write(
             f"pulled {args.repo_id} at commit {summary['commit']} into {summary['folder']} "

@@ -1,6 +1,8 @@
 """Output of the ``cotprompt`` command line: result lines, JSON, plain-text tables and logging.
 
-Results go to stdout (:func:`_out`, :func:`_print_json`, :func:`_table`); error messages are
+Results go to stdout (:func:`_out`, :func:`_print_json`, :func:`_table`); every JSON the
+command line writes goes through :func:`_json_text`, which refuses NaN and infinities (invalid
+JSON) with a :class:`~cotprompt.errors.NumericalError`; error messages are
 shortened to one line by :func:`_one_line`; :func:`configure_logging` sends log records to
 stderr at the level that ``-v`` / ``--quiet`` ask for.
 """
@@ -9,9 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+from cotprompt.errors import NumericalError
 
 __all__ = ["configure_logging"]
 
@@ -21,8 +26,53 @@ def _out(text: str = "") -> None:
     sys.stdout.write(text + "\n")
 
 
+def _find_non_finite(
+    value: Any, path: str = "", _open: frozenset[int] = frozenset()
+) -> tuple[str, float] | None:
+    """Where the first NaN or infinity in a JSON-like value is: (``path``, the number)."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else (path or "the value", value)
+    if not isinstance(value, (dict, list, tuple)) or id(value) in _open:  # a cycle: not here
+        return None
+    _open = _open | {id(value)}
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if isinstance(key, float) and not math.isfinite(key):
+                return (f"a key of {path or 'the object'}", key)
+            found = _find_non_finite(item, f"{path}.{key}" if path else str(key), _open)
+            if found is not None:
+                return found
+        return None
+    for index, item in enumerate(value):
+        found = _find_non_finite(item, f"{path}[{index}]", _open)
+        if found is not None:
+            return found
+    return None
+
+
+def _json_text(value: Any) -> str:
+    """``value`` as indented JSON; NaN and infinities (not valid JSON) are refused.
+
+    Raises:
+        NumericalError: A number is NaN or infinite; the message says where (``results.tuned.
+            accuracy``, ``[0].score``...).
+    """
+    try:
+        return json.dumps(value, indent=2, allow_nan=False)
+    except ValueError as exc:
+        found = _find_non_finite(value)
+        if found is None:
+            raise
+        where, number = found
+        raise NumericalError(
+            f"cannot write the result as JSON: {where} is {number!r} (not a finite number), "
+            "which JSON cannot represent; a computation produced NaN/Inf"
+        ) from exc
+
+
 def _print_json(value: Any) -> None:
-    _out(json.dumps(value, indent=2))
+    """Write ``value`` to stdout as JSON (see :func:`_json_text`: NaN/Inf are refused)."""
+    _out(_json_text(value))
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool]) -> str:

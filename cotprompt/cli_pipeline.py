@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cotprompt.cli_common import EXIT_OK, _add_device
+from cotprompt.cli_common import EXIT_OK, _add_allow_pickle, _add_device
 from cotprompt.cli_output import _out, _print_json, _table
 from cotprompt.errors import ConfigError, DataError
 
@@ -49,6 +49,11 @@ def _add_train(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="resume from the newest checkpoint (`latest`) or a checkpoint folder",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
+    _add_allow_pickle(parser)
+    parser.add_argument(
+        "--trust-remote-code", action="store_true",
+        help="let the `lm` generator run its model repository's code (never set by a file)",
+    )
     _add_device(parser)
     parser.set_defaults(handler=_cmd_train)
 
@@ -88,6 +93,7 @@ def _add_eval(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
     parser.add_argument("--revision", help="Hub branch, tag or commit of ARTIFACT")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    _add_allow_pickle(parser)
     _add_device(parser)
     parser.set_defaults(handler=_cmd_eval)
 
@@ -106,6 +112,7 @@ def _add_predict(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
     parser.add_argument("--revision", help="Hub branch, tag or commit of ARTIFACT")
     parser.add_argument("--json", action="store_true", help="print JSON")
+    _add_allow_pickle(parser)
     _add_device(parser)
     parser.set_defaults(handler=_cmd_predict)
 
@@ -118,6 +125,7 @@ def _resolve(value: str, base_dir: Path) -> Path:
 def _cmd_train(args: argparse.Namespace) -> int:
     from cotprompt.config_files import load_pipeline_config, read_mapping
     from cotprompt.data.spec import DataSpec, build_datasets
+    from cotprompt.io import check_writable
     from cotprompt.pipeline import CoTPipeline
     from cotprompt.plugins import get_registry
     from cotprompt.types import Task
@@ -129,7 +137,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     output_value = raw.pop("output", None)
     if output_value is not None and not isinstance(output_value, str):
         raise ConfigError(f"`output` must be a folder path, got {output_value!r}")
-    config = load_pipeline_config(raw)
+    opt_ins = {name: True for name in ("allow_pickle", "trust_remote_code")
+               if getattr(args, name, False)}
+    config = load_pipeline_config(raw, file_source=str(config_path), caller_options=opt_ins)
     if args.output:
         output = Path(args.output)
     elif output_value:
@@ -144,6 +154,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if training.checkpoint_dir is None and (args.resume or training.checkpoint_every):
         updates["checkpoint_dir"] = str(output / "checkpoints")
     training = training.model_copy(update=updates)
+    # The output places must take their files (not read-only, a folder, disk not full) before
+    # anything slow is built, and again with their real size before training.
+    check_writable(output, 0, what="output folder")
+    if training.checkpoint_dir is not None:
+        check_writable(training.checkpoint_dir, 0, what="checkpoint folder")
 
     # Cheap checks first: component names and options, then data, then the (large) backbone.
     registry = get_registry()
@@ -159,6 +174,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         **built, training=training, device=args.device,
     )
     pipeline.set_classes(Task.classification(train.class_names, dataset=spec.dataset_name))
+    state_bytes = sum(
+        t.numel() * t.element_size() for t in pipeline.model.trainable_state().values()
+    )
+    check_writable(output, state_bytes, what="output folder")
+    if training.checkpoint_dir is not None:  # parameters, optimizer moments, RNG states
+        check_writable(training.checkpoint_dir, 3 * state_bytes, what="checkpoint folder")
 
     zero_shot = None
     if test is not None:
@@ -255,7 +276,7 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     dataset = _eval_dataset(args)
     pipeline = CoTPipeline.from_pretrained(args.artifact, revision=args.revision,
-                                           device=args.device)
+                                           device=args.device, allow_pickle=args.allow_pickle)
     _bind_dataset_classes(pipeline, dataset)
     results = {"tuned": pipeline.evaluate(dataset, batch_size=args.batch_size)}
     if args.zero_shot:
@@ -342,7 +363,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
     paths = _expand_images(args.images)
     pipeline = CoTPipeline.from_pretrained(args.artifact, revision=args.revision,
-                                           device=args.device)
+                                           device=args.device, allow_pickle=args.allow_pickle)
     predictions = pipeline.predict([str(p) for p in paths], top_k=args.top_k,
                                    batch_size=args.batch_size, zero_shot=args.zero_shot)
     records = [_prediction_dict(str(p), pred) for p, pred in zip(paths, predictions, strict=True)]

@@ -15,11 +15,12 @@ command line's common error handling. Results go to stdout (``--json`` for a JSO
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from typing import Any
 
+from cotprompt.cli_common import _add_allow_pickle
+from cotprompt.cli_output import _json_text
 from cotprompt.errors import ConfigError
 
 logger = logging.getLogger("cotprompt.cli_tasks")
@@ -40,6 +41,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
         help="where to run (cpu, cuda, ...); default: CUDA when available, else CPU",
     )
     parser.add_argument("--threads", type=int, metavar="N", help="CPU threads for torch")
+    _add_allow_pickle(parser)
 
 
 def add_task_commands(subparsers: Any, common: argparse.ArgumentParser | None = None) -> None:
@@ -114,7 +116,8 @@ def _check_batch(args: argparse.Namespace) -> None:
 def _load(args: argparse.Namespace) -> Any:
     from cotprompt.pipeline import CoTPipeline
 
-    return CoTPipeline.from_pretrained(args.artifact, revision=args.revision, device=args.device)
+    return CoTPipeline.from_pretrained(args.artifact, revision=args.revision, device=args.device,
+                                       allow_pickle=args.allow_pickle)
 
 
 def run_eval_retrieval(args: argparse.Namespace) -> int:
@@ -146,12 +149,12 @@ def run_eval_retrieval(args: argparse.Namespace) -> int:
         results["zero_shot"] = evaluate_retrieval(pipeline, dataset, batch_size=args.batch_size,
                                                   zero_shot=True, config=config)
     if args.json:
-        _write(json.dumps({
+        _write(_json_text({
             "artifact": str(args.artifact),
             "num_images": dataset.num_images,
             "num_captions": dataset.num_captions,
             "results": {name: r.to_dict() for name, r in results.items()},
-        }, indent=2))
+        }))
         return 0
     _write(f"{args.artifact}: {dataset.num_images} images, {dataset.num_captions} captions")
     for name, r in results.items():
@@ -177,12 +180,12 @@ def run_eval_vqa(args: argparse.Namespace) -> int:
         results["zero_shot"] = evaluate_vqa(pipeline, dataset, batch_size=args.batch_size,
                                             zero_shot=True, config=config)
     if args.json:
-        _write(json.dumps({
+        _write(_json_text({
             "artifact": str(args.artifact),
             "num_questions": len(dataset),
             "num_images": len(dataset.images),
             "results": {name: r.to_dict() for name, r in results.items()},
-        }, indent=2))
+        }))
         return 0
     _write(f"{args.artifact}: {len(dataset)} questions on {len(dataset.images)} images, "
            f"{results['tuned'].num_answers}-answer vocabulary")

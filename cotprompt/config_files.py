@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 from pydantic import ValidationError
 
-from cotprompt.errors import ConfigError
+from cotprompt.config import validate_untrusted
+from cotprompt.errors import ConfigError, UnknownComponentError
+from cotprompt.plugin_records import KINDS
+from cotprompt.plugins import get_registry
 
 if TYPE_CHECKING:
     from cotprompt.pipeline import PipelineConfig
@@ -35,15 +38,67 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_pipeline_config(source: Mapping[str, Any] | str | Path) -> PipelineConfig:
-    """Validate a mapping or a file into a :class:`~cotprompt.pipeline.PipelineConfig`."""
+def load_pipeline_config(
+    source: Mapping[str, Any] | str | Path,
+    *,
+    file_source: str | None = None,
+    caller_options: Mapping[str, Any] | None = None,
+) -> PipelineConfig:
+    """Validate a mapping or a file into a :class:`~cotprompt.pipeline.PipelineConfig`.
+
+    Options read from a file are untrusted (:func:`cotprompt.config.validate_untrusted`): a
+    file may not set caller-only opt-ins such as ``allow_pickle`` or ``trust_remote_code``,
+    nor free-form loader arguments; the caller's own opt-ins are applied afterwards.
+
+    Args:
+        source: A mapping (trusted: the caller's code) or a YAML/JSON file path (untrusted).
+        file_source: The file a mapping was read from, which makes it untrusted too.
+        caller_options: The caller's opt-ins (``{"allow_pickle": True}``), set on every
+            component with such an option.
+
+    Raises:
+        ConfigError: Invalid options (one line per problem).
+        UnsafeSettingError: The file sets what only the caller may set.
+    """
     from cotprompt.pipeline import PipelineConfig
 
+    if not isinstance(source, Mapping):
+        file_source = str(source)
     data = dict(source) if isinstance(source, Mapping) else read_mapping(source)
     try:
-        return PipelineConfig.model_validate(data)
+        config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid pipeline config: {problems}") from exc
+    if file_source is not None:
+        _check_untrusted(config, file_source)
+    _apply_caller_options(config, caller_options or {})
+    return config
+
+
+def _component_classes(config: PipelineConfig) -> Iterator[tuple[str, Any, type]]:
+    registry = get_registry()
+    for kind in KINDS:
+        spec = getattr(config, kind)
+        try:
+            yield kind, spec, registry.get(kind, spec.name)
+        except UnknownComponentError:
+            continue  # reported with close matches when the component is created
+
+
+def _check_untrusted(config: PipelineConfig, source: str) -> None:
+    """Validate each component's options as read from ``source``."""
+    for kind, spec, cls in _component_classes(config):
+        validate_untrusted(cls.Config, spec.config, source=source, label=f"{kind} {spec.name!r}")
+
+
+def _apply_caller_options(config: PipelineConfig, caller_options: Mapping[str, Any]) -> None:
+    """Set the caller's opt-ins on the components that have them (in place)."""
+    if not caller_options:
+        return
+    for _, spec, cls in _component_classes(config):
+        for name, value in caller_options.items():
+            if name in cls.Config.model_fields:
+                spec.config[name] = value

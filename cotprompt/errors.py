@@ -37,3 +37,19 @@ class DataError(CotpromptError, ValueError):
 
 class TrainingError(CotpromptError, RuntimeError):
     """Training cannot go on (for example the loss became NaN)."""
+
+
+class NumericalError(CotpromptError, ValueError):
+    """A computation produced NaN or infinite numbers where results need finite ones.
+
+    Raised, for example, by :meth:`~cotprompt.pipeline.CoTPipeline.predict` and
+    :meth:`~cotprompt.pipeline.CoTPipeline.evaluate` when a logit is NaN or infinite (from the
+    prompt weights, the backbone, an image or a plugin), instead of returning a label with score
+    ``nan`` or a meaningless accuracy; and by the command line instead of writing invalid JSON.
+    The message names what is non-finite.
+    """
+
+
+class UnsafeSettingError(ConfigError):
+    """A loaded file (artifact, Hub repository, config file) carries a setting that only the
+    caller may make, such as an opt-in to pickle or remote code."""

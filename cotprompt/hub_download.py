@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, file_sha256, read_config
+from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, verify_weights
 from cotprompt.errors import ArtifactError
 from cotprompt.hub_common import (
     HubConnectionError,
@@ -49,58 +49,31 @@ class PulledArtifact:
 # -- validation ------------------------------------------------------------------------------
 
 
-def check_artifact(folder: str | Path) -> dict[str, Any]:
+def check_artifact(folder: str | Path, *, source: str | None = None) -> dict[str, Any]:
     """Check a saved artifact without building the model; returns its config.
 
-    Checks the config (format version, required entries), that every component is installed
-    (the error names the package that provides it), the weights checksum and that the
-    safetensors header lists exactly the tensors, shapes and dtypes the config records. The
-    complete check against the model happens in :meth:`CoTPipeline.from_pretrained`.
+    Applies the checks loading applies, before anything is built: the config (format version,
+    required entries), every component installed (the error names the package that provides
+    it) with options a file may carry (:func:`cotprompt.artifact_records.validate_records`), and
+    the weights (:func:`cotprompt.artifact.verify_weights`: checksum required and matching,
+    tensors as recorded, all values finite). The check against the built model happens in
+    :meth:`CoTPipeline.from_pretrained`.
+
+    Args:
+        folder: The artifact folder.
+        source: How to name it in errors (default: the folder).
 
     Raises:
-        ArtifactError: Anything missing, corrupt, tampered or from a newer format.
+        ArtifactError: Anything missing, corrupt, tampered, non-finite or from a newer format.
+        UnsafeSettingError: A setting only the caller may make.
         UnknownComponentError: A component's plugin is not installed.
     """
-    from safetensors import SafetensorError, safe_open
-
-    from cotprompt.plugins import get_registry
+    from cotprompt.artifact_records import validate_records
 
     folder = Path(folder)
     config = read_config(folder)
-    registry = get_registry()
-    for kind in ("backbone", "generator", "tuner", "aggregator"):
-        record = config[kind]
-        if not isinstance(record, dict) or not isinstance(record.get("name"), str):
-            raise ArtifactError(f"malformed {kind} entry in {folder / CONFIG_NAME}")
-        registry.get(kind, record["name"], package=record.get("package"))
-    weights = folder / WEIGHTS_NAME
-    if not weights.is_file():
-        raise ArtifactError(f"{weights} is missing")
-    recorded = config["weights"]
-    if not isinstance(recorded, dict) or not recorded.get("sha256"):
-        raise ArtifactError(f"{folder / CONFIG_NAME} records no weights checksum")
-    if file_sha256(weights) != recorded["sha256"]:
-        raise ArtifactError(
-            f"{weights} does not match the checksum in {CONFIG_NAME}: the file is corrupt, "
-            "truncated or from another save"
-        )
-    try:
-        with safe_open(str(weights), framework="pt") as handle:
-            header = {}
-            for name in handle.keys():  # noqa: SIM118 - safe_open is not a mapping
-                tensor_slice = handle.get_slice(name)
-                header[name] = {
-                    "shape": list(tensor_slice.get_shape()),
-                    "dtype": tensor_slice.get_dtype(),
-                }
-    except SafetensorError as exc:
-        raise ArtifactError(f"{weights} is not a valid safetensors file: {exc}") from exc
-    expected = recorded.get("tensors") or {}
-    if header != expected:
-        raise ArtifactError(
-            f"{weights} does not hold the tensors {CONFIG_NAME} records: file {header}, "
-            f"config {expected}"
-        )
+    validate_records(config, source=source or str(folder / CONFIG_NAME))
+    verify_weights(folder, config)
     return config
 
 
@@ -282,18 +255,28 @@ def pull(
 
     After a pull the artifact also loads with ``HF_HUB_OFFLINE=1``.
 
+    The copy into ``local_dir`` is all-or-nothing, like a save
+    (:func:`cotprompt.folder_commit.commit_files`): an artifact already there stays complete
+    until the new one replaces it, whatever interrupts the copy; other files are left alone.
+
     Raises:
         HubConnectionError, ArtifactError, UnknownComponentError: See :func:`download_artifact`
             and :func:`check_artifact`.
+        OSError: ``local_dir`` cannot be written; it keeps what it held.
     """
+    from cotprompt.folder_commit import commit_files
+
     folder, source = download_artifact(repo_id, revision=revision, token=token)
-    config = check_artifact(folder)
+    config = check_artifact(folder, source=f"{repo_id}@{source['commit']}")
     if local_dir is not None:
         target = Path(local_dir)
-        target.mkdir(parents=True, exist_ok=True)
-        for name in (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME):
-            if (folder / name).is_file():
-                shutil.copyfile(folder / name, target / name)  # follows the cache's symlinks
+        writers = {
+            # copyfile follows the cache's symlinks
+            name: lambda path, src=folder / name: shutil.copyfile(src, path)
+            for name in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME)
+            if (folder / name).is_file()
+        }
+        commit_files(target, writers)
         folder = target
     logger.info("pulled %s at commit %s into %s", repo_id, source["commit"], folder)
     return PulledArtifact(folder=folder, source=source, config=config)

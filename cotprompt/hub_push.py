@@ -63,7 +63,7 @@ def push_folder(
     repo_id: str,
     *,
     token: str | bool | None = None,
-    private: bool = False,
+    private: bool | None = None,
     revision: str | None = None,
     commit_message: str | None = None,
     create_pr: bool = False,
@@ -71,7 +71,8 @@ def push_folder(
 ) -> CommitInfo:
     """Upload a saved artifact folder to a Hub repository in one commit.
 
-    The repository is created if needed (``private`` only applies then); a ``revision`` naming a
+    The repository is created if needed (``private`` only applies then, and by default leaves
+    the visibility to the Hub, as ``huggingface_hub`` does); a ``revision`` naming a
     branch that does not exist yet is created from ``main``. The folder is checked first
     (:func:`check_artifact`); its model card is re-rendered for the repository, keeping the
     custom text and metadata of the repository's current ``README.md`` (or, for a first push,
@@ -81,7 +82,10 @@ def push_folder(
         folder: A folder written by :meth:`CoTPipeline.save_pretrained`.
         repo_id: ``namespace/name``.
         token: Hub token with write access; default the usual huggingface_hub settings.
-        private: Create the repository as private.
+        private: The visibility of a repository created by this push: ``True`` private,
+            ``False`` public, ``None`` (default) the Hub's default for the namespace (an
+            organisation may make new repositories private by default). An existing
+            repository keeps its visibility.
         revision: Branch to commit to (default ``main``).
         commit_message: Default: a summary of the pipeline.
         create_pr: Open a pull request with the commit instead of committing to the branch.
@@ -161,12 +165,17 @@ def push_to_hub(
     repo_id: str,
     *,
     token: str | bool | None = None,
-    private: bool = False,
+    private: bool | None = None,
     revision: str | None = None,
     commit_message: str | None = None,
     create_pr: bool = False,
 ) -> CommitInfo:
-    """Save ``pipeline`` to a temporary folder and push it with :func:`push_folder`."""
+    """Save ``pipeline`` to a temporary folder and push it with :func:`push_folder`.
+
+    ``private`` is passed on as is: ``None`` (default) leaves the visibility of a new
+    repository to the Hub's default for the namespace, ``True``/``False`` make it
+    private/public.
+    """
     with tempfile.TemporaryDirectory(prefix="cotprompt-push-") as tmp:
         folder = pipeline.save_pretrained(Path(tmp) / "artifact")
         return push_folder(

@@ -127,10 +127,17 @@ class CoTPipeline:
         *,
         class_names: Sequence[str] | Task | None = None,
         device: str | torch.device | None = None,
+        allow_pickle: bool = False,
     ) -> CoTPipeline:
-        """Build from a :class:`PipelineConfig`, a mapping, or a YAML/JSON file path."""
-        return cls.create(**config_create_kwargs(config), class_names=class_names,
-                          device=device)
+        """Build from a :class:`PipelineConfig`, a mapping, or a YAML/JSON file path.
+
+        A file is untrusted: it may not set caller-only options (``allow_pickle``,
+        ``trust_remote_code``) nor the backbone's free-form ``extra`` (``UnsafeSettingError``).
+        ``allow_pickle=True`` is the caller's opt-in to pickle-based checkpoints it names.
+        """
+        caller_options = {"allow_pickle": True} if allow_pickle else None
+        return cls.create(**config_create_kwargs(config, caller_options=caller_options),
+                          class_names=class_names, device=device)
 
     @classmethod
     def for_method(
@@ -362,9 +369,36 @@ class CoTPipeline:
 
         Returns:
             One :class:`Prediction` per image.
+
+        Raises:
+            NumericalError: When a logit is NaN or infinite (prompt weights, backbone or image
+                producing NaN/Inf); the message names the images.
         """
+        import os
+
+        from cotprompt.errors import NumericalError
+
         labels = self.class_names
-        probs = self.logits(images, zero_shot=zero_shot, batch_size=batch_size).softmax(-1)
+        items = as_image_list(images)
+        logits = self.logits(items, zero_shot=zero_shot, batch_size=batch_size)
+        bad = (~torch.isfinite(logits).all(dim=-1)).nonzero().flatten().tolist()
+        if bad:
+            shown = []
+            for i in bad[:3]:
+                item = None if isinstance(items, Tensor) else items[i]
+                if isinstance(item, (str, os.PathLike)):
+                    name = os.fspath(item)
+                else:  # a PIL image (named when it was read from a file) or a pixel tensor
+                    name = getattr(item, "filename", None) or None
+                shown.append(f"image {i} ({name})" if name else f"image {i}")
+            more = f" and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
+            cause = ("the backbone produces" if zero_shot
+                     else "the prompts or the backbone produce")
+            raise NumericalError(
+                f"non-finite scores for {', '.join(shown)}{more} (of {len(logits)} images): "
+                f"{cause} NaN/Inf"
+            )
+        probs = logits.softmax(-1)
         k = max(1, min(top_k, len(labels)))
         values, indices = probs.topk(k, dim=-1)
         out = []
@@ -388,7 +422,13 @@ class CoTPipeline:
         A :class:`~cotprompt.tasks.RetrievalDataset` or :class:`~cotprompt.tasks.VQADataset`
         is evaluated by :func:`cotprompt.tasks.evaluate_task` instead (recall@k both ways, or
         VQA accuracy with out-of-vocabulary counts).
+
+        Raises:
+            NumericalError: When a logit is NaN or infinite (prompt weights, backbone or image
+                producing NaN/Inf), instead of reporting an accuracy; the message names the
+                images.
         """
+        from cotprompt.errors import NumericalError
         from cotprompt.tasks import evaluate_task, is_task_dataset
 
         if is_task_dataset(dataset):
@@ -399,13 +439,28 @@ class CoTPipeline:
         loader = torch.utils.data.DataLoader(dataset.with_transform(transform),
                                              batch_size=batch_size, shuffle=False)
         preds = []
+        seen = 0
         self.model.eval()
         with torch.no_grad():
             for pixels, _ in loader:
                 features = self._encode_pixels(pixels, frozen=zero_shot)
                 logits = (self.zero_shot_logits(features) if zero_shot
                           else self._logits_from_features(features))
+                bad = (~torch.isfinite(logits).all(dim=-1)).nonzero().flatten().tolist()
+                if bad:
+                    shown = ", ".join(
+                        f"image {seen + i} ({dataset.records[seen + i].describe()})"
+                        for i in bad[:3]
+                    )
+                    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
+                    cause = ("the backbone produces" if zero_shot
+                             else "the prompts or the backbone produce")
+                    raise NumericalError(
+                        f"non-finite scores for {shown}{more} (of {len(dataset)} images): "
+                        f"{cause} NaN/Inf; no accuracy can be computed"
+                    )
                 preds.append(logits.argmax(-1).cpu())
+                seen += len(logits)
         result = EvaluationResult.from_predictions(torch.cat(preds), dataset.labels,
                                                    self.class_names)
         if split is not None:
@@ -437,7 +492,7 @@ class CoTPipeline:
         repo_id: str,
         *,
         token: str | None = None,
-        private: bool = False,
+        private: bool | None = None,
         revision: str | None = None,
         commit_message: str | None = None,
         create_pr: bool = False,
@@ -446,6 +501,16 @@ class CoTPipeline:
 
         Creates the repository (and the ``revision`` branch) if needed; keeps the custom text of
         the repository's model card. See :func:`cotprompt.hub.push_to_hub`.
+
+        Args:
+            repo_id: ``namespace/name``.
+            token: Hub token with write access; default the usual huggingface_hub settings.
+            private: Visibility of a repository this push creates: ``True`` private, ``False``
+                public, ``None`` (default) the Hub's default for the namespace. An existing
+                repository keeps its visibility.
+            revision: Branch to commit to (default ``main``).
+            commit_message: Default: a summary of the pipeline.
+            create_pr: Open a pull request instead of committing to the branch.
 
         Returns:
             The ``huggingface_hub.CommitInfo`` (``commit_url``, ``oid``, ``pr_url``).
@@ -464,8 +529,14 @@ class CoTPipeline:
         token: str | None = None,
         backbone: Any = None,
         device: str | torch.device | None = None,
+        allow_pickle: bool = False,
     ) -> CoTPipeline:
         """Load a saved pipeline from a folder or a Hugging Face Hub repository.
+
+        The artifact is untrusted: its config is validated before anything is fetched or built
+        (no caller-only opt-ins, no free-form loader arguments, backbone weights only from a
+        known open_clip tag or safetensors), the weights checksum is required, and NaN/Inf
+        weights are refused. A save that was interrupted is recovered first (logged).
 
         Args:
             path_or_repo_id: A local folder, or a Hub repository id (``user/name``).
@@ -473,10 +544,17 @@ class CoTPipeline:
             token: Hub token (default: the usual huggingface_hub settings).
             backbone: An already built backbone to reuse; it must match the saved spec.
             device: Where to run.
+            allow_pickle: The caller's opt-in to backbone or language-model weights that are
+                pickle-based (``torch.save`` files, TorchScript archives other than OpenAI's
+                published CLIP files); such files can run code. A loaded file can never set it.
 
         Raises:
-            ArtifactError: Missing/corrupt/tampered files, newer format, mismatching weights.
+            ArtifactError: Missing/corrupt/tampered files, newer format, mismatching or
+                non-finite weights, malformed records.
+            UnsafeSettingError: The artifact carries a setting only the caller may make.
+            ConfigError: The backbone's weights need ``allow_pickle`` (one line saying so).
             UnknownComponentError: A component's plugin is not installed (names the package).
         """
         return pipeline_io.load_pipeline(cls, path_or_repo_id, revision=revision, token=token,
-                                         backbone=backbone, device=device)
+                                         backbone=backbone, device=device,
+                                         allow_pickle=allow_pickle)

@@ -94,13 +94,14 @@ def build_components(given: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
     return built
 
 
-def config_create_kwargs(config: PipelineConfig | Mapping[str, Any] | str | Path
-                         ) -> dict[str, Any]:
-    """``CoTPipeline.create`` arguments from a config, a mapping, or a YAML/JSON file path."""
+def config_create_kwargs(config: PipelineConfig | Mapping[str, Any] | str | Path,
+                         *, caller_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``CoTPipeline.create`` arguments from a config, a mapping, or a YAML/JSON file path (an
+    untrusted file: see :func:`cotprompt.config_files.load_pipeline_config`)."""
     from cotprompt.config_files import load_pipeline_config
 
     if not isinstance(config, PipelineConfig):
-        config = load_pipeline_config(config)
+        config = load_pipeline_config(config, caller_options=caller_options)
     return {
         "backbone": config.backbone.name, "backbone_config": config.backbone.config,
         "generator": config.generator.name, "generator_config": config.generator.config,

@@ -12,12 +12,13 @@ import torch
 from pydantic import BaseModel
 
 from cotprompt import artifact
+from cotprompt.artifact_records import ComponentChoice, validate_records
+from cotprompt.config import config_record
 from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError
 from cotprompt.generators.stored import StoredChainGenerator
 from cotprompt.model_card import render_card
 from cotprompt.pipeline_config import KINDS
 from cotprompt.plugins import get_registry
-from cotprompt.training.config import TrainingConfig
 from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
@@ -26,16 +27,20 @@ if TYPE_CHECKING:
 logger = logging.getLogger("cotprompt.pipeline")
 
 
-def _load_generator(registry: Any, record: Mapping[str, Any], config: Mapping[str, Any]) -> Any:
+def _load_generator(registry: Any, choice: ComponentChoice, config: Mapping[str, Any]) -> Any:
     """The saved generator, or a stand-in replaying the stored chain when it cannot be built
     (its plugin or optional dependencies are missing): loading never needs the generator."""
-    try:
-        return registry.create("generator", record["name"], record.get("config"),
-                               package=record.get("package"))
-    except (UnknownComponentError, ConfigError, ImportError) as exc:
-        logger.warning("generator %r unavailable (%s); using the prompt chain stored in the "
-                       "artifact", record["name"], exc)
-        return StoredChainGenerator(record, PromptChain.from_dict(config["chain"]), str(exc))
+    record = config["generator"]
+    reason = choice.unavailable
+    if choice.config is not None:
+        try:
+            return registry.create("generator", choice.name, choice.config,
+                                   package=choice.package)
+        except (UnknownComponentError, ConfigError, ImportError) as exc:
+            reason = str(exc)
+    logger.warning("generator %r unavailable (%s); using the prompt chain stored in the "
+                   "artifact", choice.name, reason)
+    return StoredChainGenerator(record, PromptChain.from_dict(config["chain"]), str(reason))
 
 
 def _component_record(kind: str, component: Any) -> dict[str, Any]:
@@ -50,7 +55,7 @@ def _component_record(kind: str, component: Any) -> dict[str, Any]:
     return {
         "name": name,
         "package": info.package if info else type(component).__module__.split(".")[0],
-        "config": config.model_dump(mode="json") if isinstance(config, BaseModel) else {},
+        "config": config_record(config) if isinstance(config, BaseModel) else {},
     }
 
 
@@ -96,6 +101,7 @@ def load_pipeline(
     token: str | None = None,
     backbone: Any = None,
     device: str | torch.device | None = None,
+    allow_pickle: bool = False,
 ) -> CoTPipeline:
     """Load a saved pipeline (as ``cls``) from a folder or a Hugging Face Hub repository.
 
@@ -103,43 +109,49 @@ def load_pipeline(
     """
     from cotprompt.hub import resolve_artifact
 
-    directory, source = resolve_artifact(path_or_repo_id, revision=revision, token=token)
+    directory, origin = resolve_artifact(path_or_repo_id, revision=revision, token=token)
     config = artifact.read_config(directory)
+    source = _describe(origin, directory)
+    records = validate_records(
+        config, source=source, caller_options={"allow_pickle": True} if allow_pickle else None,
+        skip=("backbone",) if backbone is not None else (),
+    )
+    if backbone is not None:
+        record = config["backbone"]
+        if backbone.spec() != {"name": record["name"], "config": record.get("config")}:
+            raise ArtifactError(
+                "the given backbone differs from the one the prompts were trained "
+                f"for: {backbone.spec()} vs {record}"
+            )
     registry = get_registry()
-    built: dict[str, Any] = {}
+    built: dict[str, Any] = {"backbone": backbone} if backbone is not None else {}
+    for kind, choice in records.components.items():
+        if kind == "generator":
+            built[kind] = _load_generator(registry, choice, config)
+        else:
+            built[kind] = registry.create(kind, choice.name, choice.config,
+                                          package=choice.package)
+    pipeline = cls(**built, training=records.training, device=device)
     try:
-        for kind in KINDS:
-            record = config[kind]
-            if kind == "backbone" and backbone is not None:
-                if backbone.spec() != {"name": record["name"], "config": record["config"]}:
-                    raise ArtifactError(
-                        "the given backbone differs from the one the prompts were trained "
-                        f"for: {backbone.spec()} vs {record}"
-                    )
-                built[kind] = backbone
-                continue
-            if kind == "generator":
-                built[kind] = _load_generator(registry, record, config)
-                continue
-            built[kind] = registry.create(kind, record["name"], record.get("config"),
-                                          package=record.get("package"))
-    except UnknownComponentError:
-        raise
-    except (KeyError, TypeError) as exc:
-        raise ArtifactError(f"malformed component entry in the config: {exc!r}") from exc
-    training = TrainingConfig.model_validate(config.get("training", {}))
-    pipeline = cls(**built, training=training, device=device)
-    chain = PromptChain.from_dict(config["chain"])
-    task_info = config.get("task", {})
-    task = Task(labels=chain.labels, kind=task_info.get("kind", "classification"),
-                dataset=task_info.get("dataset"))
+        chain = PromptChain.from_dict(config["chain"])
+        task_info = config.get("task") or {}
+        task = Task(labels=chain.labels, kind=task_info.get("kind", "classification"),
+                    dataset=task_info.get("dataset"))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ArtifactError(f"{source}: malformed chain or task entry: {exc!r}") from exc
     pipeline.set_classes(task, chain)
     expected = pipeline.model.trainable_state()
-    tensors = artifact.read_weights(directory, config, expected)
+    tensors = artifact.verify_weights(directory, config, expected)
     with torch.no_grad():
         for name, value in expected.items():
             value.copy_(tensors[name].to(value.device))
     pipeline.metrics = dict(config.get("metrics") or {})
     pipeline.training_data = config.get("training_data")
-    pipeline.source = source
+    pipeline.source = origin
     return pipeline
+
+
+def _describe(origin: Mapping[str, Any], directory: Path) -> str:
+    if origin.get("type") == "hub":
+        return f"{origin['repo_id']}@{origin.get('commit') or origin.get('revision') or 'main'}"
+    return str(directory / artifact.CONFIG_NAME)

@@ -4,7 +4,9 @@ Components (backbones, generators, tuners, aggregators) are classes registered b
 (:mod:`cotprompt.hookspecs`). :class:`Registry` registers the built-ins first (the
 ``cotprompt.builtins`` module), then every entry point of group ``"cotprompt"``, one at a time, so
 that one broken plugin is reported (:attr:`Registry.failures`, a logged warning) and skipped
-while the others keep working. Set ``COTPROMPT_STRICT_PLUGINS=1`` to turn any such failure into
+while the others keep working; this holds for any exception a plugin raises at import, at
+registration or in a hook, ``SystemExit`` (a plugin calling ``sys.exit()``) included; only
+``KeyboardInterrupt`` goes through. Set ``COTPROMPT_STRICT_PLUGINS=1`` to turn any such failure into
 a :class:`~cotprompt.errors.PluginError`.
 
 When two plugins register the same (kind, name), the first one wins (built-ins always come
@@ -150,7 +152,9 @@ class Registry:
                     return
                 self._fail(builtins, BUILTIN_PACKAGE, exc)
                 return
-            except Exception as exc:
+            except KeyboardInterrupt:
+                raise
+            except BaseException as exc:  # SystemExit too: a plugin must not end the program
                 self._fail(builtins, BUILTIN_PACKAGE, exc)
                 return
             plugin_name = builtins
@@ -168,7 +172,9 @@ class Registry:
             package, version = _distribution_of_module(ep.value.partition(":")[0])
         try:
             obj = ep.load()
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a plugin must not end the program
             self._fail(ep.name, package, exc)
             return
         self._add_plugin(obj, ep.name, package, version)
@@ -188,7 +194,11 @@ class Registry:
             pm_name = f"{package}:{plugin_name}"
         try:
             self._pm.register(obj, name=pm_name)
-        except Exception as exc:  # pluggy.PluginValidationError, ValueError
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # pluggy.PluginValidationError, ValueError, SystemExit...
+            if self._pm.is_registered(obj):
+                self._pm.unregister(obj)
             self._fail(plugin_name, package, exc)
             return
         self._warn_unknown_hooks(obj, plugin_name, package)
@@ -199,7 +209,9 @@ class Registry:
             for kind in KINDS:
                 caller = self._pm.subset_hook_caller(HOOK_NAMES[kind], remove_plugins=others)
                 caller(register=self._make_register(kind, staged, plugin_name, package, version))
-        except Exception as exc:
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:  # SystemExit too: a plugin must not end the program
             self._pm.unregister(obj)
             self._fail(plugin_name, package, exc)
             return
@@ -273,7 +285,7 @@ class Registry:
         failure = PluginFailure(
             name=plugin_name,
             package=package,
-            error=_describe_exception(exc),
+            error=_describe_plugin_exception(exc),
             traceback=None if isinstance(exc, InvalidComponentError) else _format_traceback(exc),
         )
         if self._strict:
@@ -454,6 +466,14 @@ class Registry:
             _check_kind(kind)
         items = [c for c in self._components.values() if kind is None or c.kind == kind]
         return sorted(items, key=lambda c: (c.kind, c.name))
+
+
+def _describe_plugin_exception(exc: BaseException) -> str:
+    """One line for a plugin failure; a ``SystemExit`` says which ``sys.exit`` call it was."""
+    if isinstance(exc, SystemExit):
+        code = "" if exc.code is None else repr(exc.code)
+        return f"SystemExit: the plugin called sys.exit({code})"
+    return _describe_exception(exc)
 
 
 _registry: Registry | None = None

@@ -339,6 +339,25 @@ def test_private_repository_needs_the_owners_token(hub, pipeline, tiny_backbone)
     assert_same_weights(load("alice/secret", tiny_backbone, token=ALICE), pipeline)
 
 
+def test_push_leaves_the_visibility_to_the_hub_by_default(hub, pipeline):
+    hub.private_by_default.add("lab")  # an organisation whose repositories are private
+    pipeline.push_to_hub("lab/default", token=ALICE)
+    pipeline.push_to_hub("alice/default", token=ALICE)
+    for payload in hub.create_payloads:
+        assert "private" not in payload and "visibility" not in payload, payload
+    assert hub.repos["lab/default"].private
+    assert not hub.repos["alice/default"].private
+
+
+@pytest.mark.parametrize(("private", "visibility"), [(True, "private"), (False, "public")])
+def test_push_with_explicit_visibility(hub, pipeline, private, visibility):
+    hub.private_by_default.add("lab")
+    pipeline.push_to_hub("lab/explicit", token=ALICE, private=private)
+    [payload] = hub.create_payloads
+    assert payload.get("visibility") == visibility or payload.get("private") is private, payload
+    assert hub.repos["lab/explicit"].private is private
+
+
 # -- bad input --------------------------------------------------------------------------------
 
 
@@ -562,6 +581,33 @@ def test_cli_push_and_pull(hub, pipeline, tiny_backbone, tmp_path, capsys):
     args = _cli().parse_args(["pull", "alice/cli", "--revision", "nope"])
     with pytest.raises(ArtifactError, match="does not exist"):
         args.handler(args)
+
+
+@pytest.mark.parametrize(
+    ("flags", "sent", "private"),
+    [([], None, True), (["--private"], True, True), (["--public"], False, False)],
+)
+def test_cli_push_visibility_flags(hub, pipeline, tmp_path, capsys, flags, sent, private):
+    """No flag sends no visibility (the namespace's default applies), else the one asked for."""
+    hub.private_by_default.add("lab")
+    folder = pipeline.save_pretrained(tmp_path / "saved")
+    args = _cli().parse_args(["push", str(folder), "lab/cli", "--token", ALICE, *flags])
+    assert args.private is sent
+    assert args.handler(args) == 0
+    [payload] = hub.create_payloads
+    if sent is None:
+        assert "private" not in payload and "visibility" not in payload, payload
+    else:
+        expected = "private" if sent else "public"
+        assert payload.get("visibility") == expected or payload.get("private") is sent, payload
+    assert hub.repos["lab/cli"].private is private
+
+
+def test_cli_push_private_and_public_are_exclusive(tmp_path, capsys):
+    with pytest.raises(SystemExit) as excinfo:
+        _cli().parse_args(["push", str(tmp_path), "alice/x", "--private", "--public"])
+    assert excinfo.value.code == 2
+    assert "not allowed with argument" in capsys.readouterr().err
 
 
 # -- cross-check against an independent Hub mirror (olah) -------------------------------------

@@ -361,6 +361,145 @@ def test_import_failure_of_entry_point_is_reported(fake_plugin: types.ModuleType
     assert registry.names("generator") == ["fake-gen", "other-gen"]
 
 
+def _write_installed_plugin(root: Path, dist: str, module: str, source: str) -> Path:
+    """A plugin distribution "installed" in ``root``: ``module.py`` and its ``.dist-info``.
+
+    The entry point (group ``"cotprompt"``) is named after the module without its
+    ``cotprompt_`` prefix. Returns the ``.dist-info`` folder.
+    """
+    root.mkdir(parents=True, exist_ok=True)
+    (root / f"{module}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    info = root / f"{dist.replace('-', '_')}-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1.0\n", encoding="utf-8"
+    )
+    (info / "entry_points.txt").write_text(
+        f"[cotprompt]\n{module.removeprefix('cotprompt_')} = {module}\n", encoding="utf-8"
+    )
+    return info
+
+
+EXITING_PLUGIN = """
+import sys
+
+sys.exit(3)
+"""
+
+
+def test_plugin_calling_sys_exit_at_import_is_reported_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    info = _write_installed_plugin(
+        tmp_path, "cotprompt-exiting", "cotprompt_exiting", EXITING_PLUGIN
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry_points = list(importlib.metadata.Distribution.at(info).entry_points)
+    assert [ep.name for ep in entry_points] == ["exiting"]
+
+    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins"):
+        registry = Registry(entry_points=entry_points)  # the real built-ins, then the plugin
+
+    [failure] = registry.failures
+    assert (failure.name, failure.package) == ("exiting", "cotprompt-exiting")
+    assert failure.error == "SystemExit: the plugin called sys.exit(3)"
+    assert failure.traceback is not None and "sys.exit(3)" in failure.traceback
+    assert "plugin 'exiting' (package cotprompt-exiting) failed" in caplog.text
+    assert "coop" in registry.names("tuner")
+    assert "rule-based" in registry.names("generator")
+    assert all(c.package == "cotprompt" for c in registry.list())
+
+
+def test_plugin_calling_sys_exit_is_fatal_only_in_strict_mode(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    info = _write_installed_plugin(
+        tmp_path, "cotprompt-exiting", "cotprompt_exiting", EXITING_PLUGIN
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry_points = list(importlib.metadata.Distribution.at(info).entry_points)
+    with pytest.raises(PluginError, match=r"'exiting'.*called sys\.exit\(3\)") as excinfo:
+        Registry(builtins=None, entry_points=entry_points, strict=True)
+    assert isinstance(excinfo.value.__cause__, SystemExit)
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (SystemExit(3), "SystemExit: the plugin called sys.exit(3)"),
+        (SystemExit(), "SystemExit: the plugin called sys.exit()"),
+        (SystemExit("bye"), "SystemExit: the plugin called sys.exit('bye')"),
+        (GeneratorExit("odd"), "GeneratorExit: odd"),
+    ],
+)
+def test_base_exception_in_hook_is_reported_not_fatal(
+    fake_plugin: types.ModuleType, exc: BaseException, expected: str
+) -> None:
+    exiting = types.ModuleType("exiting")
+
+    @hookimpl
+    def register_tuners(register: hookspecs.Register) -> None:
+        raise exc
+
+    exiting.register_tuners = register_tuners  # type: ignore[attr-defined]
+    builtins = make_plugin("fake_builtins", aggregators=[FakeAggregator])
+    registry = registry_of(exiting, fake_plugin, builtins=builtins)
+
+    [failure] = registry.failures
+    assert (failure.name, failure.error) == ("exiting", expected)
+    assert not registry.plugin_manager.has_plugin("exiting")
+    assert registry.names("aggregator") == ["fake-agg"]
+    assert registry.names("generator") == ["fake-gen", "other-gen"]
+    assert registry.names("tuner") == []
+
+
+def test_keyboard_interrupt_in_plugin_is_not_swallowed(fake_plugin: types.ModuleType) -> None:
+    interrupting = types.ModuleType("interrupting")
+
+    @hookimpl
+    def register_generators(register: hookspecs.Register) -> None:
+        raise KeyboardInterrupt
+
+    interrupting.register_generators = register_generators  # type: ignore[attr-defined]
+    with pytest.raises(KeyboardInterrupt):
+        registry_of(fake_plugin, interrupting)
+
+
+def test_builtins_module_calling_sys_exit_is_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "exiting_builtins_mod.py").write_text("import sys\nsys.exit(3)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    registry = registry_of(builtins="exiting_builtins_mod")
+    [failure] = registry.failures
+    assert (failure.name, failure.package) == ("exiting_builtins_mod", "cotprompt")
+    assert failure.error == "SystemExit: the plugin called sys.exit(3)"
+
+
+def test_cli_survives_plugin_calling_sys_exit(tmp_path: Path) -> None:
+    """The real ``cotprompt plugins --json`` with an exiting plugin on PYTHONPATH."""
+    site = tmp_path / "site"
+    _write_installed_plugin(site, "cotprompt-exiting", "cotprompt_exiting", EXITING_PLUGIN)
+    env = {k: v for k, v in os.environ.items() if k not in {plugins.STRICT_ENV_VAR, "PYTHONPATH"}}
+    env["PYTHONPATH"] = str(site)
+    result = subprocess.run(
+        [sys.executable, "-m", "cotprompt", "plugins", "--json"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stderr
+    found = {(c["kind"], c["name"]): c["package"] for c in json.loads(result.stdout)}
+    for key in [("tuner", "coop"), ("generator", "rule-based"), ("aggregator", "mean")]:
+        assert found.get(key) == "cotprompt", key
+    assert (
+        "warning: plugin 'exiting' (package cotprompt-exiting) failed to load and was skipped: "
+        "SystemExit: the plugin called sys.exit(3)"
+    ) in result.stderr
+
+
 def test_strict_mode_raises_plugin_error() -> None:
     bad = make_plugin("bad_plugin", generators=[NoConfig])
     with pytest.raises(PluginError) as excinfo:

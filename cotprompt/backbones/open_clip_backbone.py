@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
+import re
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -12,11 +13,23 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
+from pydantic import Field, ValidationInfo, model_validator
 from torch import Tensor, nn
 
 from cotprompt.backbones.text_encoder import FastTextEncoder, unsupported_reason
-from cotprompt.config import ComponentConfig
+from cotprompt.backbones.weights_source import (
+    WeightsSource,
+    load_state_file,
+    resolve_weights,
+)
+from cotprompt.config import (
+    ComponentConfig,
+    UnsafeValue,
+    caller_only,
+    config_record,
+    is_untrusted,
+    machine_local,
+)
 from cotprompt.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -30,6 +43,7 @@ TINY_DEMO_MODEL = "cotprompt-tiny-avgpool"
 #: The shipped small architectures (random weights only).
 TINY_MODELS = (TINY_MODEL, TINY_DEMO_MODEL)
 _registered = False
+_REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 @contextlib.contextmanager
@@ -63,23 +77,53 @@ def register_model_configs() -> None:
 class OpenCLIPBackboneConfig(ComponentConfig):
     """Options of the ``open_clip`` backbone.
 
+    What may come from a loaded file (an artifact, a Hub repository, a training config) and what
+    only the caller may set is described in :mod:`cotprompt.backbones.weights_source`.
+
     Args:
         model_name: An open_clip architecture name (``ViT-B-16``, ``ViT-L-14``, ...), an
-            ``hf-hub:org/repo`` id, or ``cotprompt-tiny`` (small, random weights, for tests).
+            ``hf-hub:org/repo`` id (its ``open_clip_model.safetensors`` is loaded), a
+            ``local-dir:/path`` folder, or ``cotprompt-tiny`` (small, random weights, for tests).
         pretrained: open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k``...) or a path to a
-            checkpoint; ``None`` builds random weights from the architecture config.
+            checkpoint file (``.safetensors``; OpenAI's own TorchScript ``ViT-B-16.pt``; other
+            pickle-based files need ``allow_pickle``); ``None`` builds random weights from the
+            architecture config. OpenAI weights always run with QuickGELU.
         init_seed: Seed for random weights when ``pretrained`` is ``None``, so that the same
             backbone can be rebuilt when a saved pipeline is loaded.
-        cache_dir: Where open_clip stores downloaded weights.
+        cache_dir: Where open_clip stores downloaded weights (a place on this machine: ignored
+            when an artifact is loaded).
         precision: open_clip precision (``fp32``, ``fp16``, ``bf16``).
+        allow_pickle: Load pickle-based checkpoints (``torch.save`` files, TorchScript archives
+            other than OpenAI's published ones), which can run code. Only the caller may set it,
+            in code or with ``--allow-pickle``; a loaded file never can, and it is not saved.
+        extra: More keyword arguments for ``open_clip.create_model_and_transforms``, in code
+            only: a loaded file that sets them is refused (build the backbone yourself and pass
+            it as ``backbone=``).
     """
 
     model_name: str = "ViT-B-16"
     pretrained: str | None = "openai"
     init_seed: int = 0
-    cache_dir: str | None = None
+    cache_dir: str | None = machine_local(None, description="open_clip's download folder")
     precision: str = "fp32"
+    allow_pickle: bool = caller_only(False, description="load pickle-based checkpoints")
     extra: dict[str, Any] = Field(default_factory=dict, description="passed to create_model")
+
+    @model_validator(mode="after")
+    def _check_untrusted(self, info: ValidationInfo) -> OpenCLIPBackboneConfig:
+        if is_untrusted(info) is None:
+            return self
+        if self.extra:
+            raise UnsafeValue(
+                f"`extra` ({', '.join(sorted(self.extra))}) passes free-form arguments to "
+                "open_clip's loader and is not accepted from a file; build the backbone in code "
+                "and pass it as `backbone=`"
+            )
+        if self.model_name.startswith("hf-hub:") and not _REPO_ID.fullmatch(
+            self.model_name.removeprefix("hf-hub:")
+        ):
+            raise ValueError(f"{self.model_name!r} is not an hf-hub:namespace/name id")
+        return self
 
 
 class OpenCLIPBackbone(nn.Module):
@@ -99,12 +143,16 @@ class OpenCLIPBackbone(nn.Module):
         self.config = config or OpenCLIPBackboneConfig()
         register_model_configs()
         cfg = self.config
-        if cfg.pretrained is None:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(cfg.init_seed)
-                model, _, preprocess = self._create(open_clip, None)
-        else:
-            model, _, preprocess = self._create(open_clip, cfg.pretrained)
+        self._check_model_name(open_clip)
+        with resolve_weights(cfg.model_name, cfg.pretrained, allow_pickle=cfg.allow_pickle,
+                             cache_dir=cfg.cache_dir) as source:
+            if source.pretrained is None:
+                with torch.random.fork_rng(devices=[]):
+                    torch.manual_seed(cfg.init_seed)
+                    model, _, preprocess = self._create(open_clip, source)
+            else:
+                model, _, preprocess = self._create(open_clip, source)
+            load_state_file(model, source)
         self.model = model.eval().requires_grad_(False)
         self._preprocess = preprocess
         self._tokenizer = open_clip.get_tokenizer(cfg.model_name)
@@ -115,34 +163,40 @@ class OpenCLIPBackbone(nn.Module):
         self._eot_token_id = self._find_eot_token_id()
         self._fast_encoders: dict[bool, FastTextEncoder | None] = {}
 
-    def _create(self, open_clip: Any, pretrained: str | None) -> tuple[nn.Module, Any, Any]:
-        cfg = self.config
-        if cfg.model_name not in open_clip.list_models() and not cfg.model_name.startswith(
-            ("hf-hub:", "local-dir:")
-        ):
-            close = difflib.get_close_matches(cfg.model_name, open_clip.list_models(), n=3)
+    def _check_model_name(self, open_clip: Any) -> None:
+        name = self.config.model_name
+        if name not in open_clip.list_models() and not name.startswith(("hf-hub:", "local-dir:")):
+            close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
             hint = f"; close matches: {', '.join(close)}" if close else ""
             raise ConfigError(
-                f"open_clip does not know the architecture {cfg.model_name!r}{hint}. "
+                f"open_clip does not know the architecture {name!r}{hint}. "
                 "See open_clip.list_models()."
             )
+
+    def _create(self, open_clip: Any, source: WeightsSource) -> tuple[nn.Module, Any, Any]:
+        cfg = self.config
+        options: dict[str, Any] = {"weights_only": True, **cfg.extra}
+        if source.quick_gelu:
+            options["force_quick_gelu"] = True
         try:
             # open_clip warns on the root logger when asked for random weights on purpose
-            with _quiet_open_clip(pretrained is None):
+            with _quiet_open_clip(source.kind in ("random", "openai-file")):
                 return open_clip.create_model_and_transforms(
-                    cfg.model_name,
-                    pretrained=pretrained,
+                    source.model_name,
+                    pretrained=source.pretrained,
                     precision=cfg.precision,
                     cache_dir=cfg.cache_dir,
-                    **cfg.extra,
+                    **options,
                 )
         except (RuntimeError, OSError, ValueError) as exc:
             known = open_clip.list_pretrained_tags_by_model(cfg.model_name)
             tags = f" Known tags for {cfg.model_name}: {', '.join(known)}." if known else ""
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
             raise ConfigError(
                 f"could not load open_clip model {cfg.model_name!r} with pretrained weights "
-                f"{pretrained!r}: {exc}.{tags} Without network access, point `pretrained` at a "
-                "local checkpoint file, or use pretrained=None for random weights."
+                f"{cfg.pretrained!r}: {message}.{tags} Without network access, point "
+                "`pretrained` at a local checkpoint file, or use pretrained=None for random "
+                "weights."
             ) from exc
 
     @staticmethod
@@ -305,7 +359,7 @@ class OpenCLIPBackbone(nn.Module):
 
     def spec(self) -> dict[str, Any]:
         """Backbone name and config, enough to rebuild it."""
-        return {"name": self.name, "config": self.config.model_dump(mode="json")}
+        return {"name": self.name, "config": config_record(self.config)}
 
     def train(self, mode: bool = True) -> OpenCLIPBackbone:
         """The backbone stays in eval mode: it is frozen."""

@@ -29,7 +29,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from tqdm.auto import tqdm
 
-from cotprompt.config import ComponentConfig
+from cotprompt.config import ComponentConfig, caller_only, machine_local
 from cotprompt.errors import ConfigError
 from cotprompt.generators.lm_cache import GenerationCache, default_cache_dir
 from cotprompt.generators.postprocess import (
@@ -121,7 +121,11 @@ class LMGeneratorConfig(ComponentConfig):
         revision: Hub branch, tag or commit (pin it for reproducible texts).
         device: ``"auto"`` (CUDA when available, else CPU) or a torch device string.
         dtype: ``"auto"``: float32 on CPU, bfloat16 on CUDA when supported, else float16.
-        trust_remote_code: Passed to ``from_pretrained``.
+        trust_remote_code: Passed to ``from_pretrained`` (runs the model repository's code).
+            Only the caller may set it, in code or with ``--trust-remote-code``; a loaded file
+            never can, and it is not saved.
+        allow_pickle: Load a model whose weights are pickle-based (``pytorch_model.bin``); by
+            default only safetensors weights load. Caller-only, like ``trust_remote_code``.
         steps: The chain, coarse to fine (:func:`default_lm_steps`).
         num_texts: Continuations per class and step (greedy decoding makes one: the others
             would be identical).
@@ -163,7 +167,8 @@ class LMGeneratorConfig(ComponentConfig):
     revision: str | None = None
     device: str = "auto"
     dtype: Literal["auto", "float32", "float16", "bfloat16"] = "auto"
-    trust_remote_code: bool = False
+    trust_remote_code: bool = caller_only(False, description="run the model repository's code")
+    allow_pickle: bool = caller_only(False, description="load pickle-based LM weights")
     steps: list[LMStep] = Field(default_factory=default_lm_steps, min_length=1)
     num_texts: int = Field(default=3, ge=1)
     batch_size: int = Field(default=32, ge=1)
@@ -183,7 +188,7 @@ class LMGeneratorConfig(ComponentConfig):
     overlong: Literal["trim", "drop"] = "trim"
     fallback_template: str = "{class}."
     cache: bool = True
-    cache_dir: str | None = None
+    cache_dir: str | None = machine_local(None, description="folder of LM cache files")
     progress: bool = True
     zero_shot_templates: list[str] | ZeroShotPreset = "dataset"
     dataset: str | None = None
@@ -291,7 +296,7 @@ class LMGenerator:
             logger.info("loading language model %s", cfg.model)
             self._lm = lm_backend.load_causal_lm(
                 cfg.model, revision=cfg.revision, device=self._device(), dtype=self._dtype(),
-                trust_remote_code=cfg.trust_remote_code,
+                trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle,
             )
             self.stats.model_loaded = True
         return self._lm

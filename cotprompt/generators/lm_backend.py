@@ -87,6 +87,7 @@ def load_causal_lm(
     device: torch.device,
     dtype: torch.dtype,
     trust_remote_code: bool = False,
+    allow_pickle: bool = False,
 ) -> LoadedLM:
     """Load a ``transformers`` causal LM and its tokenizer by hub id or local path.
 
@@ -102,13 +103,16 @@ def load_causal_lm(
             model,
             revision=revision,
             trust_remote_code=trust_remote_code,
+            # None lets transformers fall back to pickle-based weights; True refuses them
+            use_safetensors=None if allow_pickle else True,
             **{_DTYPE_KWARG: dtype},
         )
     except (OSError, ValueError) as exc:
         raise ConfigError(
             f"could not load the causal language model {model!r} (revision {revision!r}): "
             f"{exc}. Give a Hugging Face Hub id that is reachable, or a local folder with the "
-            "model and tokenizer files (save_pretrained output)."
+            "model and tokenizer files (save_pretrained output); only safetensors weights load "
+            "unless the caller sets allow_pickle=True."
         ) from exc
     if getattr(lm.config, "is_encoder_decoder", False):
         raise ConfigError(f"{model!r} is an encoder-decoder model; the lm generator needs a "

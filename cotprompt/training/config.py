@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from cotprompt.config import ComponentConfig
+from cotprompt.config import ComponentConfig, machine_local
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -62,10 +62,10 @@ class TrainingConfig(ComponentConfig):
     precision: Precision = "auto"
     augment: bool = True
     cache_features: bool = True
-    feature_cache_dir: str | None = None
+    feature_cache_dir: str | None = machine_local(None, description="feature cache folder")
     drop_last: bool = False
     num_workers: int = Field(default=0, ge=0)
-    checkpoint_dir: str | None = None
+    checkpoint_dir: str | None = machine_local(None, description="checkpoint folder")
     checkpoint_every: int | None = Field(default=None, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
     progress: bool = True

@@ -9,7 +9,9 @@ no Xet, no rate limits, simplified permissions and error texts).
 Endpoints (model repositories only):
 
 * ``POST /api/repos/create`` - 409 when the repository exists; an initial commit holds a
-  ``.gitattributes`` file, like on the Hub.
+  ``.gitattributes`` file, like on the Hub. The payload is recorded
+  (:attr:`HubServer.create_payloads`); a payload without ``visibility``/``private`` gets the
+  namespace's default (private for the namespaces in ``private_by_default``).
 * ``POST /api/validate-yaml`` - the README metadata check ``create_commit`` makes first.
 * ``GET /api/models/{repo}[/revision/{rev}]`` - model info (``sha``, ``siblings``...);
   ``GET /api/models/{repo}/refs`` - branches, tags, pull requests.
@@ -150,6 +152,8 @@ class HubServer:
         lfs_min_size: Files at least this large are LFS whatever their name.
         host: Interface to listen on.
         port: 0 for a free port.
+        private_by_default: Namespaces whose new repositories are private unless the create
+            request asks otherwise (an organisation setting on the Hub).
     """
 
     def __init__(
@@ -161,6 +165,7 @@ class HubServer:
         lfs_min_size: int = 10 * 1024 * 1024,
         host: str = "127.0.0.1",
         port: int = 0,
+        private_by_default: Iterable[str] = (),
     ) -> None:
         self.tokens = dict(tokens or {})
         self.orgs = {org: set(members) for org, members in (orgs or {}).items()}
@@ -169,6 +174,8 @@ class HubServer:
         self.repos: dict[str, Repo] = {}
         self.lfs_objects: dict[str, bytes] = {}
         self.requests: list[tuple[str, str, int]] = []
+        self.private_by_default = set(private_by_default)
+        self.create_payloads: list[dict[str, Any]] = []
         self._faults: list[list[Any]] = []
         self._lock = threading.RLock()
         self._counter = 0
@@ -448,6 +455,7 @@ class HubServer:
             raise HubHTTPError(401, "You must be authenticated to create a repository")
         if payload.get("type") not in (None, "model"):
             raise HubHTTPError(400, "this test server only hosts model repositories")
+        self.create_payloads.append(dict(payload))
         namespace = payload.get("organization") or user
         repo_id = f"{namespace}/{payload['name']}"
         if not self._can_write(user, repo_id):
@@ -462,7 +470,12 @@ class HubServer:
                 {"Content-Type": "application/json", "X-Error-Message": message},
                 json.dumps({"error": message, "url": f"{self.url}/{repo_id}"}).encode(),
             )
-        private = payload.get("visibility") == "private" or bool(payload.get("private"))
+        if "visibility" in payload:
+            private = payload["visibility"] == "private"
+        elif "private" in payload:
+            private = bool(payload["private"])
+        else:
+            private = namespace in self.private_by_default
         self.create_repo(repo_id, private=private)
         return _json({"url": f"{self.url}/{repo_id}", "name": repo_id})
 

@@ -1,0 +1,347 @@
+"""A shared artifact, Hub repository or config file never makes cotprompt run code.
+
+Every place a file could point a loader at gets a pickle whose ``__reduce__`` creates a marker
+file: a local checkpoint beside the config, an ``hf-hub:`` repository on the test Hub server (the
+artifact's own repository), a ``local-dir:`` folder, and a training config file; with and without
+the free-form ``extra`` arguments that would switch open_clip's ``weights_only`` off. The marker
+must never appear and each refusal is one line. The caller's explicit opt-in (``allow_pickle``)
+still loads a benign pickle; NaN weights and a missing checksum are refused by every entry point.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from test_hub import hf_home, hub  # noqa: F401 - fixtures: the test Hub server
+
+from cotprompt import CoTPipeline
+from cotprompt.artifact import CONFIG_NAME, WEIGHTS_NAME, file_sha256
+from cotprompt.backbones import OpenCLIPBackbone, OpenCLIPBackboneConfig
+from cotprompt.errors import ArtifactError, ConfigError, CotpromptError, UnsafeSettingError
+from cotprompt.hub import check_artifact, pull, push_folder
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["cat", "dog", "bird"]
+TINY = {"model_name": "cotprompt-tiny", "pretrained": None}
+
+
+class _Marker:
+    """Unpickling this object creates the file ``path`` (stands for arbitrary code)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        return (open, (self.path, "w"))
+
+
+def write_marker_pickle(path: Path, marker: Path, *, zip_format: bool = True) -> Path:
+    """A checkpoint that writes ``marker`` when unpickled (torch.save zip or raw pickle)."""
+    payload = {"state_dict": {"x": torch.zeros(1)}, "boom": _Marker(marker)}
+    if zip_format:
+        torch.save(payload, path)
+    else:
+        path.write_bytes(pickle.dumps(payload))
+    return path
+
+
+def tiny_state() -> dict[str, torch.Tensor]:
+    backbone = OpenCLIPBackbone(OpenCLIPBackboneConfig(**TINY, init_seed=7))
+    return {k: v.clone() for k, v in backbone.model.state_dict().items()}
+
+
+def save_tiny_pipeline(folder: Path, tiny_backbone: OpenCLIPBackbone) -> Path:
+    pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES,
+                                      device="cpu")
+    return pipeline.save_pretrained(folder)
+
+
+def edit_config(folder: Path, change: Any) -> None:
+    path = folder / CONFIG_NAME
+    config = json.loads(path.read_text())
+    change(config)
+    path.write_text(json.dumps(config))
+
+
+def set_backbone(folder: Path, **options: Any) -> None:
+    edit_config(folder, lambda c: c["backbone"]["config"].update(options))
+
+
+def one_line(exc: BaseException) -> str:
+    message = str(exc)
+    assert "\n" not in message, message
+    return message
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "cotprompt", *args], capture_output=True,
+                          text=True, timeout=180, cwd=REPO_ROOT)
+
+
+def assert_cli_refused(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in errors[0], errors[0]
+
+
+@pytest.fixture
+def saved(tmp_path: Path, tiny_backbone: OpenCLIPBackbone) -> Path:
+    return save_tiny_pipeline(tmp_path / "artifact", tiny_backbone)
+
+
+# -- a local checkpoint beside the config ------------------------------------------------------
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["torch-zip", "raw-pickle"])
+@pytest.mark.parametrize("extra", [{}, {"weights_only": False}], ids=["plain", "extra"])
+def test_local_pickle_named_by_an_artifact_never_runs(saved: Path, tmp_path: Path,
+                                                      zip_format: bool, extra: dict) -> None:
+    marker = tmp_path / "pwned"
+    evil = write_marker_pickle(saved / "clip.pt", marker, zip_format=zip_format)
+    set_backbone(saved, pretrained=str(evil), extra=extra)
+    with pytest.raises(CotpromptError) as caught:
+        CoTPipeline.from_pretrained(saved)
+    message = one_line(caught.value)
+    assert ("extra" in message) if extra else ("pickle" in message and "--allow-pickle" in message)
+    if extra:  # the Hub's check refuses it too, without building anything
+        with pytest.raises(UnsafeSettingError, match="extra"):
+            check_artifact(saved)
+    assert not marker.exists()
+
+
+def test_predict_on_such_an_artifact_fails_in_one_line(saved: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = write_marker_pickle(saved / "clip.pt", marker)
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "red").save(image)
+    for extra in ({}, {"weights_only": False}):
+        set_backbone(saved, pretrained=str(evil), extra=extra)
+        proc = run_cli("predict", str(saved), str(image), "--json")
+        assert_cli_refused(proc, "extra" if extra else "pickle")
+        assert not marker.exists()
+
+
+def test_caller_only_settings_in_an_artifact_are_refused(saved: Path) -> None:
+    set_backbone(saved, allow_pickle=True)
+    with pytest.raises(UnsafeSettingError, match="only the caller may set"):
+        CoTPipeline.from_pretrained(saved)
+    with pytest.raises(UnsafeSettingError, match="allow_pickle"):
+        check_artifact(saved)
+
+
+def test_lm_generator_trust_remote_code_in_an_artifact_is_refused(saved: Path) -> None:
+    def use_lm(config: dict) -> None:
+        config["generator"] = {"name": "lm", "package": "cotprompt",
+                               "config": {"model": "evil/remote-code", "trust_remote_code": True}}
+
+    edit_config(saved, use_lm)
+    with pytest.raises(UnsafeSettingError, match=r"trust_remote_code.*--trust-remote-code"):
+        CoTPipeline.from_pretrained(saved)
+
+
+def test_machine_local_folders_of_an_artifact_are_ignored(saved: Path, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "their-machine"
+    edit_config(saved, lambda c: c["training"].update(checkpoint_dir=str(elsewhere / "ckpt"),
+                                                      feature_cache_dir=str(elsewhere / "fc")))
+    set_backbone(saved, cache_dir=str(elsewhere / "cache"))
+    loaded = CoTPipeline.from_pretrained(saved)
+    assert loaded.training.checkpoint_dir is None
+    assert loaded.training.feature_cache_dir is None
+    assert loaded.backbone.config.cache_dir is None
+    assert not elsewhere.exists()
+
+
+def test_local_dir_with_pickle_weights_is_refused(saved: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "clip-dir"
+    folder.mkdir()
+    config = json.loads((Path(__file__).parents[1] / "cotprompt" / "backbones" /
+                         "model_configs" / "cotprompt-tiny.json").read_text())
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    write_marker_pickle(folder / "open_clip_pytorch_model.bin", marker)
+    set_backbone(saved, model_name=f"local-dir:{folder}")
+    with pytest.raises(ConfigError) as caught:
+        CoTPipeline.from_pretrained(saved)
+    assert "pickle" in one_line(caught.value)
+    assert not marker.exists()
+    # the same folder with safetensors weights loads
+    (folder / "open_clip_pytorch_model.bin").unlink()
+    state = tiny_state()
+    save_file(state, str(folder / "open_clip_model.safetensors"))
+    loaded = CoTPipeline.from_pretrained(saved)
+    torch.testing.assert_close(loaded.backbone.model.state_dict()["text_projection"],
+                               state["text_projection"])
+
+
+# -- the caller's opt-in ------------------------------------------------------------------------
+
+
+def test_pickle_checkpoint_needs_the_callers_opt_in(saved: Path, tmp_path: Path) -> None:
+    state = tiny_state()
+    path = tmp_path / "benign.pt"
+    torch.save(state, path)
+    with pytest.raises(ConfigError, match=r"pickle-based.*allow_pickle=True"):
+        OpenCLIPBackbone(OpenCLIPBackboneConfig(model_name="cotprompt-tiny", pretrained=str(path)))
+    backbone = OpenCLIPBackbone(OpenCLIPBackboneConfig(
+        model_name="cotprompt-tiny", pretrained=str(path), allow_pickle=True))
+    torch.testing.assert_close(backbone.model.state_dict()["text_projection"],
+                               state["text_projection"])
+    assert "allow_pickle" not in backbone.spec()["config"]  # a trust decision is never saved
+
+    set_backbone(saved, pretrained=str(path))
+    with pytest.raises(ConfigError, match="pickle"):
+        CoTPipeline.from_pretrained(saved)
+    loaded = CoTPipeline.from_pretrained(saved, allow_pickle=True)
+    torch.testing.assert_close(loaded.backbone.model.state_dict()["text_projection"],
+                               state["text_projection"])
+
+
+def test_cli_opt_in_loads_a_pickle_backbone(saved: Path, tmp_path: Path) -> None:
+    from PIL import Image
+
+    path = tmp_path / "benign.pt"
+    torch.save(tiny_state(), path)
+    set_backbone(saved, pretrained=str(path))
+    image = tmp_path / "x.png"
+    Image.new("RGB", (32, 32), "green").save(image)
+    assert_cli_refused(run_cli("predict", str(saved), str(image)), "--allow-pickle")
+    proc = run_cli("predict", str(saved), str(image), "--json", "--allow-pickle")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)[0]["label"] in CLASSES
+
+
+def test_from_config_file_is_untrusted_and_the_caller_can_opt_in(tmp_path: Path) -> None:
+    path = tmp_path / "benign.pt"
+    torch.save(tiny_state(), path)
+    config = tmp_path / "pipeline.yaml"
+    backbone = {"name": "open_clip", "config": {"model_name": "cotprompt-tiny",
+                                                "pretrained": str(path)}}
+    config.write_text(json.dumps({"backbone": {**backbone, "config": {
+        **backbone["config"], "allow_pickle": True}}}))
+    with pytest.raises(UnsafeSettingError, match="only the caller may set"):
+        CoTPipeline.from_config(config, class_names=CLASSES)
+    config.write_text(json.dumps({"backbone": backbone}))
+    with pytest.raises(ConfigError, match="pickle"):
+        CoTPipeline.from_config(config, class_names=CLASSES)
+    pipeline = CoTPipeline.from_config(config, class_names=CLASSES, allow_pickle=True)
+    assert pipeline.class_names == CLASSES
+
+
+def test_training_config_file_cannot_opt_in(tmp_path: Path) -> None:
+    from PIL import Image
+
+    marker = tmp_path / "pwned"
+    evil = write_marker_pickle(tmp_path / "clip.pt", marker)
+    for name in CLASSES:
+        (tmp_path / "train" / name).mkdir(parents=True)
+        Image.new("RGB", (32, 32), "white").save(tmp_path / "train" / name / "a.png")
+    data = {"format": "folder", "train": str(tmp_path / "train"), "shots": 1}
+    cases = [
+        ({"pretrained": str(evil)}, "pickle"),
+        ({"pretrained": str(evil), "allow_pickle": True}, "only the caller may set"),
+        ({"pretrained": str(evil), "extra": {"weights_only": False}}, "extra"),
+    ]
+    for options, needle in cases:
+        config = {"backbone": {"name": "open_clip",
+                               "config": {"model_name": "cotprompt-tiny", **options}},
+                  "data": data}
+        path = tmp_path / "train.yaml"
+        path.write_text(json.dumps(config))
+        assert_cli_refused(run_cli("train", "--config", str(path)), needle)
+    assert not marker.exists()
+
+
+# -- the Hub ------------------------------------------------------------------------------------
+
+
+def _tiny_open_clip_config() -> bytes:
+    config = json.loads((REPO_ROOT / "cotprompt" / "backbones" / "model_configs" /
+                         "cotprompt-tiny.json").read_text())
+    return json.dumps({"model_cfg": config}).encode()
+
+
+@pytest.mark.parametrize("extra", [{}, {"weights_only": False}], ids=["plain", "extra"])
+def test_hf_hub_backbone_with_pickle_weights_never_runs(
+    hub: Any, saved: Path, tmp_path: Path, extra: dict  # noqa: F811 - fixture
+) -> None:
+    marker = tmp_path / "pwned"
+    repo = "alice/evil-prompts"
+    hub.create_repo(repo)
+    evil = write_marker_pickle(tmp_path / "evil.bin", marker)
+    # the artifact's own repository also carries an open_clip model whose weights are a pickle
+    hub.commit_files(repo, {"open_clip_config.json": _tiny_open_clip_config(),
+                            "open_clip_pytorch_model.bin": evil.read_bytes()})
+    set_backbone(saved, model_name=f"hf-hub:{repo}", pretrained=None, extra=extra)
+    if extra:  # push checks what it uploads: an attacker commits the files by other means
+        with pytest.raises(UnsafeSettingError, match="extra"):
+            push_folder(saved, repo, token="tok-alice")
+    hub.commit_files(repo, {p.name: p.read_bytes() for p in saved.iterdir()})
+    with pytest.raises(CotpromptError) as caught:
+        CoTPipeline.from_pretrained(repo)
+    message = one_line(caught.value)
+    assert ("extra" in message) if extra else ("open_clip_model.safetensors" in message)
+    if extra:
+        with pytest.raises(UnsafeSettingError, match="extra"):
+            pull(repo)
+    assert not marker.exists()
+
+
+def test_hf_hub_backbone_with_safetensors_loads(hub: Any, saved: Path) -> None:  # noqa: F811
+    repo = "alice/clip-safe"
+    hub.create_repo(repo)
+    state = tiny_state()
+    weights = Path(saved.parent / "w.safetensors")
+    save_file(state, str(weights))
+    hub.commit_files(repo, {"open_clip_config.json": _tiny_open_clip_config(),
+                            "open_clip_model.safetensors": weights.read_bytes(),
+                            "open_clip_pytorch_model.bin": b"never read"})
+    set_backbone(saved, model_name=f"hf-hub:{repo}", pretrained=None)
+    loaded = CoTPipeline.from_pretrained(saved)
+    torch.testing.assert_close(loaded.backbone.model.state_dict()["text_projection"],
+                               state["text_projection"])
+
+
+# -- weights checks shared by every entry point -------------------------------------------------
+
+
+def _poison(folder: Path, name: str = "tuner.ctx") -> None:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / WEIGHTS_NAME))
+    key = next(k for k in sorted(tensors) if k.startswith(name))
+    tensors[key][0, 0] = float("nan")
+    save_file(tensors, str(folder / WEIGHTS_NAME), metadata={"format": "pt"})
+    edit_config(folder, lambda c: c["weights"].update(sha256=file_sha256(folder / WEIGHTS_NAME)))
+
+
+def test_nan_weights_are_refused_everywhere(saved: Path, tmp_path: Path) -> None:
+    _poison(saved)
+    with pytest.raises(ArtifactError, match=r"NaN or Inf values in tuner\.ctx"):
+        CoTPipeline.from_pretrained(saved)
+    with pytest.raises(ArtifactError, match=r"NaN or Inf values in tuner\.ctx"):
+        check_artifact(saved)
+    image = tmp_path / "x.png"
+    from PIL import Image
+
+    Image.new("RGB", (32, 32), "blue").save(image)
+    assert_cli_refused(run_cli("predict", str(saved), str(image), "--json"), "NaN")
+
+
+def test_missing_checksum_is_refused_by_every_entry_point(saved: Path) -> None:
+    edit_config(saved, lambda c: c["weights"].pop("sha256"))
+    for check in (CoTPipeline.from_pretrained, check_artifact):
+        with pytest.raises(ArtifactError, match="records no weights checksum"):
+            check(saved)
