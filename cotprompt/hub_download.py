@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, verify_weights
+from cotprompt.artifact_records import validate_records
 from cotprompt.errors import ArtifactError
 from cotprompt.hub_common import (
     HubConnectionError,
@@ -68,8 +69,6 @@ def check_artifact(folder: str | Path, *, source: str | None = None) -> dict[str
         UnsafeSettingError: A setting only the caller may make.
         UnknownComponentError: A component's plugin is not installed.
     """
-    from cotprompt.artifact_records import validate_records
-
     folder = Path(folder)
     config = read_config(folder)
     validate_records(config, source=source or str(folder / CONFIG_NAME))

@@ -3,6 +3,8 @@ and the trainer's ``feature_cache_dir``."""
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -171,3 +173,17 @@ def test_trainer_reuses_the_disk_cache_across_runs_and_methods(tiny_backbone, tm
         assert sum(calls) == 4
     finally:
         del tiny_backbone.encode_images
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600)])
+def test_cache_files_follow_the_umask(tiny_backbone, tmp_path, umask, mode):
+    records = write_images(tmp_path)
+    data = ImageClassificationDataset(records, CLASSES, tiny_backbone.image_transform())
+    previous = os.umask(umask)
+    try:
+        FeatureCache(tmp_path / "cache").features(data, tiny_backbone,
+                                                  CountingEncoder(tiny_backbone))
+    finally:
+        os.umask(previous)
+    files = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    assert files and {p.stat().st_mode & 0o777 for p in files} == {mode}

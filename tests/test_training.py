@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -161,3 +163,30 @@ def test_fp16_on_cpu_is_refused(tiny_backbone, tmp_path):
     pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)
     with pytest.raises(TrainingError, match=r"fp16.*needs a GPU"):
         pipeline.fit(colour_dataset(), training=training(tmp_path, precision="fp16"))
+
+
+@pytest.mark.parametrize(("umask", "dir_mode", "file_mode"),
+                         [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
+def test_checkpoints_follow_the_umask_and_a_resave_keeps_one(tmp_path, umask, dir_mode,
+                                                             file_mode):
+    from cotprompt.training.checkpoint import TrainingState, list_checkpoints, save_checkpoint
+
+    weights = {"w": torch.nn.Parameter(torch.ones(3))}
+    optimizer = torch.optim.SGD(weights.values(), lr=0.1)
+    previous = os.umask(umask)
+    try:
+        for value in (1.0, 2.0):  # the same step saved twice replaces the first
+            with torch.no_grad():
+                weights["w"].fill_(value)
+            folder = save_checkpoint(tmp_path, TrainingState(global_step=5), weights, optimizer,
+                                     "fp", keep=2)
+    finally:
+        os.umask(previous)
+    assert list_checkpoints(tmp_path) == [folder]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]
+    assert folder.stat().st_mode & 0o777 == dir_mode
+    assert {p.stat().st_mode & 0o777 for p in folder.iterdir()} == {file_mode}
+    from safetensors.torch import load_file
+
+    assert any(torch.equal(t, torch.full((3,), 2.0)) for t in load_file(
+        str(next(folder.glob("*.safetensors")))).values())

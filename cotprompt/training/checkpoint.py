@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -18,10 +19,11 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import Tensor
 
 from cotprompt.errors import TrainingError
+from cotprompt.io import current_umask, fsync_folder, save_safetensors_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -85,16 +87,21 @@ def save_checkpoint(
     }
     final = directory / f"{CHECKPOINT_PREFIX}{state.global_step}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=directory))
+    replaced = tmp.with_name(tmp.name + ".old")
     try:
         cpu = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-        save_file(cpu, str(tmp / STATE_FILE))
-        (tmp / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
-        if final.exists():
-            shutil.rmtree(final)
+        save_safetensors_atomic(cpu, tmp / STATE_FILE)
+        write_text_atomic(tmp / META_FILE, json.dumps(meta, indent=1))
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp made it 0700; follow the umask
+        fsync_folder(tmp)
+        if final.exists():  # set aside, not deleted, until the new one is in place
+            final.rename(replaced)
         tmp.rename(final)
+        fsync_folder(directory)
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, replaced):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     logger.info("saved checkpoint %s", final)

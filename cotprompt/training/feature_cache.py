@@ -24,9 +24,7 @@ import hashlib
 import inspect
 import json
 import logging
-import os
 import re
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,6 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from cotprompt.data.records import ImageClassificationDataset, ImageRecord
+from cotprompt.io import save_safetensors_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -227,26 +226,17 @@ class FeatureCache:
 
     @staticmethod
     def _write(folder: Path, record: dict[str, Any], keys: list[str], paths: list[str], features):
-        from safetensors.torch import save_file
-
         folder.mkdir(parents=True, exist_ok=True)
         meta_path = folder / "namespace.json"
         if not meta_path.exists():
-            meta_path.write_text(json.dumps(record, indent=2, sort_keys=True, default=str))
+            write_text_atomic(meta_path, json.dumps(record, indent=2, sort_keys=True, default=str))
         name = hashlib.sha1("".join(keys).encode()).hexdigest()[:20] + ".safetensors"
         metadata = {
             "format": str(FORMAT_VERSION),
             "keys": json.dumps(keys),
             "paths": json.dumps(paths),
         }
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        os.close(fd)
-        try:
-            save_file({"features": features.detach().float().cpu().contiguous()}, tmp, metadata)
-            os.replace(tmp, folder / name)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        save_safetensors_atomic({"features": features.detach().float()}, folder / name, metadata)
 
     # -- the one call -----------------------------------------------------------------------
 
