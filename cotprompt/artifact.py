@@ -9,7 +9,9 @@ Saves are all-or-nothing (:mod:`cotprompt.folder_commit`): the new files are wri
 staging folder inside the artifact folder and a commit marker makes them the artifact in one
 atomic step, so a kill, ``SIGTERM`` or full disk at any point leaves the complete old artifact or
 the complete new one. :func:`read_config`, which every load and check goes through, first finishes
-or discards an interrupted save (and logs it).
+or discards an interrupted save (and logs it); a journal naming other files than the artifact's is
+left alone. :func:`read_artifact` reads config and weights under a shared lock, so that a save
+running at the same time is never seen half-way.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ import torch
 from safetensors import SafetensorError, safe_open
 from torch import Tensor
 
+from cotprompt import folder_commit
 from cotprompt._version import __version__
 from cotprompt.errors import ArtifactError
-from cotprompt.folder_commit import commit_files, recover, resolve
+from cotprompt.folder_commit import commit_files, reading, recover
 from cotprompt.io import save_safetensors_atomic, write_text_atomic
 
 logger = logging.getLogger(__name__)
@@ -87,8 +90,10 @@ def write_artifact(
         The folder.
 
     Raises:
-        OSError: The files cannot be written (permissions, ``ENOSPC``, ``EFBIG``...); the folder
-            still holds its previous artifact.
+        NotADirectoryError: ``directory`` exists and is not a folder.
+        OSError: The files cannot be written (permissions, ``ENOSPC``, ``EFBIG``...), or
+            ``directory/.cotprompt-staging`` is in the way; the folder still holds its previous
+            artifact.
     """
     directory = Path(directory)
     config = dict(config)
@@ -115,23 +120,32 @@ def write_artifact(
     if card is not None:
         writers[CARD_NAME] = lambda path: write_text_atomic(path, card)
     writers[CONFIG_NAME] = write_config  # last: it records the staged weights' checksum
-    commit_files(directory, writers)
+    commit_files(directory, writers, allowed=ARTIFACT_FILES)
     logger.info("saved pipeline to %s", directory)
     return directory
+
+
+def resolve(directory: str | Path, name: str) -> Path:
+    """Where to read the artifact file ``name`` from (see :func:`cotprompt.folder_commit.resolve`):
+    the staged copy of a committed save a read-only folder kept, else ``directory / name``."""
+    return folder_commit.resolve(directory, name, ARTIFACT_FILES)
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
     """Read and check ``cotprompt_config.json`` (format version, required keys).
 
     A save into ``directory`` that was interrupted is first finished or discarded (logged); in a
-    folder that cannot be written, the files of a committed save are read from its journal.
+    folder that cannot be written, the files of a committed save are read from its journal. A
+    journal this module did not write (naming other files, not signed, unreadable) is left alone
+    and ignored (logged once). Safe to call inside :func:`read_artifact`'s shared lock (recovery
+    then does not wait for the lock).
 
     Raises:
         ArtifactError: Missing, unreadable, from a newer format, or incomplete.
         OSError: An interrupted save cannot be recovered for another reason than a read-only
             folder.
     """
-    recover(directory)
+    recover(directory, ARTIFACT_FILES)  # never waits: inside read_artifact's lock it is "busy"
     path = resolve(directory, CONFIG_NAME)
     if not path.is_file():
         raise ArtifactError(
@@ -144,12 +158,14 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if not isinstance(config, dict):
         raise ArtifactError(f"{path} does not hold a JSON object")
     version = config.get("format_version")
-    if not isinstance(version, int):
-        raise ArtifactError(f"{path} has no integer format_version")
+    if type(version) is not int or version < 1:  # bool is an int subclass: refuse it too
+        raise ArtifactError(f"{path} has no positive integer format_version")
     if version > FORMAT_VERSION:
+        written_by = str(config.get("library_version", "?"))[:40]
         raise ArtifactError(
-            f"{path} was written by cotprompt {config.get('library_version', '?')} in artifact "
-            f"format {version}; this cotprompt ({__version__}) reads format {FORMAT_VERSION} and "
+            f"{path} was written by cotprompt {written_by} in artifact "
+            f"format {str(version)[:20]}; this cotprompt ({__version__}) reads format "
+            f"{FORMAT_VERSION} and "
             "older. Upgrade with `pip install -U cotprompt`."
         )
     missing = [
@@ -160,6 +176,29 @@ def read_config(directory: str | Path) -> dict[str, Any]:
     if missing:
         raise ArtifactError(f"{path} lacks required entries: {', '.join(missing)}")
     return config
+
+
+def read_artifact(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tensor]]:
+    """Read and check an artifact's config and weights as one consistent pair.
+
+    An interrupted save is first finished or discarded (as :func:`read_config` does); then the
+    config (:func:`read_config`) and the weights (:func:`verify_weights`) are read under a shared
+    lock on the folder (:func:`cotprompt.folder_commit.reading`), so that a save into the folder
+    running at the same time (which holds the exclusive lock) is seen entirely or not at all.
+
+    Returns:
+        ``(config, tensors)``; the tensors by name, on CPU.
+
+    Raises:
+        ArtifactError: See :func:`read_config` and :func:`verify_weights`.
+        OSError: An interrupted save cannot be recovered for another reason than a read-only
+            folder.
+    """
+    recover(directory, ARTIFACT_FILES)  # needs the exclusive lock: before taking the shared one
+    with reading(directory):
+        config = read_config(directory)
+        tensors = verify_weights(directory, config)
+    return config, tensors
 
 
 def verify_weights(
@@ -223,6 +262,24 @@ def verify_weights(
     return tensors
 
 
+def check_fits_model(
+    directory: str | Path, tensors: Mapping[str, Tensor], expected: Mapping[str, Tensor]
+) -> None:
+    """Check tensors returned by :func:`verify_weights` against a freshly built model's
+    trainable tensors (names, shapes, dtypes).
+
+    Raises:
+        ArtifactError: Missing or unexpected tensors, or a shape or dtype the model cannot take.
+    """
+    header = {name: (list(t.shape), dtype_name(t.dtype)) for name, t in tensors.items()}
+    problems = _model_problems(header, expected)
+    if problems:
+        raise ArtifactError(
+            f"{Path(directory) / WEIGHTS_NAME} does not fit the pipeline described by its "
+            "config: " + "; ".join(problems)
+        )
+
+
 def _check_header(
     path: Path,
     header: Mapping[str, tuple[list[int], str]],
@@ -244,20 +301,28 @@ def _check_header(
                 f"match the config's record {dict(entry)}"
             )
     if expected is not None:
-        missing = sorted(set(expected) - set(header))
-        unexpected = sorted(set(header) - set(expected))
-        if missing:
-            problems.append(f"missing tensors: {', '.join(missing)}")
-        if unexpected:
-            problems.append(f"unexpected tensors: {', '.join(unexpected)}")
-        for name in sorted(set(expected) & set(header)):
-            shape, dtype = header[name]
-            want_shape, want_dtype = list(expected[name].shape), dtype_name(expected[name].dtype)
-            if shape != want_shape:
-                problems.append(f"{name}: shape {shape}, the model needs {want_shape}")
-            if dtype != want_dtype:
-                problems.append(f"{name}: dtype {dtype}, the model needs {want_dtype}")
+        problems.extend(_model_problems(header, expected))
     if problems:
         raise ArtifactError(
             f"{path} does not fit the pipeline described by its config: " + "; ".join(problems)
         )
+
+
+def _model_problems(
+    header: Mapping[str, tuple[list[int], str]], expected: Mapping[str, Tensor]
+) -> list[str]:
+    problems = []
+    missing = sorted(set(expected) - set(header))
+    unexpected = sorted(set(header) - set(expected))
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing)}")
+    if unexpected:
+        problems.append(f"unexpected tensors: {', '.join(unexpected)}")
+    for name in sorted(set(expected) & set(header)):
+        shape, dtype = header[name]
+        want_shape, want_dtype = list(expected[name].shape), dtype_name(expected[name].dtype)
+        if shape != want_shape:
+            problems.append(f"{name}: shape {shape}, the model needs {want_shape}")
+        if dtype != want_dtype:
+            problems.append(f"{name}: dtype {dtype}, the model needs {want_dtype}")
+    return problems

@@ -20,12 +20,14 @@ from cotprompt.config import validate_untrusted
 from cotprompt.errors import (
     ArtifactError,
     ConfigError,
+    CotpromptError,
     UnknownComponentError,
     UnsafeSettingError,
 )
 from cotprompt.plugin_records import KINDS, Kind
 from cotprompt.plugins import get_registry
 from cotprompt.training.config import TrainingConfig
+from cotprompt.types import CLASSIFICATION, PromptChain, Task
 
 
 @dataclass(frozen=True)
@@ -50,10 +52,14 @@ class ComponentChoice:
 
 @dataclass(frozen=True)
 class ValidatedRecords:
-    """The components and training options of an artifact, validated."""
+    """The components, training options, prompt chain and task of an artifact, validated."""
 
     components: dict[Kind, ComponentChoice]
     training: TrainingConfig
+    chain: PromptChain
+    task: Task
+    metrics: dict[str, Any]
+    training_data: dict[str, Any] | None
 
 
 def validate_records(
@@ -117,4 +123,35 @@ def validate_records(
         TrainingConfig, config.get("training"), source=source, label="training options",
         artifact=True,
     )
-    return ValidatedRecords(components, training)
+    chain, task = _chain_and_task(config, source)
+    metrics = config.get("metrics") or {}
+    training_data = config.get("training_data")
+    if not isinstance(metrics, Mapping) or not all(
+        isinstance(v, Mapping) for v in metrics.values()
+    ):
+        raise ArtifactError(f"{source}: `metrics` must map split names to mappings")
+    if training_data is not None and not isinstance(training_data, Mapping):
+        raise ArtifactError(f"{source}: `training_data` must be a mapping")
+    return ValidatedRecords(components, training, chain, task, dict(metrics),
+                            dict(training_data) if training_data is not None else None)
+
+
+def _chain_and_task(config: Mapping[str, Any], source: str) -> tuple[PromptChain, Task]:
+    """The stored prompt chain and the task it was generated for, checked against each other."""
+    raw_chain, raw_task = config.get("chain"), config.get("task") or {}
+    if not isinstance(raw_chain, Mapping) or not isinstance(raw_task, Mapping):
+        raise ArtifactError(f"{source}: `chain` and `task` must be mappings")
+    kind, dataset = raw_task.get("kind", CLASSIFICATION), raw_task.get("dataset")
+    if not isinstance(kind, str) or not (dataset is None or isinstance(dataset, str)):
+        raise ArtifactError(f"{source}: `task.kind` and `task.dataset` must be strings")
+    try:
+        chain = PromptChain.from_dict(raw_chain)
+        task = Task(labels=chain.labels, kind=kind, dataset=dataset)
+    except (CotpromptError, TypeError, ValueError) as exc:
+        raise ArtifactError(f"{source}: malformed prompt chain or task: {exc}") from exc
+    labels = raw_task.get("labels")
+    if labels is not None and (not isinstance(labels, list) or labels != list(chain.labels)):
+        raise ArtifactError(
+            f"{source}: `task.labels` and `chain.labels` differ; the file was edited or is corrupt"
+        )
+    return chain, task

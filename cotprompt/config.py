@@ -89,8 +89,12 @@ def caller_only_fields(config_cls: type[BaseModel]) -> list[str]:
 
 def config_record(config: BaseModel) -> dict[str, Any]:
     """The JSON-ready options to save in a record: everything but :func:`caller_only` fields
-    (the caller's trust decisions belong to the caller, not to the artifact)."""
-    return config.model_dump(mode="json", exclude=set(caller_only_fields(type(config))))
+    (the caller's trust decisions belong to the caller, not to the artifact) and
+    :func:`machine_local` ones (places on this machine: they change no result, would be
+    ignored on load and may name a user's home folder)."""
+    cls = type(config)
+    return config.model_dump(mode="json", exclude={*caller_only_fields(cls),
+                                                   *_marked(cls, _MACHINE_LOCAL)})
 
 
 def is_untrusted(info: ValidationInfo) -> str | None:

@@ -19,6 +19,10 @@ if TYPE_CHECKING:
     from cotprompt.pipeline import PipelineConfig
 
 
+#: Sections of a ``cotprompt train`` config that describe no pipeline component.
+_TRAIN_ONLY = ("data", "output")
+
+
 def read_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML (``.yaml``/``.yml``) or JSON file as a dict.
 
@@ -65,6 +69,9 @@ def load_pipeline_config(
     if not isinstance(source, Mapping):
         file_source = str(source)
     data = dict(source) if isinstance(source, Mapping) else read_mapping(source)
+    if not isinstance(source, Mapping):
+        for key in _TRAIN_ONLY:  # a training config file also describes a pipeline
+            data.pop(key, None)
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as exc:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_config, verify_weights
+from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_artifact
 from cotprompt.artifact_records import validate_records
 from cotprompt.errors import ArtifactError
 from cotprompt.hub_common import (
@@ -70,9 +70,8 @@ def check_artifact(folder: str | Path, *, source: str | None = None) -> dict[str
         UnknownComponentError: A component's plugin is not installed.
     """
     folder = Path(folder)
-    config = read_config(folder)
+    config, _ = read_artifact(folder)
     validate_records(config, source=source or str(folder / CONFIG_NAME))
-    verify_weights(folder, config)
     return config
 
 
@@ -256,26 +255,31 @@ def pull(
 
     The copy into ``local_dir`` is all-or-nothing, like a save
     (:func:`cotprompt.folder_commit.commit_files`): an artifact already there stays complete
-    until the new one replaces it, whatever interrupts the copy; other files are left alone.
+    until the new one replaces it, whatever interrupts the copy; other files are left alone. When
+    the new artifact has no model card, a ``README.md`` left there by an earlier artifact is
+    removed in the same commit.
 
     Raises:
         HubConnectionError, ArtifactError, UnknownComponentError: See :func:`download_artifact`
             and :func:`check_artifact`.
         OSError: ``local_dir`` cannot be written; it keeps what it held.
     """
-    from cotprompt.folder_commit import commit_files
+    from cotprompt.artifact import ARTIFACT_FILES
+    from cotprompt.folder_commit import Writer, commit_files
 
     folder, source = download_artifact(repo_id, revision=revision, token=token)
     config = check_artifact(folder, source=f"{repo_id}@{source['commit']}")
     if local_dir is not None:
         target = Path(local_dir)
-        writers = {
+        writers: dict[str, Writer | None] = {
             # copyfile follows the cache's symlinks
             name: lambda path, src=folder / name: shutil.copyfile(src, path)
             for name in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME)
             if (folder / name).is_file()
         }
-        commit_files(target, writers)
+        if CARD_NAME not in writers:  # no card: one an earlier artifact left goes, same commit
+            writers[CARD_NAME] = None
+        commit_files(target, writers, allowed=ARTIFACT_FILES)
         folder = target
     logger.info("pulled %s at commit %s into %s", repo_id, source["commit"], folder)
     return PulledArtifact(folder=folder, source=source, config=config)

@@ -6,13 +6,16 @@ See :mod:`cotprompt.hub` for the overview.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact import ARTIFACT_FILES, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from cotprompt.errors import ArtifactError
+from cotprompt.folder_commit import reading, recover, resolve
 from cotprompt.hub_common import (
     HubConnectionError,
     RetryPolicy,
@@ -58,6 +61,35 @@ def _existing_card(
         return Path(path).read_text(encoding="utf-8")
 
 
+def _checked_files(folder: Path, config: dict[str, Any]) -> tuple[dict[str, bytes], str | None]:
+    """The config and weights bytes :func:`check_artifact` just checked, and the folder's card
+    text (``None`` when absent or a symbolic link); read under the folder's reader lock.
+
+    The bytes are compared with what was checked (the parsed config, the weights' checksum), so
+    that a file changed in between by something else than a cotprompt save (which waits for the
+    lock) is refused rather than uploaded unchecked.
+    """
+    data = {name: resolve(folder, name, ARTIFACT_FILES).read_bytes()
+            for name in (CONFIG_NAME, WEIGHTS_NAME)}
+    try:
+        same_config = json.loads(data[CONFIG_NAME].decode("utf-8")) == config
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        same_config = False
+    same_weights = hashlib.sha256(data[WEIGHTS_NAME]).hexdigest() == config["weights"]["sha256"]
+    if not (same_config and same_weights):
+        raise ArtifactError(
+            f"{folder} changed while it was being checked for the push; nothing was uploaded: "
+            "push again"
+        )
+    card_path = resolve(folder, CARD_NAME, ARTIFACT_FILES)
+    card = None
+    if card_path.is_symlink():
+        logger.warning("%s is a symbolic link; not reading it for the model card", card_path)
+    elif card_path.is_file():
+        card = card_path.read_text(encoding="utf-8")
+    return data, card
+
+
 def push_folder(
     folder: str | Path,
     repo_id: str,
@@ -74,7 +106,8 @@ def push_folder(
     The repository is created if needed (``private`` only applies then, and by default leaves
     the visibility to the Hub, as ``huggingface_hub`` does); a ``revision`` naming a
     branch that does not exist yet is created from ``main``. The folder is checked first
-    (:func:`check_artifact`); its model card is re-rendered for the repository, keeping the
+    (:func:`check_artifact`, under the folder's reader lock) and exactly the bytes checked are
+    uploaded; its model card is re-rendered for the repository, keeping the
     custom text and metadata of the repository's current ``README.md`` (or, for a first push,
     of the folder's).
 
@@ -104,7 +137,10 @@ def push_folder(
     from cotprompt.model_card import render_card
 
     folder = Path(folder)
-    config = check_artifact(folder)
+    recover(folder, ARTIFACT_FILES)  # an interrupted save: before the reader lock (needs it all)
+    with reading(folder):  # a save into the folder waits: the bytes uploaded are the checked ones
+        config = check_artifact(folder)
+        files, local_card = _checked_files(folder, config)
     api = HfApi(**_library_kwargs())
     branch = revision if revision and revision != "main" else None
     try:
@@ -120,18 +156,16 @@ def push_folder(
                 retry,
             )
         existing = _existing_card(api, repo_id, revision, token, retry)
-        if existing is None and (folder / CARD_NAME).is_file():
-            existing = (folder / CARD_NAME).read_text(encoding="utf-8")
+        if existing is None:
+            existing = local_card
         card = render_card(config, existing, repo_id=repo_id, revision=branch)
         labels = config["chain"]["labels"]
         message = commit_message or (
             f"Upload cotprompt {config['tuner']['name']} prompts ({len(labels)} labels)"
         )
         operations = [
-            CommitOperationAdd(path_in_repo=CONFIG_NAME, path_or_fileobj=str(folder / CONFIG_NAME)),
-            CommitOperationAdd(
-                path_in_repo=WEIGHTS_NAME, path_or_fileobj=str(folder / WEIGHTS_NAME)
-            ),
+            CommitOperationAdd(path_in_repo=CONFIG_NAME, path_or_fileobj=files[CONFIG_NAME]),
+            CommitOperationAdd(path_in_repo=WEIGHTS_NAME, path_or_fileobj=files[WEIGHTS_NAME]),
             CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card.encode("utf-8")),
         ]
         info = api.create_commit(

@@ -7,6 +7,7 @@ artifacts live in :mod:`cotprompt.pipeline_io`; the config model and method pres
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from cotprompt import pipeline_io
 from cotprompt.data.records import ImageClassificationDataset
-from cotprompt.errors import ConfigError, DataError
+from cotprompt.errors import ConfigError, DataError, NumericalError
 from cotprompt.evaluation.metrics import EvaluationResult
 from cotprompt.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.model import PromptModel
@@ -374,30 +375,17 @@ class CoTPipeline:
             NumericalError: When a logit is NaN or infinite (prompt weights, backbone or image
                 producing NaN/Inf); the message names the images.
         """
-        import os
-
-        from cotprompt.errors import NumericalError
-
         labels = self.class_names
         items = as_image_list(images)
         logits = self.logits(items, zero_shot=zero_shot, batch_size=batch_size)
-        bad = (~torch.isfinite(logits).all(dim=-1)).nonzero().flatten().tolist()
-        if bad:
-            shown = []
-            for i in bad[:3]:
-                item = None if isinstance(items, Tensor) else items[i]
-                if isinstance(item, (str, os.PathLike)):
-                    name = os.fspath(item)
-                else:  # a PIL image (named when it was read from a file) or a pixel tensor
-                    name = getattr(item, "filename", None) or None
-                shown.append(f"image {i} ({name})" if name else f"image {i}")
-            more = f" and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
-            cause = ("the backbone produces" if zero_shot
-                     else "the prompts or the backbone produce")
-            raise NumericalError(
-                f"non-finite scores for {', '.join(shown)}{more} (of {len(logits)} images): "
-                f"{cause} NaN/Inf"
-            )
+
+        def describe(i: int) -> str | None:
+            item = None if isinstance(items, Tensor) else items[i]
+            if isinstance(item, (str, os.PathLike)):
+                return os.fspath(item)
+            return getattr(item, "filename", None) or None  # a PIL image read from a file
+
+        check_finite_scores(logits, describe, total=len(logits), zero_shot=zero_shot)
         probs = logits.softmax(-1)
         k = max(1, min(top_k, len(labels)))
         values, indices = probs.topk(k, dim=-1)
@@ -428,7 +416,6 @@ class CoTPipeline:
                 producing NaN/Inf), instead of reporting an accuracy; the message names the
                 images.
         """
-        from cotprompt.errors import NumericalError
         from cotprompt.tasks import evaluate_task, is_task_dataset
 
         if is_task_dataset(dataset):
@@ -446,19 +433,11 @@ class CoTPipeline:
                 features = self._encode_pixels(pixels, frozen=zero_shot)
                 logits = (self.zero_shot_logits(features) if zero_shot
                           else self._logits_from_features(features))
-                bad = (~torch.isfinite(logits).all(dim=-1)).nonzero().flatten().tolist()
-                if bad:
-                    shown = ", ".join(
-                        f"image {seen + i} ({dataset.records[seen + i].describe()})"
-                        for i in bad[:3]
-                    )
-                    more = f" and {len(bad) - 3} more" if len(bad) > 3 else ""
-                    cause = ("the backbone produces" if zero_shot
-                             else "the prompts or the backbone produce")
-                    raise NumericalError(
-                        f"non-finite scores for {shown}{more} (of {len(dataset)} images): "
-                        f"{cause} NaN/Inf; no accuracy can be computed"
-                    )
+                check_finite_scores(
+                    logits, lambda i, start=seen: dataset.records[start + i].describe(),
+                    total=len(dataset), zero_shot=zero_shot, offset=seen,
+                    consequence="; no accuracy can be computed",
+                )
                 preds.append(logits.argmax(-1).cpu())
                 seen += len(logits)
         result = EvaluationResult.from_predictions(torch.cat(preds), dataset.labels,
@@ -558,3 +537,40 @@ class CoTPipeline:
         return pipeline_io.load_pipeline(cls, path_or_repo_id, revision=revision, token=token,
                                          backbone=backbone, device=device,
                                          allow_pickle=allow_pickle)
+
+
+def check_finite_scores(
+    logits: Tensor,
+    describe: Callable[[int], str | None],
+    *,
+    total: int,
+    zero_shot: bool,
+    offset: int = 0,
+    consequence: str = "",
+) -> None:
+    """Refuse NaN/Inf logits ``[B, C]`` rather than turn them into a label or an accuracy.
+
+    Args:
+        logits: The scores of a batch.
+        describe: Batch row -> a name for the image (a path), or ``None``.
+        total: The number of images in the whole request (named in the message).
+        zero_shot: Whether the untuned classifier produced them (names the cause).
+        offset: Index of the batch's first image in the request.
+        consequence: Appended to the message.
+
+    Raises:
+        NumericalError: Naming up to three images whose scores are not finite.
+    """
+    bad = (~torch.isfinite(logits).all(dim=-1)).nonzero().flatten().tolist()
+    if not bad:
+        return
+    shown = []
+    for i in bad[:3]:
+        name = describe(i)
+        shown.append(f"image {offset + i} ({name})" if name else f"image {offset + i}")
+    more = f" and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
+    cause = "the backbone produces" if zero_shot else "the prompts or the backbone produce"
+    raise NumericalError(
+        f"non-finite scores for {', '.join(shown)}{more} (of {total} images): {cause} NaN/Inf"
+        f"{consequence}"
+    )

@@ -19,7 +19,7 @@ from cotprompt.generators.stored import StoredChainGenerator
 from cotprompt.model_card import render_card
 from cotprompt.pipeline_config import KINDS
 from cotprompt.plugins import get_registry
-from cotprompt.types import PromptChain, Task
+from cotprompt.types import PromptChain
 
 if TYPE_CHECKING:
     from cotprompt.pipeline import CoTPipeline
@@ -52,11 +52,14 @@ def _component_record(kind: str, component: Any) -> dict[str, Any]:
     if not isinstance(name, str):
         raise ConfigError(f"the {kind} {type(component).__name__} has no `name` class attribute")
     config = getattr(component, "config", None)
-    return {
+    record = {
         "name": name,
         "package": info.package if info else type(component).__module__.split(".")[0],
         "config": config_record(config) if isinstance(config, BaseModel) else {},
     }
+    if kind == "backbone" and isinstance(getattr(component, "quick_gelu", None), bool):
+        record["quick_gelu"] = component.quick_gelu  # what was built, not only what was asked
+    return record
 
 
 def component_records(pipeline: CoTPipeline) -> dict[str, dict[str, Any]]:
@@ -74,7 +77,7 @@ def pipeline_config(pipeline: CoTPipeline) -> dict[str, Any]:
         "task": {"kind": pipeline.task.kind, "labels": list(pipeline.task.labels),
                  "dataset": pipeline.task.dataset},
         "chain": pipeline.chain.to_dict(),
-        "training": pipeline.training.model_dump(mode="json"),
+        "training": config_record(pipeline.training),
     }
     if pipeline.training_data:
         config["training_data"] = pipeline.training_data
@@ -84,11 +87,21 @@ def pipeline_config(pipeline: CoTPipeline) -> dict[str, Any]:
 
 
 def save_pipeline(pipeline: CoTPipeline, directory: str | Path) -> Path:
-    """Write config, weights (trainable tensors only) and model card to ``directory``."""
+    """Write config, weights (trainable tensors only) and model card to ``directory``.
+
+    The custom text of an existing ``README.md`` is kept; a ``README.md`` that is a symbolic link
+    is not followed (its target could be any file): it is treated as absent, with a warning, and
+    the save replaces the link with a regular file.
+    """
     directory = Path(directory)
     config = pipeline.artifact_config()
     card_path = directory / artifact.CARD_NAME
-    existing = card_path.read_text(encoding="utf-8") if card_path.is_file() else None
+    existing = None
+    if card_path.is_symlink():
+        logger.warning("%s is a symbolic link; not reading it: the save replaces it with a new "
+                       "model card", card_path)
+    elif card_path.is_file():
+        existing = card_path.read_text(encoding="utf-8")
     card = render_card(config, existing)
     return artifact.write_artifact(directory, config, pipeline.model.trainable_state(), card)
 
@@ -110,15 +123,19 @@ def load_pipeline(
     from cotprompt.hub import resolve_artifact
 
     directory, origin = resolve_artifact(path_or_repo_id, revision=revision, token=token)
-    config = artifact.read_config(directory)
+    # every check that needs no model comes before the (possibly large) backbone is built
+    config, tensors = artifact.read_artifact(directory)
     source = _describe(origin, directory)
     records = validate_records(
         config, source=source, caller_options={"allow_pickle": True} if allow_pickle else None,
         skip=("backbone",) if backbone is not None else (),
     )
     if backbone is not None:
-        record = config["backbone"]
-        if backbone.spec() != {"name": record["name"], "config": record.get("config")}:
+        record, spec = config["backbone"], backbone.spec()
+        recorded = record.get("config") if isinstance(record.get("config"), Mapping) else {}
+        # older records also carry machine-local options (cache_dir), which change no result
+        comparable = {k: v for k, v in recorded.items() if k in spec["config"]}
+        if spec != {"name": record["name"], "config": comparable}:
             raise ArtifactError(
                 "the given backbone differs from the one the prompts were trained "
                 f"for: {backbone.spec()} vs {record}"
@@ -131,24 +148,49 @@ def load_pipeline(
         else:
             built[kind] = registry.create(kind, choice.name, choice.config,
                                           package=choice.package)
+    _warn_if_activation_changed(config["backbone"], built["backbone"], source)
     pipeline = cls(**built, training=records.training, device=device)
-    try:
-        chain = PromptChain.from_dict(config["chain"])
-        task_info = config.get("task") or {}
-        task = Task(labels=chain.labels, kind=task_info.get("kind", "classification"),
-                    dataset=task_info.get("dataset"))
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise ArtifactError(f"{source}: malformed chain or task entry: {exc!r}") from exc
-    pipeline.set_classes(task, chain)
+    pipeline.set_classes(records.task, records.chain)
     expected = pipeline.model.trainable_state()
-    tensors = artifact.verify_weights(directory, config, expected)
+    artifact.check_fits_model(directory, tensors, expected)
     with torch.no_grad():
         for name, value in expected.items():
             value.copy_(tensors[name].to(value.device))
-    pipeline.metrics = dict(config.get("metrics") or {})
-    pipeline.training_data = config.get("training_data")
+    pipeline.metrics = records.metrics
+    pipeline.training_data = records.training_data
     pipeline.source = origin
     return pipeline
+
+
+def _warn_if_activation_changed(record: Mapping[str, Any], backbone: Any, source: str) -> None:
+    """Prompts tuned on a backbone built with another activation than today's still load, with
+    a warning (artifacts saved before the activation was recorded built OpenAI weights under
+    ``ViT-B-16`` with GELU)."""
+    now = getattr(backbone, "quick_gelu", None)
+    then = record.get("quick_gelu")
+    if now is None:
+        return
+    if then is None:
+        config = record.get("config") or {}
+        name = str(config.get("model_name", ""))
+        if not now or "quickgelu" in name or _model_quick_gelu(name):
+            return
+        then = False  # recorded before the activation was: a GELU build
+    if bool(then) != bool(now):
+        logger.warning(
+            "%s: these prompts were tuned on a %s build of the backbone, which is now built "
+            "with %s (OpenAI's CLIP weights need QuickGELU); predictions may differ slightly "
+            "from the ones at training time: re-tune for exact results",
+            source, "GELU" if not then else "QuickGELU", "QuickGELU" if now else "GELU",
+        )
+
+
+def _model_quick_gelu(model_name: str) -> bool:
+    try:
+        from open_clip import get_model_config
+    except ImportError:  # pragma: no cover - open_clip is a dependency
+        return False
+    return bool((get_model_config(model_name) or {}).get("quick_gelu", False))
 
 
 def _describe(origin: Mapping[str, Any], directory: Path) -> str:

@@ -151,10 +151,13 @@ def _rewrite_weights(folder, change):
     tensors = load_file(str(folder / WEIGHTS_NAME))
     change(tensors)
     save_file(tensors, str(folder / WEIGHTS_NAME))
-    # keep the checksum consistent so that the header checks are what refuses the file
-    from cotprompt.artifact import file_sha256
+    # keep the checksum and the record consistent so that the model's needs refuse the file
+    from cotprompt.artifact import dtype_name, file_sha256
 
-    _edit_config(folder, lambda c: c["weights"].update(sha256=file_sha256(folder / WEIGHTS_NAME)))
+    record = {name: {"shape": list(t.shape), "dtype": dtype_name(t.dtype)}
+              for name, t in sorted(tensors.items())}
+    _edit_config(folder, lambda c: c["weights"].update(
+        sha256=file_sha256(folder / WEIGHTS_NAME), tensors=record))
 
 
 def test_wrong_tensor_names_are_refused(saved, tiny_backbone):

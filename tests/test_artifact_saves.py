@@ -20,7 +20,6 @@ import stat
 import subprocess
 import sys
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -28,9 +27,23 @@ import torch
 import yaml
 
 from cotprompt import CoTPipeline
-from cotprompt.artifact import ARTIFACT_FILES, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, write_artifact
-from cotprompt.errors import ConfigError
-from cotprompt.folder_commit import COMMIT_MARKER, STAGING_DIR, commit_files
+from cotprompt.artifact import (
+    ARTIFACT_FILES,
+    CARD_NAME,
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    read_artifact,
+    read_config,
+    write_artifact,
+)
+from cotprompt.errors import ArtifactError, ConfigError
+from cotprompt.folder_commit import (
+    COMMIT_MARKER,
+    OWNER_FILE,
+    OWNER_SIGNATURE,
+    STAGING_DIR,
+    commit_files,
+)
 from cotprompt.io import check_writable, current_umask, write_text_atomic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -125,8 +138,6 @@ def _save_forever(versions: Versions, folder: Path, first: int, ready) -> None:
 def test_random_kills_leave_the_old_or_the_new_artifact(versions, tmp_path):
     rng = random.Random(20240611)
     folder = versions.place(tmp_path / "artifact", 0)
-    outcomes: Counter[int] = Counter()
-    phases: Counter[str] = Counter()
     kills = 40
     for i in range(kills):
         sig = signal.SIGKILL if i % 2 == 0 else signal.SIGTERM
@@ -140,12 +151,10 @@ def test_random_kills_leave_the_old_or_the_new_artifact(versions, tmp_path):
         os.kill(child.pid, sig)
         child.join(30)
         assert child.exitcode == -sig
-        phases[_phase(folder)] += 1
-        outcomes[versions.which(folder)] += 1  # loads (recovering), and is exactly 0 or 1
+        versions.which(folder)  # loads (recovering), and finds exactly version 0 or 1
         assert _phase(folder) == "idle"  # loading finished or discarded the interrupted save
-    assert outcomes[0] and outcomes[1], outcomes
-    # kills landed before the commit marker and after it (between the moves)
-    assert phases["staged"] and phases["committed"], phases
+    # Which phases the random kills hit depends on timing, so it is not asserted here: the
+    # kill-at-every-step test below covers every phase deterministically.
 
 
 # -- killed at every file-system step in turn ---------------------------------------------------
@@ -286,11 +295,12 @@ def _journal(versions: Versions, folder: Path, *, committed: bool, moved: tuple[
     versions.place(folder, 0)
     staging = folder / STAGING_DIR
     staging.mkdir()
+    (staging / OWNER_FILE).write_bytes(OWNER_SIGNATURE)
     names = [WEIGHTS_NAME, CARD_NAME, CONFIG_NAME]
     for name in names:
         (staging / name).write_bytes(versions.files[1][name])
     if committed:
-        (staging / COMMIT_MARKER).write_text(json.dumps({"files": names, "remove": []}))
+        (staging / COMMIT_MARKER).write_text(json.dumps({"files": names}))
     else:
         (staging / ".committing.tmp").write_text("{")
     for name in moved:
@@ -364,14 +374,110 @@ def test_read_only_folder_with_a_committed_journal_loads_the_new_artifact(
             assert torch.equal(loaded.model.trainable_state()[name], tensor)
 
 
-def test_malformed_journal_is_discarded(versions, tmp_path):
+def _staged(folder: Path) -> dict[str, bytes]:
+    staging = folder / STAGING_DIR
+    return {p.name: p.read_bytes() for p in staging.iterdir() if p.is_file()}
+
+
+def test_an_unusable_committed_journal_is_left_alone_not_rolled_back(versions, tmp_path, caplog):
     folder = tmp_path / "artifact"
-    _journal(versions, folder, committed=True)
+    caplog.set_level("WARNING", logger="cotprompt")
     # a marker naming a path outside the folder is not one this library wrote
+    _journal(versions, folder, committed=True)
     marker = folder / STAGING_DIR / COMMIT_MARKER
-    marker.write_text(json.dumps({"files": ["../escape"], "remove": []}))
-    assert versions.which(folder) == 0
-    assert not (tmp_path / "escape").exists() and not (folder / STAGING_DIR).exists()
+    marker.write_text(json.dumps({"files": ["../escape"]}))
+    before = _staged(folder)
+    assert versions.which(folder) == 0  # the journal is ignored: the live files load
+    assert not (tmp_path / "escape").exists() and _staged(folder) == before
+    # committed, the new weights already moved, then the marker became unreadable or a staged
+    # entry odd: discarding the journal would leave new weights with the old config for good
+    for damage in ("unreadable marker", "odd staged entry"):
+        _journal(versions, folder, committed=True, moved=(WEIGHTS_NAME,))
+        if damage == "unreadable marker":
+            marker.write_text("{ not json")
+        else:
+            (folder / STAGING_DIR / CARD_NAME).unlink()
+            (folder / STAGING_DIR / CARD_NAME).mkdir()
+        before = _staged(folder)
+        caplog.clear()
+        with pytest.raises(ArtifactError, match="does not match the checksum"):
+            CoTPipeline.from_pretrained(folder, backbone=versions.backbone)
+        assert _staged(folder) == before, damage  # left as it was, marker included
+        assert (folder / STAGING_DIR / CONFIG_NAME).read_bytes() == versions.files[1][CONFIG_NAME]
+        assert "cannot be finished" in caplog.text, damage
+        # a save does not guess either: it refuses until the journal is looked at
+        with pytest.raises(FileExistsError, match="holds a committed save that cannot be "
+                                                   "finished") as info:
+            versions.save(folder, 0)
+        assert str(folder) in str(info.value) and "\n" not in str(info.value)
+        assert _staged(folder) == before
+
+
+def test_a_journal_naming_other_files_is_ignored_on_load(versions, tmp_path, caplog):
+    from cotprompt.hub_download import check_artifact
+
+    caplog.set_level("WARNING", logger="cotprompt")
+    shipped = [
+        ({"files": ["notes.txt"]}, {"notes.txt": b"shipped text"}),
+        ({"files": [], "remove": ["thesis.tex"]}, {}),
+        ({"files": [WEIGHTS_NAME, "notes.txt"]},
+         {WEIGHTS_NAME: versions.files[1][WEIGHTS_NAME], "notes.txt": b"shipped text"}),
+    ]
+    for signed in (True, False):
+        for i, (marker, staged) in enumerate(shipped):
+            folder = versions.place(tmp_path / f"artifact-{signed}-{i}", 0)
+            (folder / "notes.txt").write_text("my notes")
+            (folder / "thesis.tex").write_text("my thesis")
+            staging = folder / STAGING_DIR
+            staging.mkdir()
+            if signed:  # a shipped folder can carry the signature too
+                (staging / OWNER_FILE).write_bytes(OWNER_SIGNATURE)
+            for name, data in staged.items():
+                (staging / name).write_bytes(data)
+            (staging / COMMIT_MARKER).write_text(json.dumps(marker))
+            before = _staged(folder)
+            caplog.clear()
+            read_config(folder)
+            check_artifact(folder)
+            assert versions.which(folder) == 0
+            read_artifact(folder)
+            assert (folder / "notes.txt").read_text() == "my notes"
+            assert (folder / "thesis.tex").read_text() == "my thesis"
+            assert _staged(folder) == before  # not rolled forward, not deleted
+            warnings = [r for r in caplog.records if STAGING_DIR in r.getMessage()]
+            assert len(warnings) == 1, (marker, [r.getMessage() for r in warnings])  # once
+
+
+def test_a_users_own_staging_path_is_never_deleted(versions, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "data.txt").write_text("linked data")
+    for kind in ("file", "folder", "link", "folder with a marker"):
+        folder = versions.place(tmp_path / "artifact", 0)
+        staging = folder / STAGING_DIR
+        if kind == "file":
+            staging.write_text("my data")
+        elif kind == "link":
+            staging.symlink_to(outside, target_is_directory=True)
+        else:
+            staging.mkdir()
+            (staging / "data.txt").write_text("my data")
+            if kind == "folder with a marker":  # no ownership file: still not cotprompt's
+                (staging / COMMIT_MARKER).write_text(json.dumps({"files": []}))
+        assert versions.which(folder) == 0
+        read_artifact(folder)
+        assert os.path.lexists(staging), kind
+        with pytest.raises(OSError, match="is in the way and is not cotprompt's") as info:
+            versions.save(folder, 1)
+        message = str(info.value)
+        assert "\n" not in message and str(staging) in message and "previous files" in message
+        assert versions.which(folder) == 0
+        if kind == "file":
+            assert staging.read_text() == "my data"
+        elif kind == "link":
+            assert staging.is_symlink() and (outside / "data.txt").read_text() == "linked data"
+        else:
+            assert (staging / "data.txt").read_text() == "my data"
 
 
 # -- what a save keeps ----------------------------------------------------------------------------
@@ -591,3 +697,151 @@ def test_train_refuses_an_unwritable_output_before_training(tmp_path):
     assert line.startswith(f"error: cannot write to the output folder {tmp_path / 'out'}")
     assert "File too large" in line
     assert not (tmp_path / "out").exists()
+
+
+# -- readers and savers at the same time -----------------------------------------------------------
+
+
+def _save_until_killed(versions: Versions, folder: Path, ready) -> None:
+    version = 1
+    versions.save(folder, version)
+    ready.set()
+    while True:
+        version ^= 1
+        versions.save(folder, version)
+
+
+def test_loads_during_saves_never_fail(versions, tmp_path):
+    folder = versions.place(tmp_path / "artifact", 0)
+    ready = FORK.Event()
+    child = FORK.Process(target=_save_until_killed, args=(versions, folder, ready), daemon=True)
+    child.start()
+    try:
+        assert ready.wait(60)
+        for _ in range(150):
+            config, tensors = read_artifact(folder)  # never a checksum mismatch, never ENOENT
+            matches = [v for v in (0, 1)
+                       if all(torch.equal(tensors[k], t) for k, t in versions.args[v][1].items())]
+            assert len(matches) == 1
+            recorded = json.loads(versions.files[matches[0]][CONFIG_NAME])["weights"]["sha256"]
+            assert config["weights"]["sha256"] == recorded
+        assert child.is_alive()  # the saves went on all along
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(30)
+
+
+def test_push_uploads_exactly_the_checked_bytes(versions, tmp_path, monkeypatch):
+    import huggingface_hub
+
+    import cotprompt.hub_push as hub_push
+
+    uploads: list[dict[str, object]] = []
+
+    class FakeApi:
+        def __init__(self, **kwargs: object) -> None:
+            pass
+
+        def create_repo(self, *args: object, **kwargs: object) -> None:
+            pass
+
+        def create_commit(self, repo_id, operations, **kwargs):
+            uploads.append({op.path_in_repo: op.path_or_fileobj for op in operations})
+            return "committed"
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    monkeypatch.setattr(hub_push, "_existing_card", lambda *args, **kwargs: None)
+    folder = versions.place(tmp_path / "artifact", 0)
+    hub_push.push_folder(folder, "alice/prompts")
+    [upload] = uploads
+    assert upload[CONFIG_NAME] == versions.files[0][CONFIG_NAME]
+    assert upload[WEIGHTS_NAME] == versions.files[0][WEIGHTS_NAME]
+    # a file changed after the check (not by a cotprompt save, which waits for the reader lock)
+    # is not uploaded unchecked
+    real_check = hub_push.check_artifact
+
+    def check_then_change(path, **kwargs):
+        config = real_check(path, **kwargs)
+        (folder / WEIGHTS_NAME).write_bytes(versions.files[1][WEIGHTS_NAME])
+        return config
+
+    monkeypatch.setattr(hub_push, "check_artifact", check_then_change)
+    with pytest.raises(ArtifactError, match="changed while it was being checked"):
+        hub_push.push_folder(folder, "alice/prompts")
+    assert len(uploads) == 1
+
+
+# -- odd targets ----------------------------------------------------------------------------------
+
+
+def test_saving_into_a_file_is_a_one_line_error(versions, tmp_path):
+    target = tmp_path / "afile"
+    target.write_text("my file")
+    with pytest.raises(NotADirectoryError, match="exists and is not a folder") as info:
+        versions.save(target, 0)
+    assert str(target) in str(info.value) and "\n" not in str(info.value)
+    assert target.read_text() == "my file"
+    config = _digits_config(tmp_path / "train.yaml")
+    proc = subprocess.run(
+        [sys.executable, "-m", "cotprompt", "train", "--config", str(config), "--output",
+         str(target)],
+        capture_output=True, text=True, timeout=120, cwd=REPO_ROOT,
+    )
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: cannot write to the output folder {target}: not a folder"], lines
+    assert target.read_text() == "my file"
+
+
+def test_a_symlinked_card_is_not_followed(tiny_backbone, tmp_path, caplog):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("API_KEY=hunter2\n")
+    folder = tmp_path / "artifact"
+    folder.mkdir()
+    (folder / CARD_NAME).symlink_to(secret)
+    caplog.set_level("WARNING", logger="cotprompt")
+    pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)
+    pipeline.save_pretrained(folder)
+    card = folder / CARD_NAME
+    assert not card.is_symlink() and card.is_file()
+    assert "hunter2" not in card.read_text()
+    assert secret.read_text() == "API_KEY=hunter2\n"
+    assert "symbolic link" in caplog.text
+
+
+def test_pull_removes_a_stale_card_when_the_new_artifact_has_none(versions, tmp_path,
+                                                                  monkeypatch):
+    import cotprompt.hub_download as hub_download
+
+    cache = versions.place(tmp_path / "cache", 1)
+    (cache / CARD_NAME).unlink()  # the pulled artifact has no card
+    monkeypatch.setattr(hub_download, "download_artifact",
+                        lambda repo_id, **kwargs: (cache, {"commit": "c0ffee"}))
+    monkeypatch.setattr(hub_download, "check_artifact", lambda folder, **_: read_config(folder))
+    local = versions.place(tmp_path / "local", 0)
+    (local / "notes.txt").write_text("my notes")
+    hub_download.pull("alice/prompts", local_dir=local)
+    assert sorted(p.name for p in local.iterdir()) == sorted([CONFIG_NAME, WEIGHTS_NAME,
+                                                              "notes.txt"])
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        assert (local / name).read_bytes() == versions.files[1][name]
+    # with a card, the card is copied as before
+    (cache / CARD_NAME).write_bytes(versions.files[1][CARD_NAME])
+    hub_download.pull("alice/prompts", local_dir=local)
+    assert versions.which(local) == 1
+
+
+def test_a_failed_recovery_before_a_save_names_the_folder(versions, tmp_path):
+    folder = tmp_path / "artifact"
+    _journal(versions, folder, committed=True)
+    with pytest.MonkeyPatch.context() as patch:
+
+        def broken(*args, **kwargs):
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+        patch.setattr(os, "replace", broken)
+        with pytest.raises(OSError, match="keeps its previous files") as info:
+            versions.save(folder, 0)
+    assert info.value.errno == errno.EIO
+    assert str(folder) in str(info.value) and "\n" not in str(info.value)
+    assert versions.which(folder) == 1  # the committed save is finished by the next load

@@ -400,7 +400,8 @@ def _tamper(hub: HubServer, repo_id: str, edit) -> None:  # type: ignore[no-unty
 
 def test_tampered_config(hub, pipeline, tiny_backbone):
     pipeline.push_to_hub("alice/tampered", token=ALICE)
-    (name,) = json.loads(hub.file("alice/tampered", CONFIG_NAME).data)["weights"]["tensors"]
+    original = json.loads(hub.file("alice/tampered", CONFIG_NAME).data)["weights"]
+    (name,) = original["tensors"]
 
     def shape(config: dict) -> None:
         config["weights"]["tensors"][name]["shape"] = [3, 3]
@@ -423,8 +424,9 @@ def test_tampered_config(hub, pipeline, tiny_backbone):
     with pytest.raises(ArtifactError, match="pip install -U cotprompt"):
         load("alice/tampered", tiny_backbone)
 
-    def plugin(config: dict) -> None:
+    def plugin(config: dict) -> None:  # an otherwise intact artifact
         config["format_version"] = 1
+        config["weights"] = original
         config["tuner"].update(name="fancy-tuner", package="cotprompt-fancy")
 
     _tamper(hub, "alice/tampered", plugin)

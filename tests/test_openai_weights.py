@@ -127,6 +127,36 @@ def test_torchscript_archive_loads_without_pickle(tmp_path: Path,
     assert activations(opted_in.model) == {QuickGELU}
 
 
+def test_torchscript_without_openai_entries_keeps_the_configs_activation(
+        tmp_path: Path) -> None:
+    state = random_state(GELU_MODEL)
+    archive = torchscript_archive(tmp_path / "gelu.pt", state)  # not OpenAI's format
+    backbone = OpenCLIPBackbone(OpenCLIPBackboneConfig(model_name=GELU_MODEL,
+                                                       pretrained=str(archive),
+                                                       allow_pickle=True))
+    assert activations(backbone.model) == {nn.GELU}
+    torch.testing.assert_close(backbone.model.state_dict()["text_projection"],
+                               state["text_projection"], rtol=0, atol=0)
+
+
+def test_old_artifacts_tuned_on_a_gelu_build_warn(caplog: pytest.LogCaptureFixture) -> None:
+    from cotprompt.pipeline_io import _warn_if_activation_changed
+
+    class Built:
+        quick_gelu = True
+
+    old = {"name": "open_clip", "config": {"model_name": "ViT-B-16", "pretrained": "openai"}}
+    with caplog.at_level("WARNING"):
+        _warn_if_activation_changed(old, Built(), "old-artifact")
+    assert "tuned on a GELU build" in caplog.text
+    caplog.clear()
+    for record in ({**old, "quick_gelu": True},
+                   {"name": "open_clip", "config": {"model_name": "ViT-B-16-quickgelu"}}):
+        with caplog.at_level("WARNING"):
+            _warn_if_activation_changed(record, Built(), "new-artifact")
+        assert not caplog.text
+
+
 def test_openai_sha256_lists_the_published_checkpoints() -> None:
     # the ViT-B-16 file's URL path carries its hash
     assert "5806e77cd80f8b59890b7e101eabd078d9fb84e6937f9e85e4ecb61988df416f" in (

@@ -190,3 +190,79 @@ def test_checkpoints_follow_the_umask_and_a_resave_keeps_one(tmp_path, umask, di
 
     assert any(torch.equal(t, torch.full((3,), 2.0)) for t in load_file(
         str(next(folder.glob("*.safetensors")))).values())
+
+
+def _checkpoint_value(folder) -> float:
+    from safetensors.torch import load_file
+
+    return float(load_file(str(folder / "state.safetensors"))["param.w"][0])
+
+
+def _save_step(directory, value: float):
+    from cotprompt.training.checkpoint import TrainingState, save_checkpoint
+
+    weights = {"w": torch.nn.Parameter(torch.full((3,), value))}
+    optimizer = torch.optim.SGD(weights.values(), lr=0.1)
+    return save_checkpoint(directory, TrainingState(global_step=5), weights, optimizer, "fp",
+                           keep=2)
+
+
+def _fail_second_rename(monkeypatch, action):
+    import pathlib
+
+    real, calls = pathlib.Path.rename, []
+
+    def rename(self, target):
+        calls.append((self, target))
+        if len(calls) == 2:  # final -> set aside, then (here) the new one -> final
+            action()
+        return real(self, target)
+
+    monkeypatch.setattr(pathlib.Path, "rename", rename)
+    return calls
+
+
+@pytest.mark.parametrize("error", [OSError(5, "Input/output error"), KeyboardInterrupt()])
+def test_an_interrupted_checkpoint_resave_keeps_the_old_checkpoint(tmp_path, monkeypatch, error):
+    final = _save_step(tmp_path, 1.0)
+    with pytest.MonkeyPatch.context() as patch:
+
+        def fail():
+            raise error
+
+        calls = _fail_second_rename(patch, fail)
+        with pytest.raises(type(error)):
+            _save_step(tmp_path, 2.0)
+    assert calls[0][0] == final  # the old checkpoint had been set aside
+    assert list_checkpoints(tmp_path) == [final]
+    assert _checkpoint_value(final) == 1.0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [final.name]  # no leftovers
+
+
+def _resave_and_die(directory) -> None:
+    import signal
+
+    with pytest.MonkeyPatch.context() as patch:
+        _fail_second_rename(patch, lambda: os.kill(os.getpid(), signal.SIGKILL))
+        _save_step(directory, 2.0)
+
+
+def test_a_checkpoint_set_aside_by_a_killed_resave_is_restored(tmp_path):
+    import multiprocessing
+    import signal
+
+    from cotprompt.training.checkpoint import resolve_checkpoint
+
+    final = _save_step(tmp_path, 1.0)
+    child = multiprocessing.get_context("fork").Process(target=_resave_and_die, args=(tmp_path,))
+    child.start()
+    child.join(60)
+    assert child.exitcode == -signal.SIGKILL
+    assert not final.exists()  # killed between the two renames: only the set-aside copy is left
+    assert [p for p in tmp_path.iterdir() if p.name.endswith(".old")]
+    assert list_checkpoints(tmp_path) == [final]  # restored by the listing
+    assert _checkpoint_value(final) == 1.0
+    assert resolve_checkpoint("latest", str(tmp_path)) == final
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".old")]
+    assert _checkpoint_value(_save_step(tmp_path, 2.0)) == 2.0  # and later saves go on
+    assert list_checkpoints(tmp_path) == [final]

@@ -100,20 +100,41 @@ def saved(tmp_path: Path, tiny_backbone: OpenCLIPBackbone) -> Path:
     return save_tiny_pipeline(tmp_path / "artifact", tiny_backbone)
 
 
+@pytest.fixture
+def no_unpickling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any use of Python's unpickler (torch.load included, even weights_only) fails the test."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a file was unpickled")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "Unpickler", refuse)
+
+
 # -- a local checkpoint beside the config ------------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["clip.pt", "clip.bin", "clip", "clip.NPZ", "clip.Npy",
+                                  "clip.safetensors"])
 @pytest.mark.parametrize("zip_format", [True, False], ids=["torch-zip", "raw-pickle"])
 @pytest.mark.parametrize("extra", [{}, {"weights_only": False}], ids=["plain", "extra"])
-def test_local_pickle_named_by_an_artifact_never_runs(saved: Path, tmp_path: Path,
-                                                      zip_format: bool, extra: dict) -> None:
+def test_local_pickle_named_by_an_artifact_never_runs(saved: Path, tmp_path: Path, name: str,
+                                                      zip_format: bool, extra: dict,
+                                                      no_unpickling: None) -> None:
     marker = tmp_path / "pwned"
-    evil = write_marker_pickle(saved / "clip.pt", marker, zip_format=zip_format)
+    evil = write_marker_pickle(tmp_path / name, marker, zip_format=zip_format)
     set_backbone(saved, pretrained=str(evil), extra=extra)
     with pytest.raises(CotpromptError) as caught:
         CoTPipeline.from_pretrained(saved)
     message = one_line(caught.value)
-    assert ("extra" in message) if extra else ("pickle" in message and "--allow-pickle" in message)
+    if extra:
+        assert "extra" in message
+    elif name.endswith((".npz", ".npy")):  # upper case: open_clip would torch.load it
+        assert "numpy" in message
+    else:  # by content: a pickle named .safetensors or .NPZ is still a pickle
+        assert "pickle" in message and "--allow-pickle" in message
     if extra:  # the Hub's check refuses it too, without building anything
         with pytest.raises(UnsafeSettingError, match="extra"):
             check_artifact(saved)
@@ -164,6 +185,30 @@ def test_machine_local_folders_of_an_artifact_are_ignored(saved: Path, tmp_path:
     assert not elsewhere.exists()
 
 
+def _tiny_model_cfg() -> dict:
+    return json.loads((REPO_ROOT / "cotprompt" / "backbones" / "model_configs" /
+                       "cotprompt-tiny.json").read_text())
+
+
+@pytest.mark.parametrize(("text_cfg", "needle"), [
+    ({"hf_tokenizer_name": "x", "tokenizer_kwargs": {"trust_remote_code": True}},
+     "trust_remote_code"),
+    ({"hf_model_name": "attacker/payload"}, "Hugging Face text tower"),
+])
+def test_local_dir_model_config_cannot_reach_code(saved: Path, tmp_path: Path, text_cfg: dict,
+                                                  needle: str, no_unpickling: None) -> None:
+    folder = tmp_path / "clip-dir"
+    folder.mkdir()
+    config = _tiny_model_cfg()
+    config["text_cfg"].update(text_cfg)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    save_file(tiny_state(), str(folder / "open_clip_model.safetensors"))
+    set_backbone(saved, model_name=f"local-dir:{folder}", pretrained=None)
+    with pytest.raises(ConfigError) as caught:
+        CoTPipeline.from_pretrained(saved)
+    assert needle in one_line(caught.value)
+
+
 def test_local_dir_with_pickle_weights_is_refused(saved: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     folder = tmp_path / "clip-dir"
@@ -184,6 +229,68 @@ def test_local_dir_with_pickle_weights_is_refused(saved: Path, tmp_path: Path) -
     loaded = CoTPipeline.from_pretrained(saved)
     torch.testing.assert_close(loaded.backbone.model.state_dict()["text_projection"],
                                state["text_projection"])
+
+
+def test_records_carry_no_machine_local_folders(tmp_path: Path) -> None:
+    backbone = OpenCLIPBackbone(OpenCLIPBackboneConfig(**TINY, cache_dir=str(tmp_path / "c")))
+    pipeline = CoTPipeline.for_method("coop", backbone=backbone, class_names=CLASSES,
+                                      device="cpu")
+    folder = pipeline.save_pretrained(tmp_path / "a")
+    config = json.loads((folder / CONFIG_NAME).read_text())
+    assert "cache_dir" not in config["backbone"]["config"]
+    assert "checkpoint_dir" not in config["training"]
+    assert config["backbone"]["quick_gelu"] is True  # what was built (cotprompt-tiny)
+    # a backbone differing only in its cache folder is the same backbone
+    other = OpenCLIPBackbone(OpenCLIPBackboneConfig(**TINY, cache_dir=str(tmp_path / "d")))
+    CoTPipeline.from_pretrained(folder, backbone=other)
+
+
+def test_malformed_records_are_refused_before_building(saved: Path,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_build(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the backbone was built")
+
+    monkeypatch.setattr(OpenCLIPBackbone, "__init__", no_build)
+    cases = [
+        (lambda c: c.update(metrics="x"), "metrics"),
+        (lambda c: c["chain"].update(steps="x"), "malformed prompt chain"),
+        (lambda c: c["task"].update(labels=["a", "b", "c"]), "differ"),
+        (lambda c: c["task"].update(kind=3), "task.kind"),
+        (lambda c: c["backbone"]["config"].update(init_seed=10**30), "init_seed"),
+        (lambda c: c["backbone"]["config"].update(precision="evil"), "precision"),
+        (lambda c: c["weights"].update(sha256=5), "checksum"),
+    ]
+    for change, needle in cases:
+        original = (saved / CONFIG_NAME).read_text()
+        edit_config(saved, change)
+        for check in (CoTPipeline.from_pretrained, check_artifact):
+            with pytest.raises(CotpromptError) as caught:
+                check(saved)
+            assert needle in one_line(caught.value), caught.value
+        (saved / CONFIG_NAME).write_text(original)
+
+
+def test_fit_checks_its_folders_before_training(tmp_path: Path,
+                                                tiny_backbone: OpenCLIPBackbone) -> None:
+    from PIL import Image
+
+    from cotprompt.data import ImageClassificationDataset
+    from cotprompt.data.records import ImageRecord
+
+    records = []
+    for label, name in enumerate(CLASSES):
+        path = tmp_path / f"{name}.png"
+        Image.new("RGB", (32, 32), "white").save(path)
+        records.append(ImageRecord(path=path, label=label))
+    train = ImageClassificationDataset(records, CLASSES)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES,
+                                      device="cpu")
+    for option in ("checkpoint_dir", "feature_cache_dir"):
+        with pytest.raises(ConfigError, match=r"cannot write to the .*a-file"):
+            pipeline.fit(train, training={"epochs": 1, option: str(blocker / "sub"),
+                                          "checkpoint_every": 1, "progress": False})
 
 
 # -- the caller's opt-in ------------------------------------------------------------------------
@@ -233,7 +340,9 @@ def test_from_config_file_is_untrusted_and_the_caller_can_opt_in(tmp_path: Path)
         **backbone["config"], "allow_pickle": True}}}))
     with pytest.raises(UnsafeSettingError, match="only the caller may set"):
         CoTPipeline.from_config(config, class_names=CLASSES)
-    config.write_text(json.dumps({"backbone": backbone}))
+    # a training config (with its data and output sections) also describes the pipeline
+    config.write_text(json.dumps({"backbone": backbone, "data": {"format": "digits"},
+                                  "output": "out"}))
     with pytest.raises(ConfigError, match="pickle"):
         CoTPipeline.from_config(config, class_names=CLASSES)
     pipeline = CoTPipeline.from_config(config, class_names=CLASSES, allow_pickle=True)

@@ -9,7 +9,7 @@ import re
 from collections.abc import Callable, Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from cotprompt.backbones.text_encoder import FastTextEncoder, unsupported_reason
 from cotprompt.backbones.weights_source import (
     WeightsSource,
-    load_state_file,
+    load_state,
     resolve_weights,
 )
 from cotprompt.config import (
@@ -103,9 +103,10 @@ class OpenCLIPBackboneConfig(ComponentConfig):
 
     model_name: str = "ViT-B-16"
     pretrained: str | None = "openai"
-    init_seed: int = 0
+    init_seed: int = Field(default=0, ge=0, lt=2**63)
     cache_dir: str | None = machine_local(None, description="open_clip's download folder")
-    precision: str = "fp32"
+    precision: Literal["fp32", "fp16", "bf16", "pure_fp16", "pure_bf16", "amp", "amp_bf16",
+                       "amp_bfloat16"] = "fp32"
     allow_pickle: bool = caller_only(False, description="load pickle-based checkpoints")
     extra: dict[str, Any] = Field(default_factory=dict, description="passed to create_model")
 
@@ -152,16 +153,25 @@ class OpenCLIPBackbone(nn.Module):
                     model, _, preprocess = self._create(open_clip, source)
             else:
                 model, _, preprocess = self._create(open_clip, source)
-            load_state_file(model, source)
+            load_state(model, source)
+            self._tokenizer = self._get_tokenizer(open_clip, source)
         self.model = model.eval().requires_grad_(False)
         self._preprocess = preprocess
-        self._tokenizer = open_clip.get_tokenizer(cfg.model_name)
         self.text = self._text_tower(self.model)
         self.embed_dim = int(self.text.text_projection.shape[-1])
         self.text_width = int(self.text.token_embedding.weight.shape[-1])
         self.context_length = int(self.text.positional_embedding.shape[0])
         self._eot_token_id = self._find_eot_token_id()
         self._fast_encoders: dict[bool, FastTextEncoder | None] = {}
+
+    def _get_tokenizer(self, open_clip: Any, source: WeightsSource) -> Any:
+        try:
+            return open_clip.get_tokenizer(source.tokenizer, **source.tokenizer_kwargs)
+        except Exception as exc:  # transformers / huggingface_hub raise many types
+            message = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise ConfigError(
+                f"could not load the tokenizer of {self.config.model_name!r}: {message}"
+            ) from exc
 
     def _check_model_name(self, open_clip: Any) -> None:
         name = self.config.model_name
@@ -175,7 +185,9 @@ class OpenCLIPBackbone(nn.Module):
 
     def _create(self, open_clip: Any, source: WeightsSource) -> tuple[nn.Module, Any, Any]:
         cfg = self.config
-        options: dict[str, Any] = {"weights_only": True, **cfg.extra}
+        # no tower weights fetched behind the checked source's back (HF text models, timm)
+        options: dict[str, Any] = {"weights_only": True, "pretrained_text": False,
+                                   "pretrained_image": False, **cfg.extra}
         if source.quick_gelu:
             options["force_quick_gelu"] = True
         try:
@@ -188,10 +200,10 @@ class OpenCLIPBackbone(nn.Module):
                     cache_dir=cfg.cache_dir,
                     **options,
                 )
-        except (RuntimeError, OSError, ValueError) as exc:
+        except Exception as exc:  # open_clip and the libraries below it raise many types
             known = open_clip.list_pretrained_tags_by_model(cfg.model_name)
             tags = f" Known tags for {cfg.model_name}: {', '.join(known)}." if known else ""
-            message = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
+            message = " ".join(str(exc).split())[:300] or type(exc).__name__
             raise ConfigError(
                 f"could not load open_clip model {cfg.model_name!r} with pretrained weights "
                 f"{cfg.pretrained!r}: {message}.{tags} Without network access, point "
@@ -237,6 +249,13 @@ class OpenCLIPBackbone(nn.Module):
     def device(self) -> torch.device:
         """Where the weights live."""
         return self.text.positional_embedding.device
+
+    @property
+    def quick_gelu(self) -> bool:
+        """Whether the blocks use QuickGELU (OpenAI's CLIP weights) rather than GELU."""
+        from open_clip.transformer import QuickGELU
+
+        return any(isinstance(module, QuickGELU) for module in self.model.modules())
 
     @property
     def dtype(self) -> torch.dtype:

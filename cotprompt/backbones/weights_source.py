@@ -12,13 +12,17 @@ content rather than by name, and refuses pickle and TorchScript unless the calle
 ``None``                                   random weights (``init_seed``)
 a known open_clip tag (``openai``...)      by open_clip from the tag's official source
 a ``.safetensors`` file                    safetensors (no code)
-a ``.npz`` / ``.npy`` file                 numpy without pickle (big_vision SigLIP)
 OpenAI's published TorchScript archive     its tensors only (identified by SHA-256)
 an OpenAI-format state dict (safetensors)  its tensors, OpenAI's extra entries dropped
 ``hf-hub:org/name`` model                  its ``open_clip_model.safetensors`` only
 ``local-dir:/path`` model                  when the file open_clip picks is safetensors
 anything else (``.pt``, ``.bin``...)       only with ``allow_pickle=True``
 ========================================  =========================================
+
+The ``open_clip_config.json`` of an ``hf-hub:`` or ``local-dir:`` model is untrusted too: a
+Hugging Face text tower (``hf_model_name``, loaded by transformers, possibly from a pickle) and
+any ``trust_remote_code`` are refused, and a Hugging Face tokenizer it names is loaded with
+``trust_remote_code=False``.
 
 The same step decides the activation: OpenAI's CLIP was trained with QuickGELU, so OpenAI
 weights (the ``openai`` tag, a TorchScript archive, or a state dict carrying OpenAI's
@@ -31,13 +35,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 import os
 import struct
 import tempfile
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -69,17 +74,27 @@ class WeightsSource:
         pretrained: The ``pretrained`` argument for open_clip (``None`` when cotprompt loads the
             tensors itself, after building: OpenAI-format files).
         quick_gelu: Build QuickGELU blocks (OpenAI weights).
-        state_file: An OpenAI-format file whose tensors :func:`load_state_file` copies into the
-            built model (open_clip refuses their extra entries, or would unpickle).
-        state_format: The format of ``state_file``.
+        state: Tensors (read once, here) that :func:`load_state` copies into the built model:
+            OpenAI-format files, whose extra entries open_clip refuses or which it would unpickle.
+        origin: Where ``state`` was read from (named in errors).
+        tokenizer_name: The name to give ``open_clip.get_tokenizer``.
+        tokenizer_kwargs: Its keyword arguments (``trust_remote_code=False`` for a Hugging Face
+            tokenizer named by an untrusted model config).
     """
 
     kind: str
     model_name: str
     pretrained: str | None
     quick_gelu: bool = False
-    state_file: Path | None = None
-    state_format: Format | None = None
+    state: Mapping[str, Any] | None = None
+    origin: str | None = None
+    tokenizer_name: str | None = None
+    tokenizer_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def tokenizer(self) -> str:
+        """The name to give ``open_clip.get_tokenizer``."""
+        return self.tokenizer_name or self.model_name
 
 
 def sniff_format(path: Path) -> Format:
@@ -128,33 +143,59 @@ def openai_sha256() -> frozenset[str]:
     return frozenset(hashes)
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
 
 
-def _safetensors_keys(path: Path) -> list[str]:
-    from safetensors import safe_open
+def _safetensors_state(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
 
-    with safe_open(str(path), framework="pt") as handle:
-        return list(handle.keys())
+    try:
+        return load(_read_bytes(path))
+    except (SafetensorError, ValueError) as exc:
+        raise ConfigError(f"{path} is not a valid safetensors file: {exc}") from exc
 
 
-def _pickle_keys(path: Path) -> list[str]:
-    """Keys of a pickled state dict; only called once the caller allowed pickle."""
+def _torchscript_state(data: bytes, path: Path) -> dict[str, Any]:
+    """The tensors of a TorchScript archive, read with TorchScript's own loader (Python's pickle
+    is never used; none of the archive's methods is called)."""
+    import io
+
     import torch
 
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        return dict(torch.jit.load(io.BytesIO(data), map_location="cpu").state_dict())
+    except Exception as exc:  # torch raises RuntimeError, or anything from a corrupt archive
+        raise ConfigError(f"cannot read the TorchScript archive {path}: "
+                          f"{_one_line(exc)}") from exc
+
+
+def _pickle_state(path: Path) -> dict[str, Any] | None:
+    """The state dict of a pickle-based checkpoint; only called once the caller allowed pickle,
+    and even then with ``weights_only=True``."""
+    import torch
+
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors come in many types
+        raise ConfigError(f"cannot read {path} with torch.load(weights_only=True): "
+                          f"{_one_line(exc)}") from exc
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
-    return list(checkpoint) if isinstance(checkpoint, dict) else []
+    return checkpoint if isinstance(checkpoint, dict) else None
 
 
-def _is_openai_state(keys: list[str]) -> bool:
-    return any(key.removeprefix("module.") == "input_resolution" for key in keys)
+def _one_line(exc: BaseException, limit: int = 300) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _is_openai_state(keys: Iterator[str] | list[str]) -> bool:
+    return any(str(key).removeprefix("module.") == "input_resolution" for key in keys)
 
 
 def _model_quick_gelu(model_name: str) -> bool:
@@ -177,88 +218,149 @@ def _tag_source(model_name: str, tag: str, tag_cfg: dict[str, Any]) -> WeightsSo
 def _file_source(model_name: str, path: Path, allow_pickle: bool) -> WeightsSource:
     if not path.is_file():
         raise ConfigError(f"pretrained weights file {path} does not exist")
-    suffix = path.suffix.lower()
-    if suffix in (".npz", ".npy"):  # open_clip reads these with numpy, without pickle
-        return WeightsSource("file", model_name, str(path))
-    fmt = sniff_format(path)
+    try:
+        fmt = sniff_format(path)
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    if path.suffix in (".npz", ".npy") or fmt == "numpy":
+        raise ConfigError(
+            f"{path}: numpy (big_vision) checkpoints are for SigLIP models, whose text tower "
+            "does not pool at an end-of-text token; prompt tuning needs a CLIP-style one"
+        )
     if fmt == "safetensors":
-        if _is_openai_state(_safetensors_keys(path)):
-            return _openai_state(model_name, path, fmt)
-        if suffix != ".safetensors":
+        state = _safetensors_state(path)
+        if _is_openai_state(state):
+            return _openai_state(model_name, path, state)
+        if not str(path).endswith(".safetensors"):  # open_clip picks its loader by this name
             raise ConfigError(
-                f"{path} holds safetensors data but open_clip picks the loader by file name; "
-                "rename it to end in .safetensors"
+                f"{path} holds safetensors data but its name does not end in .safetensors, "
+                "which open_clip needs to read it as such; rename it"
             )
         return WeightsSource("file", model_name, str(path))
     if fmt == "torchscript":
-        if allow_pickle or _sha256(path) in openai_sha256():
-            return _openai_state(model_name, path, fmt)
-        raise ConfigError(
-            f"{path} is a TorchScript archive that is not one of OpenAI's published CLIP "
-            f"checkpoints; loading it runs TorchScript. {_PICKLE_HINT}"
-        )
-    if fmt == "numpy":
-        raise ConfigError(f"{path} holds numpy arrays; name it .npz or .npy")
+        data = _read_bytes(path)  # hashed and loaded from the same bytes
+        openai = hashlib.sha256(data).hexdigest() in openai_sha256()
+        if not (openai or allow_pickle):
+            raise ConfigError(
+                f"{path} is a TorchScript archive that is not one of OpenAI's published CLIP "
+                f"checkpoints; loading it runs TorchScript. {_PICKLE_HINT}"
+            )
+        state = _torchscript_state(data, path)
+        if openai or _is_openai_state(state):
+            return _openai_state(model_name, path, state)
+        return WeightsSource("file", model_name, None, state=state, origin=str(path))
     if not allow_pickle:
         raise ConfigError(
             f"{path} is a pickle-based checkpoint (torch.save); loading it can run code. "
             f"Convert it to .safetensors, or: {_PICKLE_HINT}"
         )
-    if _is_openai_state(_pickle_keys(path)):
-        return _openai_state(model_name, path, fmt)
+    state = _pickle_state(path)
+    if state is not None and _is_openai_state(state):
+        return _openai_state(model_name, path, state)
     return WeightsSource("file", model_name, str(path))
 
 
-def _openai_state(model_name: str, path: Path, fmt: Format) -> WeightsSource:
-    """OpenAI's format (a TorchScript archive, or a state dict with its extra entries): built
-    with QuickGELU, tensors copied in by :func:`load_state_file`."""
-    return WeightsSource("openai-file", model_name, None, quick_gelu=True, state_file=path,
-                         state_format=fmt)
+def _openai_state(model_name: str, path: Path, state: Mapping[str, Any]) -> WeightsSource:
+    """OpenAI's format (its TorchScript archives, or a state dict with its extra entries):
+    built with QuickGELU, tensors copied in by :func:`load_state`."""
+    return WeightsSource("openai-file", model_name, None, quick_gelu=True, state=state,
+                         origin=str(path))
+
+
+def _truthy_remote_code(value: Any) -> bool:
+    if isinstance(value, Mapping):
+        return any((key == "trust_remote_code" and item not in (False, None))
+                   or _truthy_remote_code(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(_truthy_remote_code(item) for item in value)
+    return False
+
+
+def _checked_model_config(model_name: str, path: Path) -> dict[str, Any]:
+    """The ``model_cfg`` of an ``open_clip_config.json`` from a ``local-dir:`` folder or an
+    ``hf-hub:`` repository, refused when it would make open_clip load code or pickles."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{model_name}: cannot read {path.name}: {exc}") from exc
+    model_cfg = data.get("model_cfg") if isinstance(data, dict) else None
+    if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("text_cfg", {}), dict):
+        raise ConfigError(f"{model_name}: {path.name} has no `model_cfg` mapping")
+    if _truthy_remote_code(data):
+        raise ConfigError(f"{model_name}: {path.name} asks for trust_remote_code; cotprompt "
+                          "never runs code from a model repository")
+    text_cfg = model_cfg.get("text_cfg", {})
+    if text_cfg.get("hf_model_name"):
+        raise ConfigError(
+            f"{model_name}: a Hugging Face text tower ({text_cfg['hf_model_name']!r}) has no "
+            "CLIP-style causal text transformer for prompt tuning (and would be loaded by "
+            "transformers, possibly from a pickle)"
+        )
+    return model_cfg
+
+
+def _tokenizer_kwargs(model_cfg: Mapping[str, Any]) -> dict[str, Any]:
+    text_cfg = model_cfg.get("text_cfg", {})
+    return {"trust_remote_code": False} if text_cfg.get("hf_tokenizer_name") else {}
 
 
 def _local_dir_source(model_name: str, folder: Path, allow_pickle: bool) -> WeightsSource:
-    from open_clip import factory
-
     if not folder.is_dir():
         raise ConfigError(f"{model_name}: folder {folder} does not exist")
-    find = getattr(factory, "_find_checkpoint_in_dir", None)
-    chosen = find(folder) if find is not None else None
-    if chosen is not None and not str(chosen).endswith(".safetensors") and not allow_pickle:
+    model_cfg = _checked_model_config(model_name, folder / _CONFIG_NAME)
+    # open_clip prefers a .safetensors file and otherwise takes a .bin or .pth (a pickle)
+    safe = sorted(folder.glob("*.safetensors"))
+    pickles = sorted([*folder.glob("*.bin"), *folder.glob("*.pth")])
+    if not safe and pickles and not allow_pickle:
         raise ConfigError(
-            f"{model_name}: the weights open_clip would load, {Path(chosen).name}, are "
+            f"{model_name}: the weights open_clip would load, {pickles[0].name}, are "
             f"pickle-based; add {_SAFE_NAME}. {_PICKLE_HINT}"
         )
-    return WeightsSource("local-dir", model_name, None)
+    if not safe and not pickles:
+        logger.warning("%s holds no weights: the model gets random weights", model_name)
+    return WeightsSource("local-dir", model_name, None,
+                         tokenizer_kwargs=_tokenizer_kwargs(model_cfg))
+
+
+def _hub_file(model_name: str, repo_id: str, name: str, cache_dir: str | None) -> Path | None:
+    """A file of ``repo_id`` (downloaded or cached), ``None`` when the repository lacks it."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id, name, cache_dir=cache_dir))
+    except EntryNotFoundError:
+        return None
+    except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
+        raise ConfigError(f"could not fetch {name} of {model_name}: {_one_line(exc)}") from exc
 
 
 @contextlib.contextmanager
 def _hf_hub_source(
     model_name: str, repo_id: str, cache_dir: str | None, allow_pickle: bool
 ) -> Iterator[WeightsSource]:
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, LocalEntryNotFoundError
-
-    try:
-        config = hf_hub_download(repo_id, _CONFIG_NAME, cache_dir=cache_dir)
-        try:
-            weights = hf_hub_download(repo_id, _SAFE_NAME, cache_dir=cache_dir)
-        except EntryNotFoundError:
-            if not allow_pickle:
-                raise ConfigError(
-                    f"{model_name} has no {_SAFE_NAME}; its weights are pickle-based. "
-                    f"{_PICKLE_HINT}"
-                ) from None
-            yield WeightsSource("hf-hub", model_name, None)
-            return
-    except (EntryNotFoundError, LocalEntryNotFoundError, HfHubHTTPError, OSError,
-            ValueError) as exc:
-        raise ConfigError(f"could not fetch {model_name}: {exc}") from exc
+    config = _hub_file(model_name, repo_id, _CONFIG_NAME, cache_dir)
+    if config is None:
+        raise ConfigError(f"{model_name} has no {_CONFIG_NAME}: it is not an open_clip model")
+    model_cfg = _checked_model_config(model_name, config)
+    tokenizer_kwargs = _tokenizer_kwargs(model_cfg)
+    # an HF tokenizer's files live in the repository; the CLIP tokenizer needs only the config
+    tokenizer = model_name if tokenizer_kwargs else None
+    weights = _hub_file(model_name, repo_id, _SAFE_NAME, cache_dir)
+    if weights is None:
+        if not allow_pickle:
+            raise ConfigError(
+                f"{model_name} has no {_SAFE_NAME}; its weights are pickle-based. {_PICKLE_HINT}"
+            )
+        yield WeightsSource("hf-hub", model_name, None, tokenizer_kwargs=tokenizer_kwargs)
+        return
     # open_clip would fall back to a pickle if the repository changed between its requests:
     # it gets a folder holding only the files checked here.
     with tempfile.TemporaryDirectory(prefix="cotprompt-hf-") as tmp:
         os.symlink(config, Path(tmp) / _CONFIG_NAME)
         os.symlink(weights, Path(tmp) / _SAFE_NAME)
-        yield WeightsSource("hf-hub", f"local-dir:{tmp}", None)
+        yield WeightsSource("hf-hub", f"local-dir:{tmp}", None, tokenizer_name=tokenizer,
+                            tokenizer_kwargs=tokenizer_kwargs)
 
 
 @contextlib.contextmanager
@@ -307,39 +409,24 @@ def resolve_weights(
     yield _file_source(model_name, path, allow_pickle)
 
 
-def load_state_file(model: Any, source: WeightsSource) -> None:
-    """Copy the tensors of an OpenAI-format ``source.state_file`` into an open_clip ``model``,
-    dropping OpenAI's extra entries (``input_resolution``...).
-
-    A TorchScript archive is read with ``torch.jit.load``, TorchScript's restricted loader: none
-    of its code runs (only ``state_dict()`` is read) and Python's pickle is never used. A pickle
-    is only read when the caller allowed it, and then with ``weights_only=True``.
+def load_state(model: Any, source: WeightsSource) -> None:
+    """Copy ``source.state`` (tensors read by :func:`resolve_weights`) into an open_clip
+    ``model``, dropping OpenAI's extra entries (``input_resolution``...).
 
     Raises:
-        ConfigError: The file's tensors do not fit the model.
+        ConfigError: The tensors do not fit the model.
     """
-    import torch
     from open_clip.model import convert_to_custom_text_state_dict
 
-    path = source.state_file
-    if path is None:
+    if source.state is None:
         return
-    if source.state_format == "torchscript":
-        state = torch.jit.load(str(path), map_location="cpu").state_dict()
-    elif source.state_format == "safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-            state = state["state_dict"]
-    state = {k.removeprefix("module."): v for k, v in state.items()}
+    state = {str(k).removeprefix("module."): v for k, v in source.state.items()}
     state = {k: v for k, v in state.items() if k not in OPENAI_EXTRA_KEYS}
     if "positional_embedding" in state and not hasattr(model, "positional_embedding"):
         state = convert_to_custom_text_state_dict(state)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
-        first = " ".join(str(exc).split())[:300]
-        raise ConfigError(f"the tensors of {path} do not fit this architecture: {first}") from exc
+        raise ConfigError(
+            f"the tensors of {source.origin} do not fit this architecture: {_one_line(exc)}"
+        ) from exc

@@ -3,7 +3,10 @@
 A checkpoint folder ``checkpoint-<step>/`` holds ``state.safetensors`` (trainable parameters,
 optimizer tensors, random-number-generator states) and ``state.json`` (counters, optimizer
 hyper-parameters, a fingerprint of the run). The folder is written under a temporary name and
-renamed, so an interrupted save leaves no partial checkpoint.
+renamed, so an interrupted save leaves no partial checkpoint. Re-saving a step sets the previous
+folder aside as ``.checkpoint-<step>.<random>.old`` until the new one is in place; if the save is
+stopped in between, the old folder is renamed back (at once, or by the next
+:func:`list_checkpoints` after a kill), so one of the two always survives.
 """
 
 from __future__ import annotations
@@ -99,19 +102,56 @@ def save_checkpoint(
         tmp.rename(final)
         fsync_folder(directory)
     finally:
-        for leftover in (tmp, replaced):
-            if leftover.exists():
-                shutil.rmtree(leftover, ignore_errors=True)
+        if os.path.lexists(replaced) and not os.path.lexists(final):
+            try:  # stopped between the two renames: the old checkpoint goes back in place
+                replaced.rename(final)
+            except OSError as exc:
+                logger.warning("could not put %s back as %s (%s); the next listing of the "
+                               "checkpoints does", replaced, final, exc)
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+        if replaced.exists() and os.path.lexists(final):  # only once a checkpoint is in place
+            shutil.rmtree(replaced, ignore_errors=True)
     for old in list_checkpoints(directory)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     logger.info("saved checkpoint %s", final)
     return final
 
 
+def _restore_set_aside(directory: Path) -> None:
+    """Rename back a checkpoint that a re-save set aside (``.checkpoint-<step>.<random>.old``)
+    and was killed before the new one was in place. One whose step has a checkpoint again is
+    left alone."""
+    for path in directory.iterdir():
+        name = path.name
+        if not (name.startswith(f".{CHECKPOINT_PREFIX}") and name.endswith(".old")):
+            continue
+        final_name = name[1:].split(".", 1)[0]
+        if not final_name[len(CHECKPOINT_PREFIX):].isdigit() or path.is_symlink():
+            continue
+        if not path.is_dir() or not (path / META_FILE).is_file():
+            continue
+        final = directory / final_name
+        if os.path.lexists(final):
+            continue
+        try:
+            path.rename(final)
+        except OSError as exc:
+            logger.warning("cannot restore the checkpoint %s as %s: %s", path, final, exc)
+        else:
+            logger.warning("restored the checkpoint %s, set aside by a re-save that was "
+                           "interrupted, as %s", path.name, final)
+
+
 def list_checkpoints(directory: Path) -> list[Path]:
-    """Complete checkpoint folders under ``directory``, oldest first."""
+    """Complete checkpoint folders under ``directory``, oldest first.
+
+    A checkpoint that an interrupted re-save had set aside, with no replacement in place, is
+    renamed back first.
+    """
     if not directory.is_dir():
         return []
+    _restore_set_aside(directory)
     found = []
     for path in directory.iterdir():
         suffix = path.name[len(CHECKPOINT_PREFIX) :]

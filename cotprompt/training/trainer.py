@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from cotprompt.data.records import ImageClassificationDataset
 from cotprompt.errors import TrainingError
+from cotprompt.io import check_writable
 from cotprompt.model import PromptModel
 from cotprompt.training.checkpoint import (
     TrainingState,
@@ -355,6 +356,10 @@ class Trainer:
         started = time.perf_counter()
         accelerator = self.accelerator
         device = accelerator.device
+        for folder, what in ((cfg.checkpoint_dir, "checkpoint folder"),
+                             (cfg.feature_cache_dir, "feature cache folder")):
+            if folder is not None:  # found now, not after hours of training
+                check_writable(folder, what=what)
         torch.manual_seed(cfg.seed)
         labels = torch.tensor(train.labels, dtype=torch.long)
         cached = self._cacheable()
