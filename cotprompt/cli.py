@@ -4,9 +4,12 @@ Every subcommand is added by one ``_add_<name>`` function listed in :data:`SUBCO
 builds its parser and sets ``handler`` (a function of the parsed arguments returning the exit
 status); adding a command is adding such a function to the list.
 
-Errors that cotprompt raises on purpose (:class:`~cotprompt.errors.CotpromptError`) are printed
-as one line ``error: ...`` on stderr with exit status 2; ``--debug`` adds the traceback. Results
-go to stdout (``--json`` for machine-readable output); logs and progress bars go to stderr.
+Every failure is printed as one line ``error: ...`` on stderr, never as a traceback (``--debug``
+adds it): errors that cotprompt raises on purpose (:class:`~cotprompt.errors.CotpromptError`),
+bad usage and any other exception exit with status 2, file-system errors with status 1 (see
+:func:`cotprompt.cli_common.describe_failure`); ``--device`` is checked before anything is built.
+Results go to stdout (``--json`` for machine-readable output); logs and progress bars go to
+stderr.
 
 This module assembles the parser, runs the entry point :func:`main` and holds the small
 ``plugins`` command. The other commands live in their own modules: ``train``, ``eval`` and
@@ -22,7 +25,7 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NoReturn
 
 from cotprompt._version import __version__
 from cotprompt.cli_common import (
@@ -32,6 +35,8 @@ from cotprompt.cli_common import (
     Handler,
     _common_options,
     _torch_threads,
+    check_device,
+    describe_failure,
 )
 from cotprompt.cli_demo import (
     DEMO_OUTPUT,
@@ -44,7 +49,6 @@ from cotprompt.cli_hub import add_hub_commands
 from cotprompt.cli_output import _one_line, _out, _print_json, _table, configure_logging
 from cotprompt.cli_pipeline import TRAIN_OUTPUT, _add_eval, _add_predict, _add_train
 from cotprompt.cli_tasks import add_task_commands
-from cotprompt.errors import CotpromptError
 
 __all__ = [
     "DEMO_OUTPUT",
@@ -90,9 +94,17 @@ SUBCOMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose usage errors are one line ``error: ...`` (status 2), like every
+    other failure of the command line; sub-parsers are of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"error: {_one_line(message)} (see `{self.prog} --help`)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cotprompt`` argument parser with every subcommand of :data:`SUBCOMMANDS`."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="cotprompt",
         description=(
             "Few-shot prompt tuning of CLIP models: CoOp, CoCoOp and chain-of-thought prompt "
@@ -152,8 +164,9 @@ def main(argv: list[str] | None = None) -> int:
         argv: The arguments after the program name; default ``sys.argv[1:]``.
 
     Returns:
-        The exit status: 0 on success, 2 on bad usage or a cotprompt error (printed as one line
-        ``error: ...`` on stderr), 1 on a file-system error, 130 when interrupted.
+        The exit status: 0 on success, 1 on a file-system error, 2 on bad usage, a cotprompt
+        error or any other failure (each printed as one line ``error: ...`` on stderr, see
+        :func:`cotprompt.cli_common.describe_failure`), 130 when interrupted.
     """
     parser = build_parser()
     try:
@@ -164,21 +177,19 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(getattr(args, "verbose", 0) or 0, bool(getattr(args, "quiet", False)))
     handler: Handler = args.handler
     try:
+        if getattr(args, "device", None) is not None:
+            args.device = check_device(args.device)
         with _torch_threads(getattr(args, "threads", None)):
             return handler(args)
-    except CotpromptError as exc:
-        if debug:
-            traceback.print_exc()
-        sys.stderr.write(f"error: {_one_line(exc)}\n")
-        return EXIT_USAGE
-    except OSError as exc:
-        if debug:
-            traceback.print_exc()
-        sys.stderr.write(f"error: {_one_line(exc)}\n")
-        return EXIT_FAILURE
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")
         return 130
+    except (Exception, SystemExit) as exc:  # every failure: one line, the traceback with --debug
+        if debug:
+            traceback.print_exc()
+        message, status = describe_failure(exc)
+        sys.stderr.write(f"error: {message}\n")
+        return status
 
 
 if __name__ == "__main__":  # pragma: no cover

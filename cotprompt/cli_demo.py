@@ -82,7 +82,10 @@ def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
         + ", ".join(f"{m} {e}" for m, e in RANDOM_BACKBONE_EPOCHS.items())
         + " on a random backbone; the training recipe's default otherwise)",
     )
-    parser.add_argument("--seed", type=int, default=1, help="sampling and training seed")
+    parser.add_argument(
+        "--seed", type=int, default=1,
+        help="the one seed: few-shot sample, parameter initialisation, shuffling (default: 1)",
+    )
     parser.add_argument(
         "--test-images", type=int, metavar="N",
         help="evaluate on N test images spread evenly over the classes (default: all 602)",
@@ -132,7 +135,8 @@ def demo_training(
 
     On a random-weight backbone: AdamW at 0.01 without warm-up, schedule or augmentation
     (:data:`RANDOM_BACKBONE_TRAINING`) and :data:`RANDOM_BACKBONE_EPOCHS`; on a pretrained one,
-    the published recipe (:class:`~cotprompt.training.config.TrainingConfig`'s defaults).
+    CoCoOp's published recipe (:class:`~cotprompt.training.config.TrainingConfig`'s defaults;
+    for CoT-PT a reconstruction: its recipe is unpublished).
     """
     from cotprompt.training.config import TrainingConfig
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,6 +47,11 @@ def _add_train(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--resume", metavar="latest|PATH",
         help="resume from the newest checkpoint (`latest`) or a checkpoint folder",
+    )
+    parser.add_argument(
+        "--seed", type=int, metavar="N",
+        help="the run's seed, instead of the config's `training.seed` and `data.seed`: "
+        "parameter initialisation, few-shot sample, shuffling, augmentation",
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary")
     _add_allow_pickle(parser)
@@ -101,10 +106,18 @@ def _add_eval(subparsers: Any, common: argparse.ArgumentParser) -> None:
 def _add_predict(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser = subparsers.add_parser(
         "predict", parents=[common], help="predict the labels of images",
-        description="Predict labels with a saved pipeline; a folder stands for its images.",
+        description=(
+            "Predict labels with a saved pipeline; a folder stands for its images (recursively, "
+            "hidden entries skipped)."
+        ),
     )
     parser.add_argument("artifact", metavar="ARTIFACT", help="artifact folder or Hub repo id")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders")
+    parser.add_argument(
+        "--on-bad-image", choices=("error", "skip"), default="error",
+        help="an image that cannot be read (missing, corrupt) stops the run, naming it "
+        "(`error`, the default), or is skipped with a warning and listed (`skip`)",
+    )
     parser.add_argument("--top-k", type=int, default=5, help="labels per image (default: 5)")
     parser.add_argument(
         "--zero-shot", action="store_true", help="use the untuned (zero-shot) classifier"
@@ -123,6 +136,8 @@ def _resolve(value: str, base_dir: Path) -> Path:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    import torch.distributed as dist
+
     from cotprompt.config_files import load_pipeline_config, read_mapping
     from cotprompt.data.spec import DataSpec, build_datasets
     from cotprompt.io import check_writable
@@ -133,13 +148,19 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config_path = Path(args.config)
     raw = read_mapping(config_path)
     base_dir = config_path.resolve().parent
-    spec = DataSpec.from_mapping(raw.pop("data", None))
+    data_raw = raw.pop("data", None)
     output_value = raw.pop("output", None)
     if output_value is not None and not isinstance(output_value, str):
         raise ConfigError(f"`output` must be a folder path, got {output_value!r}")
     opt_ins = {name: True for name in ("allow_pickle", "trust_remote_code")
                if getattr(args, name, False)}
     config = load_pipeline_config(raw, file_source=str(config_path), caller_options=opt_ins)
+    seed = config.training.seed if args.seed is None else args.seed
+    # one seed: the few-shot sample follows the run's seed unless `data.seed` sets its own
+    # (`--seed` overrides both)
+    if isinstance(data_raw, Mapping) and (args.seed is not None or "seed" not in data_raw):
+        data_raw = {**data_raw, "seed": seed}
+    spec = DataSpec.from_mapping(data_raw)
     if args.output:
         output = Path(args.output)
     elif output_value:
@@ -148,7 +169,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         output = Path(TRAIN_OUTPUT)
 
     training = config.training
-    updates: dict[str, Any] = {}
+    updates: dict[str, Any] = {"seed": seed}
     if args.quiet:
         updates["progress"] = False
     if training.checkpoint_dir is None and (args.resume or training.checkpoint_every):
@@ -187,7 +208,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         zero_shot = pipeline.evaluate(test, zero_shot=True)
         logger.info("zero-shot test accuracy: %.2f%%", zero_shot.accuracy)
     result = pipeline.fit(train, val=val, resume_from=args.resume)
+    if pipeline.training_data is not None:  # the few-shot sample's seed, next to the run's
+        pipeline.training_data.update(
+            {"shots": spec.shots, "data_seed": spec.seed} if spec.shots is not None else {})
     tuned = pipeline.evaluate(test, split="test") if test is not None else None
+    if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
+        return EXIT_OK  # data parallel (torchrun, accelerate launch): the main process writes
     saved = pipeline.save_pretrained(output)
 
     summary = {
@@ -196,6 +222,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "num_train_images": len(train),
         "num_classes": train.num_classes,
         "epochs": training.epochs,
+        "seed": training.seed,
         "seconds": round(result.seconds, 3),
         "final_loss": result.history[-1]["loss"] if result.history else None,
         "zero_shot_test_accuracy": zero_shot.accuracy if zero_shot is not None else None,
@@ -312,16 +339,22 @@ def _percent(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f}"
 
 
-def _expand_images(items: Sequence[str]) -> list[Path]:
-    """Image paths; a folder stands for the images in it (recursively, sorted).
+def _expand_images(items: Sequence[str], *, missing_ok: bool = False) -> list[Path]:
+    """Image paths; a folder stands for the images in it, by the one folder-listing rule
+    (:func:`cotprompt.data.sources.list_image_files`: recursively, sorted, hidden entries
+    skipped). A file named explicitly is used whatever its name.
+
+    Args:
+        missing_ok: Keep paths that do not exist (``--on-bad-image skip`` skips them later).
 
     Raises:
-        DataError: Paths that do not exist (all named), or a folder without images.
+        DataError: Paths that do not exist (all named; unless ``missing_ok``), or a folder
+            without images.
     """
-    from cotprompt.data import IMAGE_EXTENSIONS
+    from cotprompt.data.sources import IMAGE_EXTENSIONS, list_image_files
 
     missing = [item for item in items if not Path(item).exists()]
-    if missing:
+    if missing and not missing_ok:
         shown = ", ".join(repr(m) for m in missing[:10])
         raise DataError(
             f"{len(missing)} image path(s) do not exist: {shown}"
@@ -331,12 +364,11 @@ def _expand_images(items: Sequence[str]) -> list[Path]:
     for item in items:
         path = Path(item)
         if path.is_dir():
-            found = sorted(
-                p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-            )
+            found = list_image_files(path)
             if not found:
                 raise DataError(
-                    f"folder {item!r} holds no images with extensions {list(IMAGE_EXTENSIONS)}"
+                    f"folder {item!r} holds no images with extensions {list(IMAGE_EXTENSIONS)} "
+                    "(hidden files and folders are skipped)"
                 )
             paths.extend(found)
         else:
@@ -361,12 +393,30 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
-    paths = _expand_images(args.images)
+    skip = args.on_bad_image == "skip"
+    paths = _expand_images(args.images, missing_ok=skip)
     pipeline = CoTPipeline.from_pretrained(args.artifact, revision=args.revision,
                                            device=args.device, allow_pickle=args.allow_pickle)
     predictions = pipeline.predict([str(p) for p in paths], top_k=args.top_k,
-                                   batch_size=args.batch_size, zero_shot=args.zero_shot)
-    records = [_prediction_dict(str(p), pred) for p, pred in zip(paths, predictions, strict=True)]
+                                   batch_size=args.batch_size, zero_shot=args.zero_shot,
+                                   on_bad_image=args.on_bad_image)
+
+    def skipped_dict(path: Path) -> dict[str, Any]:  # why an image was skipped
+        from cotprompt.data.images import load_image
+
+        try:
+            load_image(path)
+        except DataError as exc:
+            reason = str(exc)
+        else:  # readable now: it changed while predict ran
+            reason = f"cannot read image {str(path)!r}"
+        return {"image": str(path), "skipped": True, "error": reason}
+
+    records = [
+        _prediction_dict(str(p), pred) if pred is not None else skipped_dict(p)
+        for p, pred in zip(paths, predictions, strict=True)
+    ]
+    skipped = [record for record in records if record.get("skipped")]  # warned by predict
     if args.json:
         _print_json(records)
         return EXIT_OK
@@ -378,6 +428,12 @@ def _cmd_predict(args: argparse.Namespace) -> int:
             ", ".join(f"{t['label']} {t['score']:.3f}" for t in record["top_k"][1:]),
         )
         for record in records
+        if not record.get("skipped")
     ]
     _out(_table(("image", "label", "score", "next"), rows, (False, False, True, False)))
+    if skipped:
+        _out(f"skipped {len(skipped)} image(s) that could not be read:")
+        for record in skipped:
+            _out(f"  {record['error']}")
     return EXIT_OK
+

@@ -27,12 +27,16 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     """A YAML (``.yaml``/``.yml``) or JSON file as a dict.
 
     Raises:
-        ConfigError: Missing file, syntax error, or not a mapping.
+        ConfigError: Missing file, not UTF-8, syntax error, or not a mapping.
     """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text ({exc.reason} at byte "
+                          f"{exc.start})") from exc
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
@@ -50,13 +54,19 @@ def load_pipeline_config(
 ) -> PipelineConfig:
     """Validate a mapping or a file into a :class:`~cotprompt.pipeline.PipelineConfig`.
 
+    Relative paths of the components read from a file (the backbone's ``pretrained`` file,
+    a ``local-dir:`` model folder, ``cache_dir``) are resolved against the file's folder, as
+    the ``data`` and ``output`` paths of a training config are, so the config works from any
+    working directory.
+
     Options read from a file are untrusted (:func:`cotprompt.config.validate_untrusted`): a
     file may not set caller-only opt-ins such as ``allow_pickle`` or ``trust_remote_code``,
     nor free-form loader arguments; the caller's own opt-ins are applied afterwards.
 
     Args:
         source: A mapping (trusted: the caller's code) or a YAML/JSON file path (untrusted).
-        file_source: The file a mapping was read from, which makes it untrusted too.
+        file_source: The file a mapping was read from, which makes it untrusted too (and,
+            when it names an existing file, the folder its relative paths start from).
         caller_options: The caller's opt-ins (``{"allow_pickle": True}``), set on every
             component with such an option.
 
@@ -79,6 +89,9 @@ def load_pipeline_config(
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise ConfigError(f"invalid pipeline config: {problems}") from exc
+    base_dir = _file_folder(file_source)
+    if base_dir is not None:
+        _resolve_relative_paths(config, base_dir)
     if file_source is not None:
         _check_untrusted(config, file_source)
     _apply_caller_options(config, caller_options or {})
@@ -93,6 +106,31 @@ def _component_classes(config: PipelineConfig) -> Iterator[tuple[str, Any, type]
             yield kind, spec, registry.get(kind, spec.name)
         except UnknownComponentError:
             continue  # reported with close matches when the component is created
+
+
+def _file_folder(file_source: str | None) -> Path | None:
+    """The folder of the config file the options were read from (``None``: not from a file)."""
+    if file_source is None:
+        return None
+    path = Path(file_source).expanduser()
+    return path.resolve().parent if path.is_file() else None
+
+
+def _resolve_relative_paths(config: PipelineConfig, base_dir: Path) -> None:
+    """Resolve the components' relative paths against the config file's folder, as its
+    ``data`` and ``output`` paths are (in place): each component config that has paths says
+    which, with a ``resolve_relative_paths(options, base_dir)`` class method."""
+    for _, spec, cls in _component_classes(config):
+        resolve = getattr(cls.Config, "resolve_relative_paths", None)
+        if callable(resolve):
+            spec.config = dict(resolve(spec.config, base_dir))
+    folders = {}
+    for name in ("checkpoint_dir", "feature_cache_dir"):  # the training section's paths too
+        value = getattr(config.training, name)
+        if value is not None and not Path(value).expanduser().is_absolute():
+            folders[name] = str(base_dir / Path(value).expanduser())
+    if folders:
+        config.training = config.training.model_copy(update=folders)
 
 
 def _check_untrusted(config: PipelineConfig, source: str) -> None:

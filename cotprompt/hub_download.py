@@ -224,22 +224,37 @@ def resolve_artifact(
     """A local folder holding the artifact files, and a record of where they came from.
 
     A path that exists locally is used as it is; anything else is read as a Hub repository id
-    and downloaded with :func:`download_artifact` (or taken from the cache when offline).
+    and downloaded with :func:`download_artifact` (or taken from the cache when offline). When
+    that fails, the error says first that no local folder of that name exists (``runs/pets``
+    may be a mistyped folder as well as a repository id), then what the Hub said.
 
     Returns:
         ``(folder, source)`` where ``source`` names the path, or the repository, the requested
         revision, the resolved commit and the endpoint.
+
+    Raises:
+        ArtifactError: The path is a file, or neither a local folder nor a downloadable
+            repository (:class:`~cotprompt.hub_common.HubConnectionError` when the Hub could not
+            be reached); the message names the folder that does not exist.
     """
     path = Path(path_or_repo_id)
     if path.is_dir():
         return path, {"type": "local", "path": str(path.resolve())}
     text = str(path_or_repo_id)
-    if path.exists() or text.startswith((".", "/", "~")) or text.count("/") > 1 or not text:
+    if path.exists():
         raise ArtifactError(
-            f"{path} is not a folder holding a saved cotprompt pipeline, nor a "
-            "Hub repository id (namespace/name)"
+            f"{text!r} is a file, not a folder holding a saved cotprompt pipeline (nor a Hub "
+            "repository id)"
         )
-    return download_artifact(text, revision=revision, token=token)
+    local = f"no local folder {text!r} exists" + (
+        "" if path.is_absolute() else f" (relative to {str(Path.cwd())!r})"
+    )
+    if text.startswith((".", "/", "~")) or text.count("/") > 1 or not text or "\\" in text:
+        raise ArtifactError(f"{local}, and {text!r} is not a Hub repository id (namespace/name)")
+    try:
+        return download_artifact(text, revision=revision, token=token)
+    except ArtifactError as exc:
+        raise type(exc)(f"{local}; as a Hub repository: {exc}") from exc
 
 
 def pull(
@@ -257,16 +272,25 @@ def pull(
     (:func:`cotprompt.folder_commit.commit_files`): an artifact already there stays complete
     until the new one replaces it, whatever interrupts the copy; other files are left alone. When
     the new artifact has no model card, a ``README.md`` left there by an earlier artifact is
-    removed in the same commit.
+    removed in the same commit; a ``local_dir`` holding a ``README.md`` but no artifact is
+    refused, so that a user's own README is never replaced.
 
     Raises:
         HubConnectionError, ArtifactError, UnknownComponentError: See :func:`download_artifact`
-            and :func:`check_artifact`.
+            and :func:`check_artifact`; also ``local_dir`` holding a README.md but no artifact.
         OSError: ``local_dir`` cannot be written; it keeps what it held.
     """
     from cotprompt.artifact import ARTIFACT_FILES
     from cotprompt.folder_commit import Writer, commit_files
 
+    if local_dir is not None:  # checked before anything is fetched
+        target = Path(local_dir)
+        if (target / CARD_NAME).exists() and not (target / CONFIG_NAME).exists():
+            # not an artifact's card: a pull never replaces nor removes it
+            raise ArtifactError(
+                f"{target} holds a README.md but no cotprompt artifact; pull into an empty "
+                "folder or an artifact folder, so that your README.md is not replaced"
+            )
     folder, source = download_artifact(repo_id, revision=revision, token=token)
     config = check_artifact(folder, source=f"{repo_id}@{source['commit']}")
     if local_dir is not None:

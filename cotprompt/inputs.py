@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from cotprompt.data.images import load_image
+from cotprompt.data.images import load_image, to_rgb
 from cotprompt.errors import DataError
 
 ImageLike = str | os.PathLike | Image.Image
@@ -43,6 +43,16 @@ def as_image_list(images: ImagesInput) -> list[ImageLike] | Tensor:
     return items
 
 
+def read_image(item: ImageLike) -> Image.Image:
+    """One path or PIL image as the RGB image the model sees (:func:`~cotprompt.data.images.
+    load_image` / :func:`~cotprompt.data.images.to_rgb`).
+
+    Raises:
+        DataError: The image cannot be read or shown; the message names it.
+    """
+    return to_rgb(item) if isinstance(item, Image.Image) else load_image(Path(item))
+
+
 def pixel_batches(
     images: list[ImageLike] | Tensor, transform: Callable[[Any], Tensor], batch_size: int
 ) -> Iterator[Tensor]:
@@ -52,8 +62,4 @@ def pixel_batches(
         return
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
-        loaded = [
-            item.convert("RGB") if isinstance(item, Image.Image) else load_image(Path(item))
-            for item in chunk
-        ]
-        yield torch.stack([transform(image) for image in loaded])
+        yield torch.stack([transform(read_image(item)) for item in chunk])

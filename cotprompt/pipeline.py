@@ -32,7 +32,8 @@ from cotprompt.pipeline_config import (
     config_create_kwargs,
     method_create_kwargs,
 )
-from cotprompt.training.config import TrainingConfig
+from cotprompt.training.config import TrainingConfig, merge_training
+from cotprompt.training.seeding import InitRecord, bind_components, record_init, redraw_untrained
 from cotprompt.training.trainer import StepInfo, Trainer, TrainingResult
 from cotprompt.types import PromptChain, Task
 
@@ -54,7 +55,8 @@ class CoTPipeline:
         generator: A :class:`~cotprompt.protocols.PromptGenerator`.
         tuner: A :class:`~cotprompt.protocols.PromptTuner`.
         aggregator: An :class:`~cotprompt.protocols.Aggregator`.
-        training: Default training options for :meth:`fit`.
+        training: Default training options for :meth:`fit`; its ``seed`` also draws the
+            trainable parameters when classes are bound.
         class_names: Labels to bind right away (else the first :meth:`fit` binds its dataset's).
         device: Where to run; default CUDA when available, else CPU.
     """
@@ -84,6 +86,7 @@ class CoTPipeline:
         self.training_data: dict[str, Any] | None = None
         self.source: dict[str, Any] | None = None
         self._zero_shot_cache: tuple[PromptChain, Tensor] | None = None
+        self._init_record: InitRecord | None = None  # the seed untrained parameters hold
         if class_names is not None:
             self.set_classes(class_names)
 
@@ -117,8 +120,8 @@ class CoTPipeline:
             "tuner": (tuner, tuner_config),
             "aggregator": (aggregator, aggregator_config),
         })
-        if isinstance(training, Mapping):
-            training = TrainingConfig.model_validate(training)
+        if isinstance(training, Mapping):  # the defaults updated by the given keys
+            training = merge_training(TrainingConfig(), training)
         return cls(**built, training=training, class_names=class_names, device=device)
 
     @classmethod
@@ -182,6 +185,8 @@ class CoTPipeline:
         """Bind the pipeline to a label set (generating its prompt chain).
 
         Prompts with unified context transfer to new classes; class-specific ones refuse.
+        Parameters created by this call are drawn from ``training.seed`` (see
+        :mod:`cotprompt.training.seeding`), whatever ran before in the process.
 
         Args:
             classes: Class names (underscores read as spaces) or a :class:`Task`.
@@ -195,10 +200,11 @@ class CoTPipeline:
             chain = self.generator.generate(task, self.backbone)
         if chain.labels != task.labels:
             raise DataError("the prompt chain's labels differ from the task's labels")
-        self.tuner.bind(self.backbone, chain)
-        self.aggregator.bind(chain.num_steps, self.backbone.embed_dim)
+        names_before = set(self.model.trainable_state())
+        bind_components(self, chain, self.training.seed)
         self.model.to(self.device)
         self.task, self.chain = task, chain
+        record_init(self, self.training.seed, names_before)
         return chain
 
     def _check_dataset_classes(self, dataset: ImageClassificationDataset) -> None:
@@ -231,7 +237,10 @@ class CoTPipeline:
         Args:
             train: Labelled images, typically :func:`~cotprompt.data.few_shot` of a dataset.
             val: Optional validation set evaluated after every epoch.
-            training: Options for this call (default: the pipeline's).
+            training: Options for this call: a mapping updates the pipeline's options with the
+                keys it gives (and they stay the pipeline's); a ``TrainingConfig`` replaces them.
+                Parameters not trained yet are drawn again when its ``seed`` differs from the
+                one they were drawn with, so that the run is the seed's run.
             resume_from: A checkpoint folder, a folder of checkpoints, or ``"latest"``.
             callbacks: Called with a :class:`StepInfo` after every step.
 
@@ -247,13 +256,13 @@ class CoTPipeline:
         if is_task_dataset(train):  # retrieval / VQA: see cotprompt.tasks
             return fit_task(self, train, val=val, training=training,  # type: ignore[arg-type]
                             resume_from=resume_from, callbacks=callbacks)
-        if isinstance(training, Mapping):
-            training = TrainingConfig.model_validate(training)
-        config = training or self.training
+        config = merge_training(self.training, training)  # given keys update the pipeline's
         train.check_nonempty_classes()
         self._check_dataset_classes(train)
         if val is not None:
             self._check_dataset_classes(val)
+        if resume_from is None:  # a resumed run takes its parameters from the checkpoint
+            redraw_untrained(self, config.seed)
         trainer = Trainer(self.model, config)
         self._move(trainer.accelerator.device)
         validate = None
@@ -360,27 +369,74 @@ class CoTPipeline:
         return self._logits_from_features(features)
 
     def predict(self, images: ImagesInput, *, top_k: int = 1, batch_size: int = 64,
-                zero_shot: bool = False) -> list[Prediction]:
+                zero_shot: bool = False, on_bad_image: str = "error"
+                ) -> list[Prediction] | list[Prediction | None]:
         """Predict labels for images.
+
+        Images are read as an image viewer shows them (:func:`cotprompt.data.images.load_image`:
+        EXIF orientation, 16-bit and float pixels, ICC profiles, transparency on white...), one
+        batch at a time.
 
         Args:
             images: Paths, PIL images, or preprocessed pixels ``[B, 3, H, W]``.
             top_k: How many labels to return per image.
             zero_shot: Use the untuned classifier instead of the learned prompts.
+            on_bad_image: What an image that cannot be read (missing, corrupt, not an image,
+                NaN pixels) does: ``"error"`` raises a :class:`~cotprompt.errors.DataError`
+                naming it; ``"skip"`` logs a warning naming it and puts ``None`` in its place
+                in the result (an error all the same when no image can be read).
 
         Returns:
-            One :class:`Prediction` per image.
+            One :class:`Prediction` per image, in the order given (``None`` for the images
+            skipped with ``on_bad_image="skip"``).
 
         Raises:
+            DataError: An image cannot be read (``on_bad_image="error"``), or none can.
             NumericalError: When a logit is NaN or infinite (prompt weights, backbone or image
                 producing NaN/Inf); the message names the images.
         """
+        import logging
+
+        from cotprompt.inputs import read_image
+
+        if on_bad_image not in ("error", "skip"):
+            raise ConfigError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         labels = self.class_names
         items = as_image_list(images)
-        logits = self.logits(items, zero_shot=zero_shot, batch_size=batch_size)
+        kept = list(range(len(items)))
+        if isinstance(items, Tensor):
+            logits = self.logits(items, zero_shot=zero_shot, batch_size=batch_size)
+        else:
+            if self.task is not None and self.task.kind != "classification":
+                self.logits(items[:1], zero_shot=zero_shot)  # refuses, saying what to use
+            log = logging.getLogger(__name__)
+            kept, parts = [], []
+            for start in range(0, len(items), batch_size):  # one batch of images in memory
+                batch = []
+                for index in range(start, min(start + batch_size, len(items))):
+                    try:
+                        batch.append(read_image(items[index]))
+                    except DataError as exc:
+                        if on_bad_image == "error":
+                            raise
+                        log.warning("skipping image %d: %s", index, exc)
+                        continue
+                    kept.append(index)
+                if batch:
+                    parts.append(self.image_features(batch, batch_size, frozen=zero_shot))
+            if not parts:
+                raise DataError(f"none of the {len(items)} image(s) could be read")
+            if len(kept) < len(items):
+                log.warning("skipped %d of %d image(s) that could not be read",
+                            len(items) - len(kept), len(items))
+            features = torch.cat(parts)
+            logits = (self.zero_shot_logits(features) if zero_shot
+                      else self._logits_from_features(features))
 
         def describe(i: int) -> str | None:
-            item = None if isinstance(items, Tensor) else items[i]
+            item = None if isinstance(items, Tensor) else items[kept[i]]
             if isinstance(item, (str, os.PathLike)):
                 return os.fspath(item)
             return getattr(item, "filename", None) or None  # a PIL image read from a file
@@ -389,12 +445,11 @@ class CoTPipeline:
         probs = logits.softmax(-1)
         k = max(1, min(top_k, len(labels)))
         values, indices = probs.topk(k, dim=-1)
-        out = []
-        for vals, idxs in zip(values.tolist(), indices.tolist(), strict=True):
+        out: list[Prediction | None] = [None] * len(items)
+        for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
             ranked = tuple((labels[i], float(v)) for i, v in zip(idxs, vals, strict=True))
-            out.append(
-                Prediction(label=labels[idxs[0]], index=idxs[0], score=vals[0], top_k=ranked)
-            )
+            out[kept[row]] = Prediction(label=labels[idxs[0]], index=idxs[0], score=vals[0],
+                                        top_k=ranked)
         return out
 
     def evaluate(self, dataset: ImageClassificationDataset | TaskDataset, *, batch_size: int = 64,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+import yaml
 from pydantic import BaseModel
 
 from cotprompt import artifact
@@ -96,14 +97,28 @@ def save_pipeline(pipeline: CoTPipeline, directory: str | Path) -> Path:
     directory = Path(directory)
     config = pipeline.artifact_config()
     card_path = directory / artifact.CARD_NAME
-    existing = None
+    existing: str | None = None
     if card_path.is_symlink():
         logger.warning("%s is a symbolic link; not reading it: the save replaces it with a new "
                        "model card", card_path)
     elif card_path.is_file():
-        existing = card_path.read_text(encoding="utf-8")
-    card = render_card(config, existing)
+        try:
+            existing = card_path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            return _save_keeping_card(pipeline, directory, config, card_path, exc)
+    try:
+        card = render_card(config, existing)
+    except (ValueError, yaml.YAMLError) as exc:  # a user's README whose header is not a card's
+        return _save_keeping_card(pipeline, directory, config, card_path, exc)
     return artifact.write_artifact(directory, config, pipeline.model.trainable_state(), card)
+
+
+def _save_keeping_card(pipeline: CoTPipeline, directory: Path, config: dict[str, Any],
+                       card_path: Path, reason: Exception) -> Path:
+    """Save config and weights, leaving a ``README.md`` that is not a readable card as it is."""
+    logger.warning("%s cannot be read as a model card (%s); it is left as it is", card_path,
+                   " ".join(str(reason).split())[:200] or type(reason).__name__)
+    return artifact.write_artifact(directory, config, pipeline.model.trainable_state(), None)
 
 
 def load_pipeline(

@@ -97,11 +97,12 @@ def test_transform_backbone_and_extra_are_part_of_the_key(tiny_backbone, tmp_pat
 
     with torch.no_grad():  # other image-encoder weights: other features
         param = next(tiny_backbone.model.visual.parameters())
+        saved = param.clone()  # restored bit for bit: the backbone is shared by the session
         param.add_(1.0)
         try:
             cache.features(data, tiny_backbone, encoder)
         finally:
-            param.sub_(1.0)
+            param.copy_(saved)
     assert encoder.seen == 8
 
 

@@ -378,14 +378,75 @@ def test_cocoop_training_two_stage_and_round_trip(tiny_backbone, train_set, test
 # -- bad inputs -----------------------------------------------------------------------------
 
 
-def test_caption_too_long_for_the_context_surfaces(tiny_backbone, test_set):
-    long_caption = "a very long caption about " + " ".join(["cats"] * 80) + "."
-    dataset = RetrievalDataset(test_set.images[:2], [["a cat."], [long_caption]])
+#: 84 CLIP tokens, as long as the longest real Flickr30k captions (77 is CLIP's context).
+LONG_CAPTION = (
+    "A young boy wearing a red and white striped shirt, blue jeans and a green baseball cap is "
+    "standing on a wooden bench next to a large brown dog while his older sister, who is holding "
+    "a bright yellow umbrella and a paper bag of fresh bread, watches them from the sidewalk in "
+    "front of a small bakery with a blue awning and two old bicycles on a rainy afternoon in the "
+    "city near the old train station downtown."
+)
+
+
+def with_long_caption(test_set: RetrievalDataset) -> RetrievalDataset:
+    return RetrievalDataset(test_set.images[:4], [["a cat."], ["a dog on grass."],
+                                                  ["a ship.", LONG_CAPTION], ["a truck."]])
+
+
+def test_a_long_caption_is_refused_before_anything_runs(tiny_backbone, test_set):
+    assert tiny_backbone.count_tokens(LONG_CAPTION) == 84
+    dataset = with_long_caption(test_set)
     pipeline = for_task("retrieval", "coop", backbone=tiny_backbone,
-                        training=dict(TRAINING, epochs=1))
-    for run in (lambda: pipeline.evaluate(dataset), lambda: pipeline.fit(dataset)):
-        with pytest.raises(ConfigError, match="do not fit the context length of 77 tokens"):
-            run()
+                        training=dict(TRAINING, epochs=2, batch_size=2))
+    steps: list = []
+    with pytest.raises(DataError) as caught:
+        pipeline.fit(dataset, callbacks=[steps.append])
+    assert not steps  # checked before the first step, not half-way through an epoch
+    message = str(caught.value)
+    assert message.startswith(
+        "1 of 5 training captions do not fit the text encoder's context of 77 tokens (75 "
+        "between the start and end-of-text tokens, 16 of them taken by the tuner's context "
+        "vectors): 100 tokens: 'A young")
+    assert str(test_set.images[2].path) in message and "long_captions='truncate'" in message
+    # tuned and zero-shot evaluation follow the same rule
+    for zero_shot in (False, True):
+        with pytest.raises(DataError, match="1 of 5 gallery captions do not fit"):
+            pipeline.evaluate(dataset, zero_shot=zero_shot)
+    with pytest.raises(DataError, match="1 of 2 captions do not fit"):
+        similarity(pipeline, [test_set.images[0].path], ["a cat.", LONG_CAPTION])
+
+
+def test_long_captions_truncated_as_clip_does(tiny_backbone, test_set, caplog):
+    dataset = with_long_caption(test_set)
+    pipeline = for_task("retrieval", "coop", backbone=tiny_backbone,
+                        generator_config={"long_captions": "truncate"},
+                        training=dict(TRAINING, epochs=2, batch_size=2))
+    with caplog.at_level(logging.INFO, logger="cotprompt.tasks.retrieval"):
+        pipeline.fit(dataset, val=dataset)
+        tuned = pipeline.evaluate(dataset)
+        zero_shot = pipeline.evaluate(dataset, zero_shot=True)
+    assert tuned.num_captions == zero_shot.num_captions == 5
+    assert ("1 of 5 training captions do not fit the text encoder's context of 77 tokens (75 "
+            "between the start and end-of-text tokens, 16 of them taken by the tuner's context "
+            "vectors): the tokenizer cuts them, as CLIP's own evaluation does "
+            "(long_captions='truncate')") in caplog.text
+    assert "1 of 5 validation captions" in caplog.text and "1 of 5 gallery captions" in caplog.text
+    # the cut is CLIP's: the first tokens that fit, then the end-of-text token
+    ids = tiny_backbone.tokenize([LONG_CAPTION])[0]
+    assert int(tiny_backbone.end_of_text_index(ids[None])[0]) == 76
+    tokenizer = tiny_backbone._tokenizer
+    kept = tokenizer.decode(tokenizer.encode(LONG_CAPTION)[:75 - 16])  # 16 context vectors
+    image = [test_set.images[0].path]
+    logits = similarity(pipeline, image, [LONG_CAPTION, kept])
+    torch.testing.assert_close(logits[:, 0], logits[:, 1])
+    # zero-shot: the caption itself, cut at the context length
+    zero = tiny_backbone.encode_texts([LONG_CAPTION])
+    full_kept = tokenizer.decode(tokenizer.encode(LONG_CAPTION)[:75])
+    torch.testing.assert_close(zero, tiny_backbone.encode_texts([full_kept]))
+    # the option can also be given per call
+    strict = for_task("retrieval", "coop", backbone=tiny_backbone)
+    result = evaluate_retrieval(strict, dataset, config={"long_captions": "truncate"})
+    assert result.num_unique_captions == 5
 
 
 def test_components_that_cannot_do_retrieval(tiny_backbone, test_set):

@@ -266,3 +266,35 @@ def test_a_checkpoint_set_aside_by_a_killed_resave_is_restored(tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".old")]
     assert _checkpoint_value(_save_step(tmp_path, 2.0)) == 2.0  # and later saves go on
     assert list_checkpoints(tmp_path) == [final]
+
+
+def test_task_training_options_update_the_pipelines():
+    from types import SimpleNamespace
+
+    from cotprompt.errors import ConfigError
+    from cotprompt.tasks.loops import resolve_training
+
+    pipeline = SimpleNamespace(training=TrainingConfig(optimizer="adamw", lr=0.01, seed=4))
+    config = resolve_training(pipeline, {"epochs": 1})
+    assert (config.optimizer, config.lr, config.seed, config.epochs) == ("adamw", 0.01, 4, 1)
+    assert resolve_training(pipeline, None) is pipeline.training
+    other = TrainingConfig(epochs=2)
+    assert resolve_training(pipeline, other) is other  # a whole config replaces
+    with pytest.raises(ConfigError, match="lr: "):
+        resolve_training(pipeline, {"lr": -1})
+
+
+def test_refusals_to_resume_name_what_differs():
+    from cotprompt.training.checkpoint import describe_differences
+
+    assert "older version" in describe_differences(None, {"config": {"lr": 1}})
+    saved = {"config": {"lr": 0.1, "epochs": 2}, "labels": ["a"], "shapes": {"tuner.ctx.0": [4]}}
+    now = {"config": {"lr": 0.2, "epochs": 2}, "labels": ["a", "b"], "shapes": {}}
+    assert describe_differences(saved, now) == (
+        'training.lr: 0.1 in the checkpoint, 0.2 now; labels[1]: absent in the checkpoint, "b" '
+        "now; shapes.tuner.ctx.0: [4] in the checkpoint, absent now"
+    )
+    many = {"labels": [f"class {i}" for i in range(100)]}
+    renamed = {"labels": [*many["labels"][:-1], "other"]}
+    assert describe_differences(many, renamed) == (
+        'labels[99]: "class 99" in the checkpoint, "other" now')

@@ -209,6 +209,44 @@ def test_local_dir_model_config_cannot_reach_code(saved: Path, tmp_path: Path, t
     assert needle in one_line(caught.value)
 
 
+@pytest.mark.parametrize("pickle_name", ["open_clip_pytorch_model.pth",
+                                         "open_clip_pytorch_model.bin"])
+def test_local_dir_refuses_the_pickle_open_clip_would_prefer(
+        saved: Path, tmp_path: Path, pickle_name: str, no_unpickling: None) -> None:
+    # open_clip ranks open_clip_pytorch_model.* above other .safetensors names
+    folder = tmp_path / "clip-dir"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": _tiny_model_cfg()}))
+    save_file(tiny_state(), str(folder / "model.safetensors"))
+    write_marker_pickle(folder / pickle_name, tmp_path / "pwned")
+    set_backbone(saved, model_name=f"local-dir:{folder}", pretrained=None)
+    with pytest.raises(ConfigError, match=rf"{pickle_name}, are not safetensors"):
+        CoTPipeline.from_pretrained(saved)
+
+
+@pytest.mark.parametrize(("change", "needle"), [
+    (lambda cfg: cfg["text_cfg"].update(vocab_size=100), "does not run as a CLIP model"),
+    (lambda cfg: cfg["vision_cfg"].update(output_tokens=True), "does not run as a CLIP model"),
+])
+def test_local_dir_architectures_that_cannot_run_fail_in_one_line(
+        saved: Path, tmp_path: Path, change: Any, needle: str) -> None:
+    folder = tmp_path / "clip-dir"
+    folder.mkdir()
+    config = _tiny_model_cfg()
+    change(config)
+    (folder / "open_clip_config.json").write_text(json.dumps({"model_cfg": config}))
+    set_backbone(saved, model_name=f"local-dir:{folder}", pretrained=None)
+    with pytest.raises(ConfigError) as caught:
+        CoTPipeline.from_pretrained(saved)
+    assert needle in one_line(caught.value)
+
+
+def test_oversized_tuner_options_are_refused_before_allocating(saved: Path) -> None:
+    edit_config(saved, lambda c: c["tuner"]["config"].update(n_ctx=10**8))
+    with pytest.raises(ConfigError, match="n_ctx"):
+        CoTPipeline.from_pretrained(saved)
+
+
 def test_local_dir_with_pickle_weights_is_refused(saved: Path, tmp_path: Path) -> None:
     marker = tmp_path / "pwned"
     folder = tmp_path / "clip-dir"
@@ -454,3 +492,29 @@ def test_missing_checksum_is_refused_by_every_entry_point(saved: Path) -> None:
     for check in (CoTPipeline.from_pretrained, check_artifact):
         with pytest.raises(ArtifactError, match="records no weights checksum"):
             check(saved)
+
+
+def test_pull_never_replaces_a_users_own_readme(hub: Any, saved: Path,  # noqa: F811
+                                                tmp_path: Path) -> None:
+    repo = "alice/prompts"
+    push_folder(saved, repo, token="tok-alice")
+    mine = tmp_path / "project"
+    mine.mkdir()
+    (mine / "README.md").write_text("MY OWN PROJECT README")
+    with pytest.raises(ArtifactError, match=r"holds a README\.md but no cotprompt artifact"):
+        pull(repo, local_dir=mine)
+    assert (mine / "README.md").read_text() == "MY OWN PROJECT README"
+    assert sorted(p.name for p in mine.iterdir()) == ["README.md"]
+
+
+@pytest.mark.parametrize("card", [b"---\n[broken: yaml\n---\ntext\n", b"---\n- a list\n---\n",
+                                  b"\xff\xfe not utf-8"])
+def test_save_keeps_a_readme_that_is_not_a_card(tmp_path: Path,
+                                                tiny_backbone: OpenCLIPBackbone,
+                                                card: bytes) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    (folder / "README.md").write_bytes(card)
+    save_tiny_pipeline(folder, tiny_backbone)
+    assert (folder / "README.md").read_bytes() == card
+    assert CoTPipeline.from_pretrained(folder).class_names == CLASSES

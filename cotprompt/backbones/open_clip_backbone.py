@@ -5,15 +5,16 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
+import os
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, ValidationInfo, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor, nn
 
 from cotprompt.backbones.text_encoder import FastTextEncoder, unsupported_reason
@@ -74,6 +75,36 @@ def register_model_configs() -> None:
         _registered = True
 
 
+_PATH_MARKS = ("/", "\\", ".")
+LOCAL_DIR = "local-dir:"
+
+
+def _absolute(value: str, base_dir: Path) -> Path:
+    path = Path(value).expanduser()
+    return path if path.is_absolute() else Path(os.path.abspath(base_dir / path))
+
+
+def absolute_pretrained(value: str, base_dir: Path) -> str:
+    """``pretrained`` with a relative file path made absolute against ``base_dir``; open_clip
+    tags (which never hold ``/``, ``\\`` or ``.``, and name no file there) are kept."""
+    if not value.strip():
+        return value
+    is_path = (
+        value.startswith("~")
+        or any(mark in value for mark in _PATH_MARKS)
+        or (base_dir / value).is_file()
+    )
+    return str(_absolute(value, base_dir)) if is_path else value
+
+
+def absolute_local_dir(model_name: str, base_dir: Path) -> str:
+    """A ``local-dir:`` model name with its folder made absolute against ``base_dir``; other
+    names unchanged."""
+    if not model_name.startswith(LOCAL_DIR) or not model_name.removeprefix(LOCAL_DIR).strip():
+        return model_name
+    return LOCAL_DIR + str(_absolute(model_name.removeprefix(LOCAL_DIR), base_dir))
+
+
 class OpenCLIPBackboneConfig(ComponentConfig):
     """Options of the ``open_clip`` backbone.
 
@@ -87,12 +118,20 @@ class OpenCLIPBackboneConfig(ComponentConfig):
         pretrained: open_clip pretrained tag (``openai``, ``laion2b_s34b_b88k``...) or a path to a
             checkpoint file (``.safetensors``; OpenAI's own TorchScript ``ViT-B-16.pt``; other
             pickle-based files need ``allow_pickle``); ``None`` builds random weights from the
-            architecture config. OpenAI weights always run with QuickGELU.
+            architecture config. OpenAI weights always run with QuickGELU. A relative file path
+            (and the folder of a relative ``local-dir:`` model) is made absolute when the options
+            are validated: against the folder of the config file it was read from, else the
+            working directory; saved artifacts record the absolute path.
         init_seed: Seed for random weights when ``pretrained`` is ``None``, so that the same
             backbone can be rebuilt when a saved pipeline is loaded.
         cache_dir: Where open_clip stores downloaded weights (a place on this machine: ignored
             when an artifact is loaded).
-        precision: open_clip precision (``fp32``, ``fp16``, ``bf16``).
+        precision: open_clip precision of the frozen weights: ``fp32``; ``fp16`` / ``bf16``
+            (matmul weights in half precision, embeddings and layer norms in fp32);
+            ``pure_fp16`` / ``pure_bf16`` (all weights in half precision); ``amp``, ``amp_bf16``,
+            ``amp_bfloat16`` (fp32 weights: mixed precision comes from autocast, that is
+            ``training.precision``). Every one runs on a CPU too (fp16 where the CPU has the
+            kernels, else a one-line error); the tuned parameters stay in fp32.
         allow_pickle: Load pickle-based checkpoints (``torch.save`` files, TorchScript archives
             other than OpenAI's published ones), which can run code. Only the caller may set it,
             in code or with ``--allow-pickle``; a loaded file never can, and it is not saved.
@@ -109,6 +148,36 @@ class OpenCLIPBackboneConfig(ComponentConfig):
                        "amp_bfloat16"] = "fp32"
     allow_pickle: bool = caller_only(False, description="load pickle-based checkpoints")
     extra: dict[str, Any] = Field(default_factory=dict, description="passed to create_model")
+
+    @field_validator("pretrained")
+    @classmethod
+    def _absolute_pretrained(cls, value: str | None) -> str | None:
+        # a relative file is made absolute here (against the working directory; a config file
+        # resolves it against its own folder first), so the artifact records where it was
+        return None if value is None else absolute_pretrained(value, Path.cwd())
+
+    @field_validator("model_name")
+    @classmethod
+    def _absolute_local_dir(cls, value: str) -> str:
+        return absolute_local_dir(value, Path.cwd())
+
+    @classmethod
+    def resolve_relative_paths(cls, options: Mapping[str, Any], base_dir: Path) -> dict[str, Any]:
+        """``options`` as read from a config file in ``base_dir``, with its relative paths
+        (a ``pretrained`` file, a ``local-dir:`` folder, ``cache_dir``) resolved against that
+        folder, as the file's other paths are; values of the wrong type are left for
+        validation to report."""
+        options = dict(options)
+        pretrained = options.get("pretrained")
+        if isinstance(pretrained, str):
+            options["pretrained"] = absolute_pretrained(pretrained, base_dir)
+        model_name = options.get("model_name")
+        if isinstance(model_name, str):
+            options["model_name"] = absolute_local_dir(model_name, base_dir)
+        cache_dir = options.get("cache_dir")
+        if isinstance(cache_dir, str) and cache_dir:
+            options["cache_dir"] = str(_absolute(cache_dir, base_dir))
+        return options
 
     @model_validator(mode="after")
     def _check_untrusted(self, info: ValidationInfo) -> OpenCLIPBackboneConfig:
@@ -163,6 +232,27 @@ class OpenCLIPBackbone(nn.Module):
         self.context_length = int(self.text.positional_embedding.shape[0])
         self._eot_token_id = self._find_eot_token_id()
         self._fast_encoders: dict[bool, FastTextEncoder | None] = {}
+        if source.kind in ("local-dir", "hf-hub"):  # an architecture from an untrusted file
+            self._check_runs()
+
+    def _check_runs(self) -> None:
+        """Encode one blank image and one text, so that an architecture read from a model
+        folder or repository that open_clip builds but cannot run fails here, in one line."""
+        size = self.model.visual.image_size
+        height, width = (size, size) if isinstance(size, int) else tuple(size)
+        try:
+            with torch.no_grad():
+                image = self.encode_images(torch.zeros(1, 3, height, width))
+                text = self.encode_texts(["a photo."])
+            if image.shape[-1] != text.shape[-1]:
+                raise ValueError(f"image features of size {image.shape[-1]} but text features "
+                                 f"of size {text.shape[-1]}")
+        except Exception as exc:  # whatever the odd architecture raises
+            message = " ".join(str(exc).split())[:300] or type(exc).__name__
+            raise ConfigError(
+                f"{self.config.model_name} builds a model that does not run as a CLIP "
+                f"model: {message}"
+            ) from exc
 
     def _get_tokenizer(self, open_clip: Any, source: WeightsSource) -> Any:
         try:
@@ -259,8 +349,20 @@ class OpenCLIPBackbone(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype of the text encoder weights."""
-        return self.text.positional_embedding.dtype
+        """The dtype the text encoder computes in: that of its matmul weights.
+
+        With open_clip's ``fp16`` / ``bf16`` precision the matmul weights are half precision
+        while the token and positional embeddings (and layer norms) stay in fp32, so the
+        embeddings' dtype is not the one the transformer needs.
+        """
+        return _matmul_dtype(self.text.transformer)
+
+    @property
+    def image_dtype(self) -> torch.dtype:
+        """The dtype the image encoder takes its pixels in: that of its first matmul (patch
+        embedding) weight (open_clip's ``fp16`` / ``bf16`` keep the class and positional
+        embeddings in fp32 but the patch convolution in half precision)."""
+        return _matmul_dtype(self.model.visual)
 
     @property
     def logit_scale(self) -> Tensor:
@@ -282,9 +384,18 @@ class OpenCLIPBackbone(nn.Module):
 
     def image_transform(self, train: bool = False) -> Callable[[Any], Tensor]:
         """open_clip's evaluation preprocessing (resize, centre crop, normalise); with
-        ``train=True`` CoOp's augmentation (random resized crop and horizontal flip)."""
+        ``train=True`` CoOp's augmentation (random resized crop and horizontal flip).
+
+        The training transform draws from torch's global generator, as torchvision's do; the
+        trainer seeds it per sample from (seed, epoch, sample index), see
+        :mod:`cotprompt.training.augment`. Both transforms can be pickled (DataLoader workers
+        under the ``spawn`` / ``forkserver`` start methods).
+        """
         if not train:
             return self._preprocess
+        import functools
+
+        from PIL import Image
         from torchvision import transforms as T
 
         size = self.model.visual.image_size
@@ -296,16 +407,37 @@ class OpenCLIPBackbone(nn.Module):
                     size, scale=(0.08, 1.0), interpolation=T.InterpolationMode.BICUBIC
                 ),
                 T.RandomHorizontalFlip(),
-                T.Lambda(lambda img: img.convert("RGB")),
+                T.Lambda(functools.partial(Image.Image.convert, mode="RGB")),
                 T.ToTensor(),
                 normalize,
             ]
         )
 
     def encode_images(self, pixels: Tensor) -> Tensor:
-        """``[B, 3, H, W]`` -> ``[B, E]``."""
-        visual_dtype = next(self.model.visual.parameters()).dtype
-        return self.model.encode_image(pixels.to(self.device, visual_dtype))
+        """``[B, 3, H, W]`` -> ``[B, E]``.
+
+        Pixels are cast to the dtype of the patch embedding (not of the first parameter: with
+        open_clip's ``fp16`` / ``bf16`` the class embedding stays in fp32).
+        """
+        dtype = self.image_dtype
+        self._check_precision(dtype)
+        return self.model.encode_image(pixels.to(self.device, dtype))
+
+    def _check_precision(self, dtype: torch.dtype) -> None:
+        """Refuse, in one line, a half precision that this device's kernels lack (some CPU
+        builds have no fp16 convolution or matmul) instead of failing deep inside a forward."""
+        key = (self.device.type, dtype)
+        if dtype == torch.float32 or key in _SUPPORTED:
+            return
+        reason = _half_precision_problem(self.device, dtype)
+        if reason is not None:
+            name = "fp16" if dtype == torch.float16 else "bf16"
+            raise ConfigError(
+                f"backbone precision {self.config.precision!r} needs {name} kernels that this "
+                f"{self.device.type.upper()} lacks ({reason}); use precision 'fp32' (or "
+                f"{'bf16' if name == 'fp16' else 'fp16'}), or run on a GPU"
+            )
+        _SUPPORTED.add(key)
 
     # -- text -----------------------------------------------------------------------------
 
@@ -341,6 +473,7 @@ class OpenCLIPBackbone(nn.Module):
         ``L`` may be shorter than the context length: the transformer is causal and features are
         pooled at ``eot_index``, so positions after the last end-of-text token change nothing.
         """
+        self._check_precision(embeddings.dtype)
         n, length, _ = embeddings.shape
         x = embeddings + self.text.positional_embedding[:length].to(embeddings.dtype)
         mask = self.causal_mask[:length, :length].to(device=x.device, dtype=x.dtype)
@@ -356,6 +489,7 @@ class OpenCLIPBackbone(nn.Module):
         """The fast text-encoder path over this backbone's text tower (same features as
         :meth:`encode_text_embeddings`, less work; see :mod:`cotprompt.backbones.text_encoder`),
         or ``None`` when the tower's blocks are not open_clip residual attention blocks."""
+        self._check_precision(self.dtype)
         if compile not in self._fast_encoders:
             reason = unsupported_reason(self.text)
             if reason is not None:
@@ -383,6 +517,39 @@ class OpenCLIPBackbone(nn.Module):
     def train(self, mode: bool = True) -> OpenCLIPBackbone:
         """The backbone stays in eval mode: it is frozen."""
         return super().train(False)
+
+
+_SUPPORTED: set[tuple[str, torch.dtype]] = set()
+
+
+def _half_precision_problem(device: torch.device, dtype: torch.dtype) -> str | None:
+    """``None`` when the operations of a CLIP forward run in ``dtype`` on ``device``, else the
+    error of the first one that does not (a tiny probe: convolution, linear, layer norm,
+    attention, GELU, softmax)."""
+    try:
+        x = torch.ones(1, 3, 4, 4, device=device, dtype=dtype)
+        y = F.conv2d(x, x.new_ones(2, 3, 2, 2), stride=2).flatten(2).transpose(1, 2)  # [1, 4, 2]
+        y = F.linear(y, y.new_ones(2, 2), y.new_ones(2))
+        y = F.layer_norm(y.float(), (2,)).to(dtype)
+        y = F.scaled_dot_product_attention(y[None], y[None], y[None], is_causal=True)[0]
+        F.gelu(y).softmax(-1).sum().item()
+    except (RuntimeError, NotImplementedError) as exc:
+        return " ".join(str(exc).split())[:160] or type(exc).__name__
+    return None
+
+
+def _matmul_dtype(module: nn.Module) -> torch.dtype:
+    """The dtype of the first convolution / linear / attention weight of ``module`` (what its
+    inputs must be cast to), or of its first floating parameter when it has none."""
+    for sub in module.modules():
+        if isinstance(sub, (nn.Conv2d, nn.Linear)):
+            return sub.weight.dtype
+        if isinstance(sub, nn.MultiheadAttention) and sub.in_proj_weight is not None:
+            return sub.in_proj_weight.dtype
+    for param in module.parameters():
+        if param.is_floating_point():
+            return param.dtype
+    return torch.float32
 
 
 def normalize(x: Tensor) -> Tensor:

@@ -308,18 +308,44 @@ def _local_dir_source(model_name: str, folder: Path, allow_pickle: bool) -> Weig
     if not folder.is_dir():
         raise ConfigError(f"{model_name}: folder {folder} does not exist")
     model_cfg = _checked_model_config(model_name, folder / _CONFIG_NAME)
-    # open_clip prefers a .safetensors file and otherwise takes a .bin or .pth (a pickle)
-    safe = sorted(folder.glob("*.safetensors"))
-    pickles = sorted([*folder.glob("*.bin"), *folder.glob("*.pth")])
-    if not safe and pickles and not allow_pickle:
-        raise ConfigError(
-            f"{model_name}: the weights open_clip would load, {pickles[0].name}, are "
-            f"pickle-based; add {_SAFE_NAME}. {_PICKLE_HINT}"
-        )
-    if not safe and not pickles:
+    chosen = _open_clip_pick(folder)
+    if chosen is None:
         logger.warning("%s holds no weights: the model gets random weights", model_name)
+    elif not allow_pickle:
+        try:
+            fmt = sniff_format(chosen)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {chosen}: {exc.strerror or exc}") from exc
+        if chosen.suffix != ".safetensors" or fmt != "safetensors":
+            raise ConfigError(
+                f"{model_name}: the weights open_clip would load, {chosen.name}, are not "
+                f"safetensors (pickle-based: loading them can run code); keep only "
+                f"{_SAFE_NAME} there. {_PICKLE_HINT}"
+            )
     return WeightsSource("local-dir", model_name, None,
                          tokenizer_kwargs=_tokenizer_kwargs(model_cfg))
+
+
+def _open_clip_pick(folder: Path) -> Path | None:
+    """The checkpoint open_clip loads from a ``local-dir:`` folder: its own choice where its
+    (private) function is there, else the same ranking (open_clip 3.x)."""
+    from open_clip import factory
+
+    find = getattr(factory, "_find_checkpoint_in_dir", None)
+    if find is not None:
+        chosen = find(folder)
+        return Path(chosen) if chosen else None
+    candidates = sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin"),
+                         *folder.glob("*.pth")])
+    if not candidates:
+        return None
+    preferred = ["open_clip_model.safetensors", "open_clip_pytorch_model.safetensors",
+                 "open_clip_pytorch_model.bin", "open_clip_pytorch_model.pth",
+                 "model.safetensors", "pytorch_model.bin", "pytorch_model.pth", "model.pth"]
+    ranked = [c for c in candidates if c.name in preferred]
+    if ranked:
+        return min(ranked, key=lambda c: preferred.index(c.name))
+    return sorted(candidates, key=lambda c: c.suffix != ".safetensors")[0]
 
 
 def _hub_file(model_name: str, repo_id: str, name: str, cache_dir: str | None) -> Path | None:

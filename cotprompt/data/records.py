@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch.utils.data import Dataset
 
-from cotprompt.data.images import load_image
+from cotprompt.data.images import load_image, to_rgb
 from cotprompt.errors import DataError
 
 if TYPE_CHECKING:
@@ -62,15 +62,16 @@ class ImageRecord:
         return str(self.path) if self.path is not None else "<in-memory image>"
 
     def load(self) -> Image.Image:
-        """The image as RGB (read from disk, or converted from the in-memory image).
+        """The image as RGB, as a viewer shows it (:func:`~cotprompt.data.images.load_image`
+        for a file, :func:`~cotprompt.data.images.to_rgb` for the in-memory image).
 
         Raises:
-            DataError: The file is missing or is not a readable image.
+            DataError: The file is missing, is not a readable image, or cannot be shown.
         """
         if self.path is not None:
             return load_image(self.path)
         assert self.image is not None
-        return self.image if self.image.mode == "RGB" else self.image.convert("RGB")
+        return to_rgb(self.image)
 
 
 class ImageClassificationDataset(Dataset):

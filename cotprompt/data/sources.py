@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -54,6 +55,56 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
+def _normalise_extensions(extensions: Sequence[str]) -> set[str]:
+    return {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+
+
+def list_image_files(
+    folder: str | Path, extensions: Sequence[str] = IMAGE_EXTENSIONS
+) -> list[Path]:
+    """The image files in ``folder`` and its sub-folders, sorted by path: the one folder-listing
+    rule of cotprompt (:func:`from_folder`, ``cotprompt predict FOLDER``...).
+
+    A file is listed when its suffix is one of ``extensions`` (case-insensitive). Hidden entries,
+    whose name starts with ``.`` (``.ipynb_checkpoints/``, ``.DS_Store``, macOS's ``._x.jpg``),
+    are skipped at any depth below ``folder``, and hidden folders are not entered. Symbolic
+    links are followed (a link cycle is entered once).
+
+    Args:
+        folder: The folder to list.
+        extensions: File suffixes read as images.
+
+    Returns:
+        The files, sorted by path (possibly none).
+
+    Raises:
+        DataError: ``folder`` does not exist or is not a folder.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        what = "is not a folder" if root.exists() else "does not exist"
+        raise DataError(f"image folder {str(root)!r} {what}")
+    exts = _normalise_extensions(extensions)
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for current, dirs, files in os.walk(root, followlinks=True):
+        stat = os.stat(current)
+        if (stat.st_dev, stat.st_ino) in seen:  # a symbolic link back up the tree
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        base = Path(current)
+        found.extend(
+            base / name
+            for name in files
+            if not name.startswith(".")
+            and Path(name).suffix.lower() in exts
+            and (base / name).is_file()
+        )
+    return sorted(found)
+
+
 def from_folder(
     root: str | Path,
     *,
@@ -63,8 +114,9 @@ def from_folder(
     """Read a folder-per-class layout, ``root/<class>/**/<image>``.
 
     Classes are the sub-folders of ``root`` sorted by folder name (label = position); the class
-    name is the folder name with ``_`` read as a space. Images are searched recursively inside
-    each class folder and sorted by path; hidden files and folders are ignored.
+    name is the folder name with ``_`` read as a space. The images of a class are those that
+    :func:`list_image_files` finds in its folder (recursively, sorted by path); hidden files and
+    folders are ignored.
 
     Args:
         root: The folder holding one sub-folder per class.
@@ -84,10 +136,12 @@ def from_folder(
         raise DataError(f"dataset folder {str(root)!r} does not exist")
     if not root.is_dir():
         raise DataError(f"dataset path {str(root)!r} is not a folder")
-    exts = {e.lower() if e.startswith(".") else f".{e.lower()}" for e in extensions}
+    exts = _normalise_extensions(extensions)
     folders = sorted(p for p in root.iterdir() if p.is_dir() and _visible(p))
     if not folders:
-        loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in exts]
+        loose = [
+            p for p in root.iterdir() if _visible(p) and p.is_file() and p.suffix.lower() in exts
+        ]
         hint = (
             f" ({len(loose)} image(s) lie directly in it; put each class in its own sub-folder)"
             if loose
@@ -105,13 +159,7 @@ def from_folder(
     records: list[ImageRecord] = []
     empty: list[str] = []
     for label, folder in enumerate(folders):
-        files = sorted(
-            p
-            for p in folder.rglob("*")
-            if p.suffix.lower() in exts
-            and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-            and p.is_file()
-        )
+        files = list_image_files(folder, extensions)
         if not files:
             empty.append(folder.name)
         records.extend(ImageRecord(path=p, label=label) for p in files)
@@ -168,6 +216,24 @@ def from_csv(
     if not path.is_file():
         raise DataError(f"CSV manifest {str(path)!r} does not exist")
     base = Path(root) if root is not None else path.parent
+    try:
+        rows = _read_csv_rows(path, path_column, label_column)
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"CSV manifest {str(path)!r} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} "
+            f"at offset {exc.start}); save it as UTF-8"
+        ) from exc
+    except csv.Error as exc:
+        raise DataError(f"CSV manifest {str(path)!r} is malformed: {exc}") from exc
+    if not rows:
+        raise DataError(f"CSV manifest {str(path)!r} has a header but no rows")
+    return _csv_dataset(path, base, rows, label_column, class_names)
+
+
+def _read_csv_rows(
+    path: Path, path_column: str, label_column: str
+) -> list[tuple[int, str, str]]:
+    """``(line, image path, label)`` of every row of a CSV manifest."""
     with path.open(newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         columns = [c.strip() for c in reader.fieldnames or []]
@@ -190,9 +256,17 @@ def from_csv(
                     f"CSV manifest {str(path)!r}, line {reader.line_num}: empty {column!r} cell"
                 )
             rows.append((reader.line_num, file, label))
-    if not rows:
-        raise DataError(f"CSV manifest {str(path)!r} has a header but no rows")
+    return rows
 
+
+def _csv_dataset(
+    path: Path,
+    base: Path,
+    rows: list[tuple[int, str, str]],
+    label_column: str,
+    class_names: Sequence[str] | None,
+) -> ImageClassificationDataset:
+    """The dataset of a manifest's rows (labels checked against ``class_names``)."""
     as_int = [_parse_int(label) for _, _, label in rows]
     if all(v is not None for v in as_int):
         if class_names is None:

@@ -26,7 +26,14 @@ MAX_TEXTS = 100_000
 
 class MemoTokenizer:
     """``backbone`` with memoised ``tokenize`` / ``count_tokens`` (at most ``max_texts`` texts,
-    least recently used dropped first; rows kept as int32)."""
+    least recently used dropped first; rows kept as int32).
+
+    Binds through this view are a task head's batch binds, whose labels are free text (captions,
+    answers of several questions): two of them may read the same to the tokenizer without
+    being an error (see :func:`cotprompt.tuners.prompt_tokens.labels_may_coincide`).
+    """
+
+    labels_may_coincide = True
 
     def __init__(self, backbone: Any, max_texts: int = MAX_TEXTS) -> None:
         self._backbone = backbone

@@ -88,6 +88,11 @@ class CaptionGeneratorConfig(_TaskGeneratorConfig):
             ``"{caption}"``.
         preset: ``"cot"`` replaces ``steps`` with :data:`COT_CAPTION_STEPS`.
         zero_shot_templates: Full sentences of the untuned model (default: the caption).
+        long_captions: Captions whose texts do not fit the text encoder's context (77 tokens
+            for CLIP, less the tuner's context vectors): ``error`` (default) refuses them,
+            all of them named, before anything is scored or trained; ``truncate`` lets the
+            tokenizer cut them as CLIP's own evaluation does, tuned and zero-shot alike, and
+            logs how many were cut. Checked by :mod:`cotprompt.tasks.retrieval`.
     """
 
     steps: list[StepTemplates] = Field(
@@ -95,6 +100,7 @@ class CaptionGeneratorConfig(_TaskGeneratorConfig):
         min_length=1,
     )
     zero_shot_templates: list[str] = Field(default_factory=lambda: ["{caption}"], min_length=1)
+    long_captions: Literal["error", "truncate"] = "error"
 
     @model_validator(mode="after")
     def _check(self) -> CaptionGeneratorConfig:

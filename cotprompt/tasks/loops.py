@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader
 from cotprompt.data.records import ImageRecord, Transform
 from cotprompt.errors import ConfigError, TrainingError
 from cotprompt.tasks._io import PixelList, image_dataset
-from cotprompt.training.config import TrainingConfig
+from cotprompt.training.config import TrainingConfig, merge_training
+from cotprompt.training.seeding import redraw_untrained, seed_everything
 from cotprompt.training.trainer import (
     StepInfo,
     Trainer,
@@ -42,10 +43,9 @@ LossFn = Callable[[list[int], int], Tensor]
 def resolve_training(
     pipeline: CoTPipeline, training: TrainingConfig | Mapping[str, Any] | None
 ) -> TrainingConfig:
-    """The options of one ``fit`` call (default: the pipeline's)."""
-    if isinstance(training, Mapping):
-        return TrainingConfig.model_validate(training)
-    return training or pipeline.training
+    """The options of one ``fit`` call: the pipeline's, updated by the keys of a mapping (or
+    replaced by a ``TrainingConfig``); see :func:`~cotprompt.training.config.merge_training`."""
+    return merge_training(pipeline.training, training)
 
 
 def check_generator(pipeline: CoTPipeline, kind: str) -> None:
@@ -181,7 +181,9 @@ def run_loop(
         TrainingError: No trainable parameters, a non-finite loss, or a foreign checkpoint.
     """
     started = time.perf_counter()
-    torch.manual_seed(config.seed)
+    if resume_from is None:  # untrained parameters drawn with another seed: the run's draws
+        redraw_untrained(pipeline, config.seed)
+    seed_everything(config.seed)
     run = setup_run(pipeline.model, config, accelerator, resume_from=resume_from,
                     fingerprint_extra=fingerprint_extra, prepare_model=False)
 

@@ -16,10 +16,16 @@ Cost of scoring N images against U distinct captions (K chain steps):
   captions of every image and the ``rerank_k`` best images of every caption with their own
   conditioned prompts: ``rerank_k x (N + U) x K`` passes. Recall@k for ``k <= rerank_k`` is then
   decided by conditioned scores only.
+
+Captions longer than the text encoder's context follow one rule, tuned and zero-shot alike, in
+training and in evaluation (``long_captions``): every text of every caption is counted before the
+first training step or score; ``error`` refuses the long ones (counted, the first three named),
+``truncate`` lets the tokenizer cut them as CLIP's own evaluation does and logs how many.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import time
@@ -33,7 +39,7 @@ from pydantic import Field
 from torch import Tensor
 
 from cotprompt.config import ComponentConfig
-from cotprompt.errors import ConfigError
+from cotprompt.errors import ConfigError, DataError
 from cotprompt.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.tasks import loops
 from cotprompt.tasks._io import PixelList
@@ -48,6 +54,7 @@ from cotprompt.tasks.metrics import (
 from cotprompt.tasks.retrieval_data import RetrievalDataset
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.trainer import StepInfo, TrainingResult
+from cotprompt.tuners.prompt_tokens import labels_may_coincide, long_texts_truncated
 from cotprompt.types import Task
 
 if TYPE_CHECKING:
@@ -58,6 +65,8 @@ logger = logging.getLogger(__name__)
 #: The stand-in label a retrieval pipeline is bound to (and saved with): its chain shows the
 #: step templates, e.g. ``"a photo: {caption}"``.
 CAPTION_PLACEHOLDER = "{caption}"
+
+LongCaptions = Literal["error", "truncate"]
 
 
 class RetrievalEvalConfig(ComponentConfig):
@@ -81,6 +90,9 @@ class RetrievalEvalConfig(ComponentConfig):
             (each brings its own ``caption_chunk x K`` prompts).
         rerank_images_per_call: Images whose candidates are re-scored in one call (their
             candidate lists are merged, so larger values trade tokenisation for encoder work).
+        long_captions: Captions too long for the context: ``error`` or ``truncate`` (see
+            :func:`check_caption_lengths`); ``None`` (default) takes the ``caption``
+            generator's ``long_captions`` (``error`` for generators without the option).
     """
 
     mode: Literal["auto", "full", "two-stage"] = "auto"
@@ -92,6 +104,7 @@ class RetrievalEvalConfig(ComponentConfig):
     image_batch: int = Field(default=256, ge=1)
     conditioned_images_per_call: int = Field(default=8, ge=1)
     rerank_images_per_call: int = Field(default=1, ge=1)
+    long_captions: LongCaptions | None = None
 
 
 def placeholder_task() -> Task:
@@ -116,12 +129,121 @@ def prepare(pipeline: CoTPipeline) -> None:
 
 def _bind(pipeline: CoTPipeline, captions: Sequence[str]) -> Any:
     chain = loops.generate(pipeline, Task(labels=tuple(captions), kind=RETRIEVAL))
-    pipeline.tuner.bind(binding_backbone(pipeline), chain)
+    # captions that read the same to the tokenizer ("A dog." / "a dog.") are two gallery
+    # entries with equal scores, not two classes to tell apart
+    with labels_may_coincide():
+        pipeline.tuner.bind(binding_backbone(pipeline), chain)
     return chain
 
 
 def _aggregate(pipeline: CoTPipeline, features: Tensor, text: Tensor) -> Tensor:
     return pipeline.aggregator(features, text, pipeline.backbone.logit_scale.float())
+
+
+def long_captions_policy(pipeline: CoTPipeline, override: str | None = None) -> LongCaptions:
+    """``override``, else the generator's ``long_captions`` option, else ``"error"``."""
+    value = override or getattr(getattr(pipeline.generator, "config", None), "long_captions",
+                                None)
+    if value not in (None, "error", "truncate"):
+        raise ConfigError(f"long_captions must be 'error' or 'truncate', got {value!r}")
+    return "truncate" if value == "truncate" else "error"
+
+
+def _context_use(pipeline: CoTPipeline) -> tuple[int, str]:
+    """The learnable context vectors before every step text, and the words put before it
+    (the ``vpt`` tuner's ``text_prefix``)."""
+    tuner: Any = pipeline.tuner
+    for part in (tuner, getattr(tuner, "text", None)):
+        n_ctx = getattr(part, "n_ctx", None)
+        if isinstance(n_ctx, int) and not isinstance(n_ctx, bool):
+            return n_ctx, ""
+    config = getattr(tuner, "config", None)
+    if getattr(config, "text", None) == "steps":
+        return 0, str(getattr(config, "text_prefix", "")).strip()
+    return 0, ""
+
+
+def check_caption_lengths(
+    pipeline: CoTPipeline,
+    captions: Sequence[str],
+    *,
+    long_captions: str | None = None,
+    images: Mapping[str, str] | None = None,
+    what: str = "captions",
+) -> int:
+    """Count, before any scoring or training step, the captions that do not fit the context.
+
+    A caption fits when every text made from it fits the text encoder's context (77 tokens for
+    CLIP, start and end-of-text tokens included): each step text behind the tuner's context
+    vectors, and each zero-shot sentence. The same rule holds for tuned and zero-shot scoring.
+
+    Args:
+        pipeline: A pipeline prepared for retrieval (its tuner bound, so its context is known).
+        captions: Distinct caption texts.
+        long_captions: ``error`` or ``truncate``; default: :func:`long_captions_policy`.
+        images: For the error message: the image (described) of a caption.
+        what: What the captions are, for the messages (``"training captions"``...).
+
+    Returns:
+        The number of captions that will be truncated (0 when none is too long).
+
+    Raises:
+        DataError: ``error`` and some captions are too long; all are counted, the first three
+            named.
+    """
+    policy = long_captions_policy(pipeline, long_captions)
+    backbone = binding_backbone(pipeline)  # counts memoised for the binds that follow
+    room = int(backbone.context_length) - 2
+    n_ctx, prefix = _context_use(pipeline)
+    chunk = 1024
+    too_long: list[tuple[int, str]] = []
+    for part in _chunks(len(captions), chunk):
+        labels = [captions[u] for u in part]
+        chain = loops.generate(pipeline, Task(labels=tuple(labels), kind=RETRIEVAL))
+        for c, caption in enumerate(labels):
+            needs = [n_ctx + backbone.count_tokens(f"{prefix} {t}" if prefix else t)
+                     for step in chain.steps for t in step.texts[c]]
+            needs += [backbone.count_tokens(t) for t in chain.zero_shot[c]]
+            if max(needs) > room:
+                too_long.append((max(needs), caption))
+    if not too_long:
+        return 0
+    context = f", {n_ctx} of them taken by the tuner's context vectors" if n_ctx else ""
+    if policy == "truncate":
+        logger.info(
+            "%d of %d %s do not fit the text encoder's context of %d tokens (%d between the "
+            "start and end-of-text tokens%s): the tokenizer cuts them, as CLIP's own evaluation "
+            "does (long_captions='truncate')",
+            len(too_long), len(captions), what, room + 2, room, context,
+        )
+        return len(too_long)
+    images = images or {}
+    shown = "; ".join(
+        f"{need} tokens: {caption[:60] + ('...' if len(caption) > 60 else '')!r}"
+        + (f" (image {images[caption]})" if caption in images else "")
+        for need, caption in too_long[:3]
+    )
+    raise DataError(
+        f"{len(too_long)} of {len(captions)} {what} do not fit the text encoder's context of "
+        f"{room + 2} tokens ({room} between the start and end-of-text tokens{context}): "
+        f"{shown}. Shorten or drop them, or cut them as CLIP's own evaluation does with "
+        "long_captions='truncate' (an option of the caption generator, of RetrievalEvalConfig "
+        "and of fit_retrieval)"
+    )
+
+
+def _caption_images(dataset: RetrievalDataset) -> dict[str, str]:
+    """Each caption text's first image, described (for messages)."""
+    found: dict[str, str] = {}
+    for record, group in zip(dataset.images, dataset.captions, strict=True):
+        for caption in group:
+            found.setdefault(caption, record.describe())
+    return found
+
+
+def _truncating(policy: str) -> contextlib.AbstractContextManager[None]:
+    """Binds that let the tokenizer cut long prompts (``truncate``), or refuse them."""
+    return long_texts_truncated() if policy == "truncate" else contextlib.nullcontext()
 
 
 def caption_logits(
@@ -300,6 +422,21 @@ def _resolve_mode(pipeline: CoTPipeline, config: RetrievalEvalConfig, pairs: int
     return config.mode
 
 
+def _score(pipeline: CoTPipeline, features: Tensor, texts: Sequence[str], ranker: _Ranker,
+           config: RetrievalEvalConfig, mode: str) -> None:
+    if mode == "zero-shot":
+        _rank_zero_shot(pipeline, features, texts, ranker, config)
+    elif mode == "full" and pipeline.tuner.image_conditioned:
+        _rank_conditioned(pipeline, features, texts, ranker, config)
+    elif mode == "full":
+        _rank_unconditioned(pipeline, features, texts, ranker, config, None)
+    else:
+        stand_in = _stand_in(features, config.stage_one)
+        _rank_unconditioned(pipeline, features, texts, ranker, config, stand_in)
+        pairs = _rerank(pipeline, features, texts, ranker, config)
+        logger.info("two-stage retrieval: re-scored %d image-caption pairs", pairs)
+
+
 @torch.no_grad()
 def score_gallery(
     pipeline: CoTPipeline,
@@ -321,23 +458,17 @@ def score_gallery(
     config = config or RetrievalEvalConfig()
     started = time.perf_counter()
     texts, entry_text, entry_image = dataset.unique_captions()
+    policy = long_captions_policy(pipeline, config.long_captions)
+    check_caption_lengths(pipeline, texts, long_captions=policy,
+                          images=_caption_images(dataset), what="gallery captions")
     mode = _resolve_mode(pipeline, config, features.shape[0] * len(texts), zero_shot)
     depth = max(max(config.ks), config.rerank_k if mode == "two-stage" else 0)
     ranker = _Ranker(features.shape[0], len(texts), depth)
     pipeline.model.eval()
     features = features.to(pipeline.device)
     try:
-        if mode == "zero-shot":
-            _rank_zero_shot(pipeline, features, texts, ranker, config)
-        elif mode == "full" and pipeline.tuner.image_conditioned:
-            _rank_conditioned(pipeline, features, texts, ranker, config)
-        elif mode == "full":
-            _rank_unconditioned(pipeline, features, texts, ranker, config, None)
-        else:
-            stand_in = _stand_in(features, config.stage_one)
-            _rank_unconditioned(pipeline, features, texts, ranker, config, stand_in)
-            pairs = _rerank(pipeline, features, texts, ranker, config)
-            logger.info("two-stage retrieval: re-scored %d image-caption pairs", pairs)
+        with _truncating(policy):
+            _score(pipeline, features, texts, ranker, config, mode)
     finally:
         loops.restore_binding(pipeline)
     image_texts: list[set[int]] = [set() for _ in range(features.shape[0])]
@@ -410,6 +541,8 @@ def similarity(
     index: dict[str, int] = {}
     column = [index.setdefault(str(c).strip(), len(index)) for c in captions]
     unique = list(index)
+    policy = long_captions_policy(pipeline)
+    check_caption_lengths(pipeline, unique, long_captions=policy)
     transform = pipeline.backbone.image_transform(train=False)
     pipeline.model.eval()
     features = torch.cat([
@@ -417,7 +550,8 @@ def similarity(
         for p in pixel_batches(as_image_list(images), transform, batch_size)
     ])
     try:
-        logits = caption_logits(pipeline, features, unique)
+        with _truncating(policy):
+            logits = caption_logits(pipeline, features, unique)
     finally:
         loops.restore_binding(pipeline)
     return logits[:, torch.tensor(column, device=logits.device)]
@@ -435,6 +569,7 @@ def fit_retrieval(
     resume_from: str | Path | None = None,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
     eval_config: RetrievalEvalConfig | None = None,
+    long_captions: LongCaptions | None = None,
 ) -> TrainingResult:
     """Train the prompts for retrieval (what ``pipeline.fit(retrieval_dataset)`` runs).
 
@@ -444,22 +579,39 @@ def fit_retrieval(
 
     Args:
         pipeline: Bound to the retrieval task here if it is not yet.
-        train: Images with captions (see :meth:`RetrievalDataset.fraction` for the paper's
-            training fractions).
+        train: Images with captions (:meth:`RetrievalDataset.fraction` keeps a reproducible
+            fraction of them).
         val: Optional gallery evaluated after every epoch (``val_rsum`` and the recalls in the
             history).
         training: Options of this call (default: the pipeline's).
         resume_from: A checkpoint folder, a folder of checkpoints, or ``"latest"``.
         callbacks: Called with a :class:`StepInfo` after every step.
         eval_config: Scoring options of the validation gallery.
+        long_captions: Captions too long for the context (training and validation):
+            ``error`` or ``truncate``; default: the generator's option (see
+            :func:`check_caption_lengths`). Every caption is checked before the first step.
 
     Returns:
         A :class:`TrainingResult` with per-epoch history.
+
+    Raises:
+        DataError: Captions too long for the context, with ``long_captions="error"``.
     """
     cfg = loops.resolve_training(pipeline, training)
     accelerator = loops.task_accelerator(cfg)
     pipeline.to(accelerator.device)
     prepare(pipeline)
+    # every caption, before the first step: a long one no longer stops an epoch half-way
+    policy = long_captions_policy(pipeline, long_captions)
+    check_caption_lengths(pipeline, train.unique_captions()[0], long_captions=policy,
+                          images=_caption_images(train), what="training captions")
+    if val is not None:
+        eval_config = eval_config or RetrievalEvalConfig()
+        if eval_config.long_captions is None:
+            eval_config = eval_config.model_copy(update={"long_captions": policy})
+        check_caption_lengths(pipeline, val.unique_captions()[0],
+                              long_captions=eval_config.long_captions,
+                              images=_caption_images(val), what="validation captions")
     device = accelerator.device
     cached = loops.cacheable(pipeline, cfg)
     features = loops.train_features(pipeline, train.images, cfg, accelerator) if cached else None
@@ -490,13 +642,16 @@ def fit_retrieval(
             return {f"val_{k}": v for k, v in result.metrics().items()}
 
     try:
-        result = loops.run_loop(
-            pipeline, cfg, accelerator, num_items=len(train), loss_fn=loss_fn,
-            validate=validate, resume_from=resume_from, callbacks=callbacks,
-            fingerprint_extra={"task": RETRIEVAL, "num_images": len(train),
-                               "num_captions": train.num_captions,
-                               "components": pipeline._component_records()},
-        )
+        with _truncating(policy):
+            result = loops.run_loop(
+                pipeline, cfg, accelerator, num_items=len(train), loss_fn=loss_fn,
+                validate=validate, resume_from=resume_from, callbacks=callbacks,
+                fingerprint_extra={"task": RETRIEVAL, "num_images": len(train),
+                                   "num_captions": train.num_captions,
+                                   "components": pipeline._component_records(),
+                                   **({"long_captions": policy} if policy == "truncate"
+                                      else {})},
+            )
     finally:
         loops.restore_binding(pipeline)
     result.features_cached = cached

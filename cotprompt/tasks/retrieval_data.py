@@ -124,9 +124,8 @@ class RetrievalDataset:
         )
 
     def fraction(self, fraction: float, seed: int = 1) -> RetrievalDataset:
-        """A random ``fraction`` of the images (at least one), the same for the same seed.
-
-        The CoT-PT paper trains retrieval on small fractions of the training set.
+        """A random ``fraction`` of the images (at least one), the same for the same seed
+        (for few-shot retrieval training, or a quick run).
 
         Raises:
             DataError: ``fraction`` outside (0, 1].

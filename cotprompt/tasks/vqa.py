@@ -38,6 +38,7 @@ from cotprompt.tasks.metrics import VQAResult, vqa_score
 from cotprompt.tasks.vqa_data import DEFAULT_NUM_ANSWERS, VQADataset
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.trainer import StepInfo, TrainingResult
+from cotprompt.tuners.prompt_tokens import labels_may_coincide
 from cotprompt.types import PromptChain, PromptStep, Task
 
 if TYPE_CHECKING:
@@ -148,7 +149,8 @@ def answer_logits(
     device = image_features.device
     if tuner.image_conditioned or loops.class_specific(pipeline):
         for question, rows in zip(unique, rows_of, strict=True):
-            tuner.bind(binder, _chain(pipeline, question))
+            with labels_may_coincide():  # answers are free text: two may tokenize alike
+                tuner.bind(binder, _chain(pipeline, question))
             feats = image_features[rows.to(device)]
             text = tuner.encode_text(backbone, feats if tuner.image_conditioned else None)
             pieces.append(_aggregate(pipeline, feats, text))
@@ -160,7 +162,8 @@ def answer_logits(
         for start in range(0, len(unique), per_call):
             chunk = range(start, min(start + per_call, len(unique)))
             chains = [first if j == 0 else _chain(pipeline, unique[j]) for j in chunk]
-            tuner.bind(binder, _merge(chains))
+            with labels_may_coincide():
+                tuner.bind(binder, _merge(chains))
             text = tuner.encode_text(backbone, None)  # [1, K, m * A, E]
             steps, answers = text.shape[1], text.shape[2] // len(chunk)
             text = text[0].reshape(steps, len(chunk), answers, -1)

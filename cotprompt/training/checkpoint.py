@@ -1,12 +1,13 @@
 """Training checkpoints: safetensors plus JSON (never pickle), written atomically.
 
 A checkpoint folder ``checkpoint-<step>/`` holds ``state.safetensors`` (trainable parameters,
-optimizer tensors, random-number-generator states) and ``state.json`` (counters, optimizer
-hyper-parameters, a fingerprint of the run). The folder is written under a temporary name and
-renamed, so an interrupted save leaves no partial checkpoint. Re-saving a step sets the previous
-folder aside as ``.checkpoint-<step>.<random>.old`` until the new one is in place; if the save is
-stopped in between, the old folder is renamed back (at once, or by the next
-:func:`list_checkpoints` after a kill), so one of the two always survives.
+optimizer tensors, random-number-generator states) and ``state.json`` (counters, the losses of
+the current epoch so far, optimizer hyper-parameters, a fingerprint of the run and what it was
+computed from, so that a refused resume names the options that differ). The folder is written
+under a temporary name and renamed, so an interrupted save leaves no partial checkpoint.
+Re-saving a step sets the previous folder aside as ``.checkpoint-<step>.<random>.old`` until the
+new one is in place; if the save is stopped in between, the old folder is renamed back (at once,
+or by the next :func:`list_checkpoints` after a kill), so one of the two always survives.
 """
 
 from __future__ import annotations
@@ -44,12 +45,15 @@ class TrainingState:
         epoch: Current epoch (0-based).
         step_in_epoch: Batches of ``epoch`` already done.
         history: Per-epoch metrics so far.
+        epoch_losses: The losses of the batches of ``epoch`` already done (so that a resumed
+            epoch's record averages all of its batches, not only those after the resume).
     """
 
     global_step: int = 0
     epoch: int = 0
     step_in_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+    epoch_losses: list[float] = field(default_factory=list)
 
 
 def save_checkpoint(
@@ -59,8 +63,13 @@ def save_checkpoint(
     optimizer: torch.optim.Optimizer,
     fingerprint: str,
     keep: int,
+    run: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``checkpoint-<global_step>`` under ``directory`` and prune old ones.
+
+    ``run`` is what the fingerprint was computed from (see
+    :func:`~cotprompt.training.trainer.run_record`): a resume of another run names the options
+    that differ.
 
     Returns:
         The checkpoint folder.
@@ -84,7 +93,9 @@ def save_checkpoint(
         "epoch": state.epoch,
         "step_in_epoch": state.step_in_epoch,
         "history": state.history,
+        "epoch_losses": state.epoch_losses,
         "fingerprint": fingerprint,
+        "run": run,
         "param_groups": optim_state["param_groups"],
         "optimizer_scalars": scalars,
     }
@@ -188,8 +199,13 @@ def load_checkpoint(
     parameters: dict[str, Tensor],
     optimizer: torch.optim.Optimizer,
     fingerprint: str,
+    run: dict[str, Any] | None = None,
 ) -> TrainingState:
     """Restore parameters (in place), optimizer and RNG states; return the training state.
+
+    Args:
+        run: What ``fingerprint`` was computed from, to name the options that differ from the
+            checkpoint's.
 
     Raises:
         TrainingError: The checkpoint is unreadable or belongs to a different run.
@@ -201,8 +217,9 @@ def load_checkpoint(
         raise TrainingError(f"cannot read checkpoint {path}: {exc}") from exc
     if meta.get("fingerprint") != fingerprint:
         raise TrainingError(
-            f"checkpoint {path} was written by a different run (other labels, components or "
-            "training options); resume with the same configuration, or start afresh"
+            f"checkpoint {path} was written by a different run: "
+            f"{describe_differences(meta.get('run'), run)}; resume with the same configuration, "
+            "or start afresh"
         )
     for name, value in parameters.items():
         key = f"param.{name}"
@@ -228,4 +245,55 @@ def load_checkpoint(
         epoch=meta["epoch"],
         step_in_epoch=meta["step_in_epoch"],
         history=meta.get("history", []),
+        epoch_losses=[float(v) for v in meta.get("epoch_losses", [])],
     )
+
+
+#: Differences named in a refusal to resume; the rest are counted.
+MAX_DIFFERENCES = 8
+
+
+def _flatten(value: Any, prefix: str, out: dict[str, Any]) -> None:
+    """``{"a": {"b": 1}, "labels": ["x"]}`` -> ``{"a.b": 1, "labels[0]": "x"}`` (lists of
+    numbers, such as shapes, stay whole)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _flatten(item, f"{prefix}.{key}" if prefix else str(key), out)
+    elif isinstance(value, list) and not all(isinstance(v, (int, float)) for v in value):
+        for index, item in enumerate(value):
+            _flatten(item, f"{prefix}[{index}]", out)
+    else:
+        out[prefix] = value
+
+
+def _show(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def describe_differences(saved: Any, current: Any) -> str:
+    """What differs between a checkpoint's run record and this run's, one ``option: old in the
+    checkpoint, new now`` per option (``training.lr: 0.002 in the checkpoint, 0.01 now``)."""
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return ("other labels, components or training options (the checkpoint does not record "
+                "which: it was written by an older version)")
+    old: dict[str, Any] = {}
+    new: dict[str, Any] = {}
+    _flatten(saved, "", old)
+    _flatten(current, "", new)
+    missing = object()
+    lines = []
+    # the training options first: they are what a user changes
+    for key in sorted(set(old) | set(new), key=lambda k: (not k.startswith("config."), k)):
+        a, b = old.get(key, missing), new.get(key, missing)
+        if a == b:
+            continue
+        was = "absent" if a is missing else _show(a)
+        now = "absent" if b is missing else _show(b)
+        name = "training." + key[len("config."):] if key.startswith("config.") else key
+        lines.append(f"{name}: {was} in the checkpoint, {now} now")
+    if not lines:
+        return "the options are the same but the fingerprints differ (another version?)"
+    shown = lines[:MAX_DIFFERENCES]
+    more = len(lines) - len(shown)
+    return "; ".join(shown) + (f"; and {more} more difference(s)" if more else "")

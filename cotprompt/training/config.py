@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from cotprompt.config import ComponentConfig, machine_local
+from cotprompt.errors import ConfigError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 
@@ -30,7 +32,10 @@ class TrainingConfig(ComponentConfig):
         warmup_lr: Learning rate during warm-up.
         scheduler: ``cosine`` (annealed per epoch to 0 over ``epochs``) or ``constant``.
         max_grad_norm: Clip the gradient norm (``None``: no clipping).
-        seed: Seeds parameter initialisation order, shuffling and augmentation.
+        seed: The one seed of a run: parameter initialisation, shuffling, augmentation (a
+            function of seed, epoch and sample), dropout and DataLoader workers (see
+            :mod:`cotprompt.training.seeding`); ``cotprompt train`` also samples the few-shot
+            images with it unless the data section sets its own ``seed``.
         precision: ``auto`` is bf16 autocast on a GPU that supports it and fp32 elsewhere.
         augment: CoOp's random resized crop and flip; ``False`` uses the deterministic
             evaluation transform, which lets frozen image features be computed once.
@@ -70,3 +75,35 @@ class TrainingConfig(ComponentConfig):
     keep_checkpoints: int = Field(default=2, ge=1)
     progress: bool = True
     log_every: int = Field(default=10, ge=1)
+
+
+def merge_training(
+    base: TrainingConfig, training: TrainingConfig | Mapping[str, Any] | None
+) -> TrainingConfig:
+    """The options of one ``fit`` call: ``base`` (the pipeline's) updated by ``training``.
+
+    A mapping updates only the options it names (``{"epochs": 1}`` keeps the pipeline's
+    optimiser, learning rate, seed...); a :class:`TrainingConfig` replaces ``base`` whole;
+    ``None`` keeps ``base``.
+
+    Raises:
+        ConfigError: The mapping names an unknown option or an invalid value.
+    """
+    if training is None:
+        return base
+    if isinstance(training, TrainingConfig):
+        return training
+    if not isinstance(training, Mapping):
+        raise ConfigError(
+            f"training options must be a TrainingConfig or a mapping, got {type(training).__name__}"
+        )
+    merged = {**base.model_dump(), **dict(training)}
+    try:
+        return TrainingConfig.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e.get('loc', ())) or 'options'}: "
+            f"{'unknown option' if e.get('type') == 'extra_forbidden' else e.get('msg')}"
+            for e in exc.errors()
+        )
+        raise ConfigError(f"invalid training options: {problems}") from exc

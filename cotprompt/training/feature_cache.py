@@ -8,9 +8,10 @@ live in ``<cache_dir>/<namespace>/*.safetensors``:
   backbone spec (name and config), a checksum of the image encoder's weights, the transform
   (its ``repr``, with function code hashed), the precision and the tuner's image-encoding
   function, and the cache format version;
-* each **entry** is keyed by a hash of the image's *contents* (the file's bytes, or the pixels of
-  an in-memory image), so a file that changes on disk is a miss and is encoded again; the
-  previous entry for that path is reported as stale (:attr:`FeatureCache.last_stats`);
+* each **entry** is keyed by a hash of what the model sees of the image (the file's bytes with
+  the version of the file -> pixels rule, or the RGB pixels an in-memory image is shown as), so a
+  file that changes on disk is a miss and is encoded again; the previous entry for that path is
+  reported as stale (:attr:`FeatureCache.last_stats`);
 * **shards** are safetensors files holding ``features`` ``[n, E]`` with the keys and paths in the
   metadata, written atomically; unreadable or inconsistent shards are reported and removed.
 
@@ -33,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from cotprompt.data.images import IMAGE_LOADER_VERSION, image_content_key
 from cotprompt.data.records import ImageClassificationDataset, ImageRecord
 from cotprompt.io import save_safetensors_atomic, write_text_atomic
 
@@ -43,19 +45,20 @@ _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
 def content_key(record: ImageRecord) -> str:
-    """Hash of an image's contents: the file's bytes, or an in-memory image's mode, size and
-    pixels."""
+    """Hash of what the model sees of an image: the file's bytes under the version of the
+    file -> pixels rule (:data:`~cotprompt.data.images.IMAGE_LOADER_VERSION`), or the RGB
+    pixels an in-memory image is shown as (:func:`~cotprompt.data.images.to_rgb`, which applies
+    its orientation, profile and transparency)."""
     digest = hashlib.blake2b(digest_size=20)
     if record.path is not None:
-        digest.update(b"file:")
+        digest.update(f"file:{IMAGE_LOADER_VERSION}:".encode())
         with open(record.path, "rb") as handle:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     else:
-        image = record.image
-        assert image is not None
-        digest.update(f"pil:{image.mode}:{image.size}:".encode())
-        digest.update(image.tobytes())
+        assert record.image is not None
+        digest.update(b"pil:")
+        digest.update(image_content_key(record.image))
     return digest.hexdigest()
 
 

@@ -26,6 +26,7 @@ from cotprompt.data.records import ImageClassificationDataset
 from cotprompt.errors import TrainingError
 from cotprompt.io import check_writable
 from cotprompt.model import PromptModel
+from cotprompt.training.augment import EpochSamples
 from cotprompt.training.checkpoint import (
     TrainingState,
     load_checkpoint,
@@ -34,6 +35,11 @@ from cotprompt.training.checkpoint import (
 )
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.schedule import epoch_batches, learning_rate
+from cotprompt.training.seeding import (
+    loader_generator,
+    seed_everything,
+    seed_step,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +96,12 @@ def make_optimizer(config: TrainingConfig, params: list[Tensor]) -> torch.optim.
     )
 
 
-def run_fingerprint(model: PromptModel, config: TrainingConfig, extra: dict[str, Any]) -> str:
-    """Identifies a run, so that a checkpoint is only resumed by the same run."""
+def run_record(
+    model: PromptModel, config: TrainingConfig, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """What identifies a run: the training options that change its result, the trainable
+    parameters' shapes and ``extra`` (labels, components, task). Stored in checkpoints, so that
+    a resume of another run names the options that differ."""
     shapes = {name: list(p.shape) for name, p in model.trainable_state().items()}
     relevant = config.model_dump(
         exclude={
@@ -104,8 +114,18 @@ def run_fingerprint(model: PromptModel, config: TrainingConfig, extra: dict[str,
             "feature_cache_dir",
         }
     )
-    blob = json.dumps({"config": relevant, "shapes": shapes, **extra}, sort_keys=True)
+    return json.loads(json.dumps({"config": relevant, "shapes": shapes, **extra}, sort_keys=True))
+
+
+def fingerprint_of(record: dict[str, Any]) -> str:
+    """A short hash of a :func:`run_record`."""
+    blob = json.dumps(record, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_fingerprint(model: PromptModel, config: TrainingConfig, extra: dict[str, Any]) -> str:
+    """Identifies a run, so that a checkpoint is only resumed by the same run."""
+    return fingerprint_of(run_record(model, config, extra))
 
 
 @dataclass
@@ -118,6 +138,7 @@ class Run:
         params: The trainable tensors by name (what checkpoints hold).
         fingerprint: Identifies the run (see :func:`run_fingerprint`).
         state: Where the run stands: fresh, or as loaded from a checkpoint.
+        record: What the fingerprint is computed from (see :func:`run_record`).
     """
 
     model: Any
@@ -125,6 +146,7 @@ class Run:
     params: dict[str, Tensor]
     fingerprint: str
     state: TrainingState
+    record: dict[str, Any] = field(default_factory=dict)
 
 
 def setup_run(
@@ -157,16 +179,21 @@ def setup_run(
     if not params:
         raise TrainingError("the pipeline has no trainable parameters")
     optimizer = make_optimizer(config, list(params.values()))
-    fingerprint = run_fingerprint(model, config, fingerprint_extra or {})
+    record = run_record(model, config, fingerprint_extra or {})
+    fingerprint = fingerprint_of(record)
     state = TrainingState()
     if resume_from is not None:
         path = resolve_checkpoint(resume_from, config.checkpoint_dir)
-        state = load_checkpoint(path, params, optimizer, fingerprint)
+        state = load_checkpoint(path, params, optimizer, fingerprint, record)
     if prepare_model:
         prepared, optimizer = accelerator.prepare(model, optimizer)
     else:
         prepared, optimizer = model, accelerator.prepare(optimizer)
-    return Run(prepared, optimizer, params, fingerprint, state)
+    return Run(prepared, optimizer, params, fingerprint, state, record)
+
+
+def _load_indices(todo: list[list[int]], epoch: int) -> Iterable[Any]:
+    return iter(todo)
 
 
 def run_epochs(
@@ -176,7 +203,7 @@ def run_epochs(
     *,
     num_samples: int,
     step_loss: Callable[[Any, int], Tensor],
-    load: Callable[[list[list[int]]], Iterable[Any]] = iter,
+    load: Callable[[list[list[int]], int], Iterable[Any]] = _load_indices,
     validate: Callable[[], dict[str, float]] | None = None,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
     started: float | None = None,
@@ -185,8 +212,10 @@ def run_epochs(
 
     Every epoch sets the learning rate, takes the epoch's batches from
     :func:`~cotprompt.training.schedule.epoch_batches` (from the resumed step on), and for each
+    seeds torch's generators for the step (:func:`~cotprompt.training.seeding.seed_step`),
     computes the loss, refuses a non-finite one, and steps the optimiser; it logs, writes
-    checkpoints, calls the callbacks, and records the epoch (with validation metrics).
+    checkpoints, calls the callbacks, and records the epoch (with validation metrics; its loss
+    is the mean over all of its batches, also those done before a resume).
 
     Args:
         run: From :func:`setup_run`; its ``state`` advances.
@@ -195,8 +224,8 @@ def run_epochs(
         num_samples: Items per epoch.
         step_loss: ``(item, epoch) -> scalar loss`` with gradients for one item of ``load``;
             it runs its forward pass under ``accelerator.autocast()`` itself.
-        load: Turns the epoch's remaining batches (lists of item indices) into one item per
-            step (default: the index lists themselves).
+        load: ``(batches, epoch) ->`` one item per step, from the epoch's remaining batches
+            (lists of item indices; default: the index lists themselves).
         validate: Called after every epoch, in eval mode; its metrics join the epoch's record.
         callbacks: Called with a :class:`StepInfo` after every step.
         started: ``time.perf_counter()`` when the call began (default: now).
@@ -222,9 +251,12 @@ def run_epochs(
                 group["lr"] = lr
             batches = epoch_batches(num_samples, cfg.batch_size, cfg.seed, epoch, cfg.drop_last)
             first = state.step_in_epoch if epoch == state.epoch else 0
-            losses: list[float] = []
+            if first == 0:
+                state.epoch_losses = []
+            losses = state.epoch_losses  # with those done before a resume mid-epoch
             epoch_started = time.perf_counter()
-            for step_in_epoch, item in enumerate(load(batches[first:]), start=first):
+            for step_in_epoch, item in enumerate(load(batches[first:], epoch), start=first):
+                seed_step(cfg.seed, state.global_step, accelerator.process_index)
                 loss = step_loss(item, epoch)
                 if not torch.isfinite(loss):
                     raise TrainingError(
@@ -262,7 +294,7 @@ def run_epochs(
                 run.model.train()
             logger.info("epoch %d: %s", epoch + 1, record)
             state.history.append(record)
-            state.epoch, state.step_in_epoch = epoch + 1, 0
+            state.epoch, state.step_in_epoch, state.epoch_losses = epoch + 1, 0, []
     finally:
         bar.close()
         run.model.eval()
@@ -277,7 +309,7 @@ def _checkpoint(run: Run, config: TrainingConfig, accelerator: Any) -> Path | No
     if config.checkpoint_dir is None or not accelerator.is_main_process:
         return None
     return save_checkpoint(Path(config.checkpoint_dir), run.state, run.params, run.optimizer,
-                           run.fingerprint, config.keep_checkpoints)
+                           run.fingerprint, config.keep_checkpoints, run.record)
 
 
 class Trainer:
@@ -319,8 +351,9 @@ class Trainer:
         return self._encode(dataset, batch_size)
 
     def _encode(self, dataset: ImageClassificationDataset, batch_size: int) -> Tensor:
-        loader = DataLoader(
-            dataset, batch_size=batch_size, shuffle=False, num_workers=self.config.num_workers
+        loader = DataLoader(  # its own generator: the global one is not drawn from
+            dataset, batch_size=batch_size, shuffle=False, num_workers=self.config.num_workers,
+            generator=loader_generator(self.config.seed, "encode"),
         )
         device = self.accelerator.device
         parts = []
@@ -360,15 +393,16 @@ class Trainer:
                              (cfg.feature_cache_dir, "feature cache folder")):
             if folder is not None:  # found now, not after hours of training
                 check_writable(folder, what=what)
-        torch.manual_seed(cfg.seed)
+        seed_everything(cfg.seed)
         labels = torch.tensor(train.labels, dtype=torch.long)
         cached = self._cacheable()
         features: Tensor | None = None
         pixel_set = None
         if cached:
             features = self.encode_dataset(train.with_transform(eval_transform)).to(device)
-        else:
-            pixel_set = train.with_transform(train_transform if cfg.augment else eval_transform)
+        else:  # each sample's augmentation is a function of (seed, epoch, index)
+            pixel_set = EpochSamples(train, train_transform if cfg.augment else eval_transform,
+                                     cfg.seed, random=cfg.augment)
 
         run = setup_run(self.model, cfg, accelerator, resume_from=resume_from,
                         fingerprint_extra=fingerprint_extra)
@@ -383,7 +417,7 @@ class Trainer:
 
         result = run_epochs(
             run, cfg, accelerator, num_samples=len(train), step_loss=step_loss,
-            load=lambda todo: self._batches(todo, features, labels, pixel_set),
+            load=lambda todo, epoch: self._batches(todo, epoch, features, labels, pixel_set),
             validate=validate, callbacks=callbacks, started=started,
         )
         result.features_cached = cached
@@ -392,9 +426,10 @@ class Trainer:
     def _batches(
         self,
         todo: list[list[int]],
+        epoch: int,
         features: Tensor | None,
         labels: Tensor,
-        pixel_set: ImageClassificationDataset | None,
+        pixel_set: EpochSamples | None,
     ) -> Iterator[tuple[Tensor, Tensor]]:
         """Yield ``(inputs, targets)`` of this process's share of each batch in ``todo``."""
         todo = [self._shard(b) for b in todo]
@@ -404,5 +439,9 @@ class Trainer:
                 yield features[index.to(features.device)], labels[index]
             return
         assert pixel_set is not None
-        loader = DataLoader(pixel_set, batch_sampler=todo, num_workers=self.config.num_workers)
+        keyed = [[(epoch, i) for i in batch] for batch in todo]
+        loader = DataLoader(
+            pixel_set, batch_sampler=keyed, num_workers=self.config.num_workers,
+            generator=loader_generator(self.config.seed, "train", epoch),
+        )
         yield from loader

@@ -65,7 +65,7 @@ class ContextTunerConfig(ComponentConfig):
             while it compiles).
     """
 
-    n_ctx: int | None = Field(default=None, ge=0)
+    n_ctx: int | None = Field(default=None, ge=0, le=512)
     ctx_init: str | None = None
     init_std: float = Field(default=0.02, gt=0)
     class_specific: bool = False
@@ -138,6 +138,7 @@ class ContextPromptTuner(nn.Module):
         Raises:
             ConfigError: the chain's step count differs from the trained one, or class-specific
                 context is applied to a different label list.
+            DataError: labels whose prompts the tokenizer cannot tell apart.
         """
         cfg = self.config
         if self.ctx is None:
@@ -156,7 +157,8 @@ class ContextPromptTuner(nn.Module):
                 )
         assert self.n_ctx is not None
         self.tokens = build_prompt_tokens(
-            backbone, chain, self.n_ctx, cfg.class_token_position, truncate=cfg.truncate
+            backbone, chain, self.n_ctx, cfg.class_token_position, truncate=cfg.truncate,
+            distinct_steps=not cfg.class_specific,
         )
         self.bound_labels = chain.labels
         self._bind_count += 1

@@ -15,7 +15,7 @@ class CoOpConfig(ContextTunerConfig):
 
     meta_net: Literal[False] = False
     chain: Literal["none"] = "none"
-    n_ctx: int | None = Field(default=None, ge=1)
+    n_ctx: int | None = Field(default=None, ge=1, le=512)
 
 
 class CoOpTuner(ContextPromptTuner):

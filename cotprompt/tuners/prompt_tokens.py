@@ -8,17 +8,133 @@ once per label set, as CoOp does: tokenise ``"X X ... X " + text`` and keep the 
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
 from cotprompt.backbones.base import Backbone
-from cotprompt.errors import ConfigError
+from cotprompt.errors import ConfigError, DataError
 from cotprompt.types import PromptChain
 
 ClassTokenPosition = Literal["end", "middle", "front"]
+
+_LABELS_MAY_COINCIDE: ContextVar[bool] = ContextVar("cotprompt_labels_may_coincide", default=False)
+
+
+@contextlib.contextmanager
+def labels_may_coincide() -> Iterator[None]:
+    """Bind label sets whose prompts may coincide without :func:`check_distinct_labels`.
+
+    For task heads whose labels are free text scored side by side (retrieval captions, the
+    answers of several questions): two captions that differ only in case are two entries of a
+    gallery, not two classes to tell apart. A backbone view with a true ``labels_may_coincide``
+    attribute (the memoising view of :mod:`cotprompt.tasks._tokens`) has the same effect.
+    """
+    token = _LABELS_MAY_COINCIDE.set(True)
+    try:
+        yield
+    finally:
+        _LABELS_MAY_COINCIDE.reset(token)
+
+
+_TRUNCATE_LONG_TEXTS: ContextVar[bool] = ContextVar("cotprompt_truncate_long", default=False)
+
+
+@contextlib.contextmanager
+def long_texts_truncated() -> Iterator[None]:
+    """Let the tokenizer cut prompts longer than the context (keeping the start, ending with the
+    end-of-text token, as CLIP's own evaluation does) instead of refusing them.
+
+    Only for callers that checked and counted the long texts first, as retrieval does with
+    ``long_captions="truncate"``; prompts with the class token elsewhere than at the end are
+    still refused.
+    """
+    token = _TRUNCATE_LONG_TEXTS.set(True)
+    try:
+        yield
+    finally:
+        _TRUNCATE_LONG_TEXTS.reset(token)
+
+
+def labels_must_differ(backbone: Any) -> bool:
+    """Whether a bind with ``backbone`` must refuse labels it cannot tell apart."""
+    return not (_LABELS_MAY_COINCIDE.get() or getattr(backbone, "labels_may_coincide", False))
+
+
+def check_distinct_labels(
+    backbone: Backbone,
+    chain: PromptChain,
+    *,
+    step_tokens: Tensor | None = None,
+    steps: bool = True,
+) -> None:
+    """Refuse labels whose prompts the backbone's tokenizer reads as the same tokens.
+
+    ``Cardigan`` (the dog) and ``cardigan`` (the sweater) are two ImageNet classes, but CLIP's
+    tokenizer lower-cases: every text of one is the other's, the text encoder gives them the
+    same features, and one is never predicted. Two labels collide when the token ids of all
+    their step texts are equal (the tuned classifier; skipped with ``steps=False``, for
+    class-specific context, which differs per label), or when those of all their zero-shot
+    sentences are (the untuned classifier).
+
+    Args:
+        backbone: Provides the tokenizer.
+        chain: The chain being bound.
+        step_tokens: The token ids of the step texts in chain order (steps, labels, texts), as
+            :func:`build_prompt_tokens` made them; tokenised here when ``None``.
+        steps: Check the step texts.
+
+    Raises:
+        DataError: Naming the colliding labels, why, and how to tell them apart.
+    """
+    if chain.num_labels < 2:
+        return
+    if steps:
+        if step_tokens is None:
+            step_tokens = backbone.tokenize([t for s in chain.steps for ts in s.texts for t in ts])
+        rows = _row_keys(step_tokens)
+        signatures: list[list[tuple[bytes, ...]]] = [[] for _ in chain.labels]
+        position = 0
+        for step in chain.steps:
+            for c, label_texts in enumerate(step.texts):
+                signatures[c].append(tuple(sorted(rows[position : position + len(label_texts)])))
+                position += len(label_texts)
+        _refuse_collisions(chain.labels, [tuple(s) for s in signatures], "prompt step texts")
+    unique = list(dict.fromkeys(t for texts in chain.zero_shot for t in texts))
+    keys = dict(zip(unique, _row_keys(backbone.tokenize(unique)), strict=True))
+    _refuse_collisions(
+        chain.labels,
+        [tuple(sorted(keys[t] for t in texts)) for texts in chain.zero_shot],
+        "zero-shot sentences",
+    )
+
+
+def _row_keys(tokens: Tensor) -> list[bytes]:
+    return [bytes(row) for row in tokens.to(torch.int64).cpu().numpy()]
+
+
+def _refuse_collisions(labels: Sequence[str], signatures: Sequence[Any], what: str) -> None:
+    groups: dict[Any, list[str]] = {}
+    for label, signature in zip(labels, signatures, strict=True):
+        groups.setdefault(signature, []).append(label)
+    clashes = [names for names in groups.values() if len(names) > 1]
+    if not clashes:
+        return
+    shown = "; ".join(" and ".join(repr(n) for n in names) for names in clashes[:5])
+    more = f" (and {len(clashes) - 5} more groups)" if len(clashes) > 5 else ""
+    raise DataError(
+        f"{len(clashes)} group(s) of classes the text encoder cannot tell apart: {shown}{more}. "
+        f"Their {what} are the same tokens to the backbone's tokenizer (CLIP's lower-cases and "
+        "collapses white space), so they get identical prompts and identical "
+        "scores, and one is never predicted. Rename them so that they differ in words, as "
+        "CLIP's ImageNet class list does ('Cardigan Welsh Corgi' for the dog 'Cardigan', "
+        "'cardigan' for the sweater)"
+    )
 
 
 @dataclass
@@ -98,8 +214,11 @@ def build_prompt_tokens(
     n_ctx: int,
     position: ClassTokenPosition = "end",
     truncate: bool = True,
+    *,
+    distinct_steps: bool = True,
 ) -> PromptTokens:
-    """Tokenise and embed every text of ``chain`` once.
+    """Tokenise and embed every text of ``chain`` once, refusing labels that the tokenizer
+    cannot tell apart (:func:`check_distinct_labels`, unless :func:`labels_may_coincide`).
 
     Args:
         backbone: Provides the tokenizer and the frozen token embedding.
@@ -110,9 +229,16 @@ def build_prompt_tokens(
             label.
         truncate: Drop positions after the longest end-of-text token (exact: the text encoder is
             causal and pools at the end-of-text token).
+        distinct_steps: Labels must differ in their step texts (``False`` for class-specific
+            context, which tells labels apart by itself); zero-shot sentences must differ
+            either way.
 
     Returns:
         The buffers, on the backbone's device.
+
+    Raises:
+        ConfigError: A text too long for the context, or empty after the context.
+        DataError: Labels with token-identical prompts.
     """
     texts: list[str] = []
     steps: list[int] = []
@@ -133,8 +259,12 @@ def build_prompt_tokens(
                             f"the label; step {step.name!r} has {text!r} for {label!r}"
                         )
                     name_lengths.append(backbone.count_tokens(label))
-    _check_lengths(backbone, texts, n_ctx)
+    if not (_TRUNCATE_LONG_TEXTS.get() and position == "end"):
+        _check_lengths(backbone, texts, n_ctx)
     tokens = backbone.tokenize(texts)
+    if labels_must_differ(backbone):
+        # the placeholders are the same for every text: equal rows are equal texts
+        check_distinct_labels(backbone, chain, step_tokens=tokens, steps=distinct_steps)
     eot_index = backbone.end_of_text_index(tokens)
     if int(eot_index.min()) < n_ctx + 1:
         raise ConfigError("a prompt text is empty: nothing follows the learnable context")

@@ -66,9 +66,9 @@ class VisualPromptConfig(ComponentConfig):
     """
 
     enabled: bool = True
-    n_tokens: int | None = Field(default=None, ge=0)
+    n_tokens: int | None = Field(default=None, ge=0, le=1024)
     mode: Literal["shallow", "deep"] = "shallow"
-    depth: int | None = Field(default=None, ge=1)
+    depth: int | None = Field(default=None, ge=1, le=256)
     init: Literal["uniform_xavier", "normal"] = "uniform_xavier"
     init_std: float = Field(default=0.02, gt=0)
     dropout: float = Field(default=0.0, ge=0, lt=1)
@@ -307,13 +307,14 @@ class VisualPrompts(nn.Module):
                 nn.Linear(text_width, geometry.width) for _ in range(depth)
             ).to(device)
         else:
-            value = torch.empty(depth, n_tokens, geometry.width, device=device)
+            # drawn on the CPU (then moved): the same values on every device for one seed
+            value = torch.empty(depth, n_tokens, geometry.width)
             if cfg.init == "uniform_xavier":
                 bound = math.sqrt(6.0 / float(3 * geometry.patch_area + geometry.width))
                 nn.init.uniform_(value, -bound, bound)
             else:
                 nn.init.normal_(value, std=cfg.init_std)
-            self.prompts = nn.Parameter(value)
+            self.prompts = nn.Parameter(value.to(device))
         self.geometry, self.depth, self.n_tokens = geometry, depth, n_tokens
         logger.debug(
             "visual prompts: %d tokens in %d of %d layers (width %d, coupled=%s)",

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from cotprompt.backbones.base import Backbone
 from cotprompt.errors import ConfigError
+from cotprompt.tuners.prompt_tokens import check_distinct_labels, labels_must_differ
 from cotprompt.tuners.visual_prompts import VisualPromptConfig, VisualPrompts
 from cotprompt.types import PromptChain
 
@@ -91,8 +92,11 @@ class VPTTuner(nn.Module):
 
         Raises:
             ConfigError: the image tower is not an open_clip ViT, or ``depth`` exceeds its layers.
+            DataError: labels whose prompts the tokenizer cannot tell apart.
         """
-        self.visual.bind(backbone)
+        self.visual.bind(backbone)  # the tower first: the cheaper and more basic check
+        if labels_must_differ(backbone):
+            check_distinct_labels(backbone, chain, steps=self.config.text != "zero_shot")
         if self.config.text == "zero_shot":
             per_label = encode_label_texts(backbone, chain.zero_shot)  # [C, E]
             features = per_label.unsqueeze(0).expand(chain.num_steps, -1, -1)

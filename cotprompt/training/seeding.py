@@ -1,0 +1,220 @@
+"""One seed for a whole run: parameter initialisation, the global random streams of training, and
+the seeds derived from it.
+
+Every random draw of a run is a function of ``training.seed``:
+
+- **Parameter initialisation.** Tuners and aggregators create their parameters when they are
+  bound to a label set (:meth:`CoTPipeline.set_classes`), which is usually before :meth:`fit`
+  runs. Each component's ``bind`` therefore runs under the global random streams forked and
+  seeded from ``(seed, "init", component)`` (:func:`seeded_init`): the values do not depend on
+  what ran before in the process, on the process (this torch build seeds its global generator
+  differently in every process), nor on the other component (the tuner's values are the same
+  whichever aggregator is used). Any plugin component that draws from torch's global generator
+  inherits this without doing anything. When :meth:`fit` then runs with another seed than the
+  one the still untrained parameters were drawn with, they are drawn again with the run's seed
+  (:func:`redraw_untrained`), so ``create(...)`` then ``fit(training={"seed": s})`` is the run
+  of seed ``s``.
+- **Steps.** Before every optimisation step the global generators are seeded from
+  ``(seed, "step", global step, process)`` (:func:`seed_step`): dropout and any other draw of a
+  step are a function of the step, so a run resumed from a checkpoint draws what the
+  uninterrupted run drew.
+- **Augmentation** is a function of ``(seed, epoch, sample index)``
+  (:mod:`cotprompt.training.augment`), **shuffling** of ``(seed, epoch)``
+  (:func:`~cotprompt.training.schedule.epoch_batches`), and DataLoader workers are seeded from
+  ``(seed, epoch)`` (:func:`loader_generator`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import random
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+_MASK63 = (1 << 63) - 1
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed that is a pure function of ``seed`` and ``parts`` (sha256 of their text)."""
+    text = "\x00".join(str(part) for part in (int(seed), *parts))
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little") & _MASK63
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, NumPy and torch (every device) from ``seed``
+    (``accelerate.utils.set_seed`` with a derived 32-bit seed, which NumPy requires)."""
+    from accelerate.utils import set_seed
+
+    set_seed(derive_seed(seed, "global") % (1 << 32))
+
+
+def seed_step(seed: int, global_step: int, process_index: int = 0) -> None:
+    """Seed torch's generators (every device) for optimisation step ``global_step``."""
+    torch.manual_seed(derive_seed(seed, "step", global_step, process_index))
+
+
+def loader_generator(seed: int, *parts: object) -> torch.Generator:
+    """A CPU generator for a ``DataLoader``: its base seed (and so its workers' seeds) comes
+    from it instead of torch's global generator, which the loader then leaves untouched."""
+    return torch.Generator().manual_seed(derive_seed(seed, "loader", *parts))
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed: int, *, cuda: bool = False) -> Iterator[None]:
+    """Run the block with torch's CPU generator, Python's ``random`` and NumPy's global generator
+    (and, with ``cuda``, the CUDA generators) seeded from ``seed``; their previous states are
+    restored afterwards."""
+    py_state = random.getstate()
+    try:
+        import numpy as np
+    except ImportError:  # pragma: no cover - numpy comes with torch's usual installs
+        np = None  # type: ignore[assignment]
+    np_state = np.random.get_state() if np is not None else None
+    devices = list(range(torch.cuda.device_count())) if cuda and torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=devices):
+        torch.default_generator.manual_seed(seed)
+        if devices:
+            torch.cuda.manual_seed_all(seed)
+        random.seed(seed)
+        if np is not None:
+            np.random.seed(seed % (1 << 32))
+        try:
+            yield
+        finally:
+            random.setstate(py_state)
+            if np is not None and np_state is not None:
+                np.random.set_state(np_state)
+
+
+def seeded_init(seed: int, component: str) -> contextlib.AbstractContextManager[None]:
+    """The random streams under which ``component`` (``"tuner"``, ``"aggregator"``) creates its
+    parameters for a run of ``seed``.
+
+    The built-in components draw on the CPU and move the values, so they are the same on every
+    device; the CUDA generators are seeded too, for components that draw on a GPU.
+    """
+    return seeded_global_rng(derive_seed(seed, "init", component), cuda=True)
+
+
+def bind_components(pipeline: Any, chain: Any, seed: int) -> None:
+    """Bind ``pipeline``'s tuner and aggregator to ``chain``, each under :func:`seeded_init`."""
+    with seeded_init(seed, "tuner"):
+        pipeline.tuner.bind(pipeline.backbone, chain)
+    with seeded_init(seed, "aggregator"):
+        pipeline.aggregator.bind(chain.num_steps, pipeline.backbone.embed_dim)
+
+
+# -- untrained parameters ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InitRecord:
+    """The seed that the pipeline's trainable parameters were drawn with (``None``: several
+    seeds, bound at different times), and a digest of the values drawn (to tell whether they
+    are still untrained)."""
+
+    seed: int | None
+    digest: str
+
+
+def state_digest(model: nn.Module, names: set[str] | None = None) -> str:
+    """sha256 over the names, dtypes, shapes and bytes of ``model``'s trainable tensors (those
+    of ``names`` only, when given)."""
+    digest = hashlib.sha256()
+    for name, value in sorted(model.trainable_state().items()):  # type: ignore[operator]
+        if names is not None and name not in names:
+            continue
+        tensor = value.detach().to("cpu").contiguous()
+        digest.update(f"{name}\x00{tensor.dtype}\x00{tuple(tensor.shape)}\x00".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def record_init(pipeline: Any, seed: int, names_before: set[str]) -> None:
+    """After a bind: when it created parameters, remember that they hold the draws of ``seed``
+    (when parameters that existed before are trained, none of them count as untrained)."""
+    names = set(pipeline.model.trainable_state())
+    if not names - names_before:
+        return
+    previous: InitRecord | None = getattr(pipeline, "_init_record", None)
+    if names_before and not is_untrained(pipeline, names=names_before):
+        pipeline._init_record = None
+        return
+    if names_before and previous is not None and previous.seed != seed:
+        seed = None  # type: ignore[assignment]
+    pipeline._init_record = InitRecord(seed, state_digest(pipeline.model))
+
+
+def is_untrained(pipeline: Any, *, names: set[str] | None = None) -> bool:
+    """Whether the trainable parameters (``names`` only, when given: those recorded) still hold
+    the values drawn at their creation."""
+    record: InitRecord | None = getattr(pipeline, "_init_record", None)
+    if record is None:
+        return False
+    return state_digest(pipeline.model, names) == record.digest
+
+
+def redraw_untrained(pipeline: Any, seed: int) -> bool:
+    """Draw untrained parameters again for a run of ``seed`` (see the module's notes).
+
+    Nothing happens when the parameters have been trained or loaded since they were created, or
+    were already drawn with ``seed``. The tuner and aggregator are rebuilt from their configs
+    (``type(component)(component.config)``), bound under :func:`seeded_init` and their values
+    copied into the pipeline's parameters (which keep their identity).
+
+    Returns:
+        Whether the parameters were drawn again.
+    """
+    record: InitRecord | None = getattr(pipeline, "_init_record", None)
+    if record is None or record.seed == seed or pipeline.chain is None:
+        return False
+    if not is_untrained(pipeline):
+        return False
+    fresh = {}
+    for kind in ("tuner", "aggregator"):
+        component = getattr(pipeline, kind)
+        if not isinstance(component, nn.Module) or not any(
+            p.requires_grad for p in component.parameters()
+        ):
+            continue
+        try:
+            twin = type(component)(component.config)
+        except Exception as exc:  # a plugin component built otherwise
+            logger.warning(
+                "the %s's parameters were drawn with seed %d, not the run's seed %d: it cannot "
+                "be rebuilt from its config (%s); set the seed before binding classes, e.g. "
+                "CoTPipeline.create(..., training={'seed': %d})", kind, record.seed, seed, exc,
+                seed,
+            )
+            return False
+        with seeded_init(seed, kind):
+            if kind == "tuner":
+                twin.bind(pipeline.backbone, pipeline.chain)
+            else:
+                twin.bind(pipeline.chain.num_steps, pipeline.backbone.embed_dim)
+        fresh[kind] = (component, twin)
+    for kind, (component, twin) in fresh.items():
+        new = {n: p for n, p in twin.named_parameters() if p.requires_grad}
+        old = {n: p for n, p in component.named_parameters() if p.requires_grad}
+        if set(new) != set(old) or any(new[n].shape != old[n].shape for n in old):
+            logger.warning("the %s's parameters were drawn with seed %d, not the run's seed %d: "
+                           "a rebuilt %s has other parameters", kind, record.seed, seed, kind)
+            return False
+    with torch.no_grad():
+        for component, twin in fresh.values():
+            new = dict(twin.named_parameters())
+            for name, value in component.named_parameters():
+                if value.requires_grad:
+                    value.copy_(new[name])
+    pipeline._init_record = InitRecord(seed, state_digest(pipeline.model))
+    logger.info("drew the untrained parameters again with the run's seed %d (they had been "
+                "drawn with seed %d when the classes were bound)", seed, record.seed)
+    return True
