@@ -145,11 +145,10 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
       traceback): which component of which package failed, and how; status 2;
     - a file-system error (``OSError``): its message, status 1;
     - invalid values (pydantic's ``ValidationError``), undecodable text (``UnicodeDecodeError``),
-      a missing entry (``KeyError``), a malformed value (``TypeError``, ``ValueError``,
-      ``IndexError``), running out of memory: said so, with the cotprompt function it came
-      from, status 2;
-    - anything else: the exception's type and message and the cotprompt function it came
-      from, status 2 (``--debug`` shows the traceback).
+      running out of memory: said so, status 2;
+    - anything else is a bug (cotprompt checks its inputs where it reads them, so a bare
+      ``KeyError`` or ``TypeError`` is not a malformed input): ``internal error: <type>:
+      <message>``, asking for a report, status 2 (``--debug`` shows the traceback).
     """
     if isinstance(exc, CotpromptError):
         return _one_line(exc), EXIT_USAGE
@@ -175,17 +174,11 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, UnicodeDecodeError):
         return (f"cannot read a text file as UTF-8 ({exc.reason} at byte {exc.start}){where}; "
                 "save it as UTF-8"), EXIT_USAGE
-    if isinstance(exc, KeyError) and len(exc.args) == 1:  # a file or mapping lacks an entry
-        return (f"a required entry {exc.args[0]!r} is missing (KeyError{where}; --debug shows "
-                "the traceback)"), EXIT_USAGE
-    if isinstance(exc, (TypeError, ValueError, IndexError)):  # a value of the wrong type or form
-        return (f"a value is malformed: {type(exc).__name__}: {_one_line(exc)}{where} (--debug "
-                "shows the traceback)"), EXIT_USAGE
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
         return (f"out of memory{where}: {_one_line(exc)}; try a smaller --batch-size or "
                 "another --device"), EXIT_USAGE
-    return (f"{type(exc).__name__}: {_one_line(exc)}{where} (unexpected; --debug shows the "
-            "traceback)"), EXIT_USAGE
+    return (f"internal error: {type(exc).__name__}: {_one_line(exc)} (please report it; "
+            "--debug shows the traceback)"), EXIT_USAGE
 
 
 def _frames(exc: BaseException) -> list[Any]:

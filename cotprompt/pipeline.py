@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 import torch
 import torch.nn.functional as F
@@ -368,8 +368,18 @@ class CoTPipeline:
             return self.zero_shot_logits(features)
         return self._logits_from_features(features)
 
+    @overload
+    def predict(self, images: ImagesInput, *, top_k: int = ..., batch_size: int = ...,
+                zero_shot: bool = ..., on_bad_image: Literal["error"] = ...
+                ) -> list[Prediction]: ...
+
+    @overload
+    def predict(self, images: ImagesInput, *, top_k: int = ..., batch_size: int = ...,
+                zero_shot: bool = ..., on_bad_image: Literal["skip"]
+                ) -> list[Prediction | None]: ...
+
     def predict(self, images: ImagesInput, *, top_k: int = 1, batch_size: int = 64,
-                zero_shot: bool = False, on_bad_image: str = "error"
+                zero_shot: bool = False, on_bad_image: Literal["error", "skip"] = "error"
                 ) -> list[Prediction] | list[Prediction | None]:
         """Predict labels for images.
 
@@ -412,20 +422,23 @@ class CoTPipeline:
             if self.task is not None and self.task.kind != "classification":
                 self.logits(items[:1], zero_shot=zero_shot)  # refuses, saying what to use
             log = logging.getLogger(__name__)
+            transform = self.backbone.image_transform(train=False)
             kept, parts = [], []
             for start in range(0, len(items), batch_size):  # one batch of images in memory
                 batch = []
                 for index in range(start, min(start + batch_size, len(items))):
                     try:
-                        batch.append(read_image(items[index]))
+                        image = read_image(items[index])  # decoded and shown once, as evaluate
                     except DataError as exc:
                         if on_bad_image == "error":
                             raise
                         log.warning("skipping image %d: %s", index, exc)
                         continue
+                    batch.append(transform(image))
                     kept.append(index)
                 if batch:
-                    parts.append(self.image_features(batch, batch_size, frozen=zero_shot))
+                    pixels = torch.stack(batch)
+                    parts.append(self.image_features(pixels, batch_size, frozen=zero_shot))
             if not parts:
                 raise DataError(f"none of the {len(items)} image(s) could be read")
             if len(kept) < len(items):

@@ -4,7 +4,8 @@ A corpus of malformed inputs is fed to every subcommand (train, eval, predict, p
 push, pull, eval-retrieval, eval-vqa) through ``cotprompt.cli.main`` in-process, plus a few as
 real ``python -m cotprompt`` processes. Each must exit with status 2 (1 for file-system
 errors, as docs/cli.md defines), print exactly one line starting with ``error:`` that says what
-is wrong, and no ``Traceback``; none may fall through to the "unexpected" catch-all.
+is wrong, and no ``Traceback``; none may fall through to the "internal error" catch-all,
+which is for cotprompt's own bugs (malformed files are refused where they are read).
 
 The Hub is offline (``HF_HUB_OFFLINE``) with its cache under a temporary folder, except in
 the case that points it at a closed port.
@@ -164,6 +165,7 @@ def ws(tiny_backbone: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         "annotations": {"annotations": [answer]},
         "answers_int": {"annotations": [{**answer, "answers": 5}]},
         "question_id_list": {"annotations": [{**answer, "question_id": [1]}]},
+        "image_id_list": {"questions": [{**question, "image_id": [1]}]},
         "karpathy_split_list": {"images": [{"filename": "good.png", "split": ["test"],
                                             "sentences": [{"raw": "a red square"}]}]},
     }.items():
@@ -304,9 +306,9 @@ CORPUS = [
     case("train-resume-missing", "train --config {cfg_ckpt} --resume {root}/no-such-ckpt",
          "no-such-ckpt"),
     case("train-checkpoint-without-entry", "train --config {cfg_ckpt} --resume {ckpt_no_entry}",
-         "param_groups"),
+         "ckpt-no-entry", "'param_groups'"),
     case("train-checkpoint-without-tensor",
-         "train --config {cfg_ckpt} --resume {ckpt_no_tensor}", "rng.cpu"),
+         "train --config {cfg_ckpt} --resume {ckpt_no_tensor}", "ckpt-no-tensor", "'rng.cpu'"),
     case("train-checkpoint-garbled", "train --config {cfg_ckpt} --resume {ckpt_garbled}",
          "ckpt-garbled"),
     # eval
@@ -367,7 +369,8 @@ CORPUS = [
     case("retrieval-karpathy-a-list", "eval-retrieval {art} --karpathy {list_json} "
          "--image-root {root}", "list.json"),
     case("retrieval-karpathy-split-list", "eval-retrieval {art} --karpathy "
-         "{karpathy_split_list} --image-root {root}", "TypeError", "from_karpathy"),
+         "{karpathy_split_list} --image-root {root}", "karpathy_split_list.json", "images[0]",
+         "'split' must be a string"),
     case("retrieval-artifact-typo", "eval-retrieval runs/pets --csv {captions_csv}",
          "no local folder 'runs/pets'"),
     case("retrieval-device-gpu", "eval-retrieval {art} --csv {latin1_csv} --device gpu",
@@ -380,11 +383,14 @@ CORPUS = [
     case("vqa-questions-a-list", "eval-vqa {art} --questions {list_json} --annotations "
          "{list_json} --image-root {root}", "list.json"),
     case("vqa-answers-not-a-list", "eval-vqa {art} --questions {questions} --annotations "
-         "{answers_int} --image-root {root} --image-pattern {{image_id}}.png", "TypeError",
-         "from_vqa_json"),
+         "{answers_int} --image-root {root} --image-pattern {{image_id}}.png", "answers_int.json",
+         "annotations[0]", "'answers' must be a list"),
     case("vqa-question-id-a-list", "eval-vqa {art} --questions {questions} --annotations "
          "{question_id_list} --image-root {root} --image-pattern {{image_id}}.png",
-         "TypeError", "from_vqa_json"),
+         "question_id_list.json", "annotations[0]", "'question_id' must be"),
+    case("vqa-image-id-a-list", "eval-vqa {art} --questions {image_id_list} --annotations "
+         "{annotations} --image-root {root} --image-pattern {{image_id}}.png",
+         "image_id_list.json", "questions[0]", "'image_id' must be"),
     case("vqa-artifact-typo", "eval-vqa runs/vqa --questions {questions} --annotations "
          "{annotations} --image-root {root} --image-pattern {{image_id}}.png",
          "no local folder 'runs/vqa'"),
@@ -439,7 +445,7 @@ def test_malformed_input_gives_one_error_line(
     assert len(lines) == 1, err
     [line] = lines
     assert status == c.status, line
-    assert "unexpected" not in line, line
+    assert "internal error" not in line, line
     for text in c.says:
         assert text in line, (text, line)
 
@@ -467,7 +473,28 @@ def test_an_unexpected_exception_is_one_line_too(
     err = capsys.readouterr().err
     [line] = error_lines(err)
     assert "Traceback" not in err
-    assert "RuntimeError: something odd" in line and "--debug" in line
+    assert line == ("error: internal error: RuntimeError: something odd (please report it; "
+                    "--debug shows the traceback)")
+
+
+def test_a_bug_is_an_internal_error_not_bad_input(
+    ws: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A ``KeyError`` from cotprompt's own code is reported as a bug, not as a missing entry of
+    the user's files."""
+    import cotprompt.cli_pipeline as cli_pipeline
+
+    def buggy(items: Any, **kwargs: Any) -> Any:
+        return {}["images"]
+
+    monkeypatch.setattr(cli_pipeline, "_expand_images", buggy)
+    capsys.readouterr()
+    assert main(["predict", ws["art"], ws["good"]]) == 2
+    err = capsys.readouterr().err
+    [line] = error_lines(err)
+    assert "Traceback" not in err
+    assert line.startswith("error: internal error: KeyError: 'images'"), line
+    assert "please report it" in line and "missing" not in line
 
 
 def test_local_typo_is_not_only_a_hub_failure(monkeypatch: pytest.MonkeyPatch,

@@ -17,7 +17,7 @@ SETTINGS = {
     # method: (classes, shots, epochs, batch size)
     "coop": (10, 16, 60, 32),
     "cocoop": (10, 16, 60, 32),
-    "cotpt": (5, 8, 30, 20),
+    "cotpt": (5, 8, 40, 20),
 }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image, PngImagePlugin
 
 from cotprompt.data import ImageRecord, from_folder
@@ -339,3 +340,73 @@ def test_predict_on_bad_image_skip_and_error(tiny_backbone: object, tmp_path: Pa
         pipeline.predict([bad], on_bad_image="skip")
     with pytest.raises(ConfigError, match="on_bad_image"):
         pipeline.predict([good], on_bad_image="ignore")
+
+
+# -- the displayed image is final: no second pass changes it ------------------------------------
+
+
+def _gamma_png(path: Path) -> Path:
+    linear = PngImagePlugin.PngInfo()
+    linear.add(b"gAMA", struct.pack(">I", 100000))  # gamma 1.0: linear samples
+    Image.new("RGB", (8, 8), (128, 64, 200)).save(path, pnginfo=linear)
+    return path
+
+
+def _palette_with_transparency() -> Image.Image:
+    palette = Image.new("P", (4, 4), 1)
+    palette.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    palette.paste(0, (0, 0, 2, 4))
+    palette.info["transparency"] = 1
+    return palette
+
+
+_DISPLAY_KEYS = ("gamma", "icc_profile", "srgb", "transparency", "chromaticity")
+
+
+def test_to_rgb_is_idempotent(tmp_path: Path) -> None:
+    gamma = load_image(_gamma_png(tmp_path / "g.png"))
+    Image.new("RGB", (4, 4), (200, 0, 0)).save(tmp_path / "s.png", icc_profile=SWAPPED_RGB)
+    icc_file = load_image(tmp_path / "s.png")
+    icc_memory = Image.new("RGB", (4, 4), (200, 0, 0))
+    icc_memory.info["icc_profile"] = SWAPPED_RGB
+    grey_icc = Image.new("L", (4, 4), 128)
+    grey_icc.info["icc_profile"] = LINEAR_GREY
+    gamma_memory = Image.new("L", (4, 4), 128)
+    gamma_memory.info["gamma"] = 1.0
+    cases = [gamma, icc_file, icc_memory, grey_icc, gamma_memory, _palette_with_transparency()]
+    cases += [Image.new(mode, (3, 2)) for mode in Image.MODES]
+    for image in cases:
+        once = to_rgb(image)
+        twice = to_rgb(once)
+        assert np.array_equal(np.asarray(once), np.asarray(twice)), image.mode
+        assert not set(_DISPLAY_KEYS) & set(once.info), (image.mode, once.info.keys())
+    assert gamma.getpixel((0, 0)) == to_rgb(gamma).getpixel((0, 0))
+    assert icc_memory.info["icc_profile"] == SWAPPED_RGB  # the caller's image is left alone
+
+
+def test_predict_reads_an_image_as_evaluate_does(
+    tiny_backbone: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cotprompt import CoTPipeline
+    from cotprompt.data.records import ImageClassificationDataset
+
+    pipeline = CoTPipeline.create(backbone=tiny_backbone, tuner="coop",
+                                  tuner_config={"n_ctx": 2}, class_names=["cat", "dog"],
+                                  device="cpu")
+    path = _gamma_png(tmp_path / "g.png")
+    transform = pipeline.backbone.image_transform(train=False)
+    dataset = ImageClassificationDataset([ImageRecord(path=path, label=0)], ["cat", "dog"],
+                                         transform)
+    expected = dataset[0][0].unsqueeze(0)
+    seen: list = []
+    encode = pipeline._encode_pixels
+
+    def spy(pixels, frozen):  # type: ignore[no-untyped-def]
+        seen.append(pixels.clone())
+        return encode(pixels, frozen)
+
+    monkeypatch.setattr(pipeline, "_encode_pixels", spy)
+    prediction = pipeline.predict([path], top_k=2)[0]
+    assert len(seen) == 1 and torch.equal(seen[0], expected)
+    assert prediction == pipeline.predict(expected, top_k=2)[0]
+    assert torch.equal(pipeline.logits([path]), pipeline.logits(expected))

@@ -115,3 +115,23 @@ def test_predict_before_classes_is_refused(tiny_backbone):
     pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone)
     with pytest.raises(ConfigError, match="no classes yet"):
         pipeline.predict(torch.zeros(1, 3, 32, 32))
+
+
+@pytest.mark.skipif(not hasattr(__import__("typing"), "get_overloads"), reason="Python >= 3.11")
+def test_predict_is_typed_by_on_bad_image():
+    import inspect
+    import typing
+
+    kinds = {}
+    for overload in typing.get_overloads(CoTPipeline.predict):
+        signature = inspect.signature(overload)
+        kinds[str(signature.parameters["on_bad_image"].annotation).replace('"', "'")] = (
+            str(signature.return_annotation), signature.parameters["on_bad_image"].default
+        )
+    assert kinds == {
+        "Literal['error']": ("list[Prediction]", ...),  # the default call
+        "Literal['skip']": ("list[Prediction | None]", inspect.Parameter.empty),
+    }
+    implementation = inspect.signature(CoTPipeline.predict).parameters["on_bad_image"]
+    assert implementation.annotation.replace('"', "'") == "Literal['error', 'skip']"
+    assert implementation.default == "error"

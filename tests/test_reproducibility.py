@@ -310,6 +310,78 @@ def test_partial_training_options_update_the_pipelines(tiny_backbone):
         pipeline.fit(colour_dataset(per_class=1), training={"lrr": 0.1})
 
 
+# -- seeds: any allowed seed works; binding touches no other GPU -----------------------------------
+
+
+def test_every_allowed_seed_derives_valid_generator_seeds():
+    from types import SimpleNamespace
+
+    from cotprompt.tasks.retrieval import sample_captions
+    from cotprompt.training.schedule import epoch_batches
+
+    captions = SimpleNamespace(captions=[["a", "b"], ["c"], ["d", "e", "f"]])
+    for seed in (0, 1, 2**62, 2**63 - 1):
+        TrainingConfig(seed=seed)
+        order = epoch_batches(10, 4, seed, 3)
+        assert sorted(i for batch in order for i in batch) == list(range(10))
+        assert order == epoch_batches(10, 4, seed, 3)
+        assert order != epoch_batches(10, 4, seed, 4)
+        drawn = sample_captions(captions, seed, 3)  # type: ignore[arg-type]
+        assert drawn == sample_captions(captions, seed, 3)  # type: ignore[arg-type]
+        assert all(0 <= i < len(c) for i, c in zip(drawn, captions.captions, strict=True))
+    for bad in (-1, 2**63):
+        with pytest.raises((ConfigError, ValueError), match="seed"):
+            TrainingConfig(seed=bad)
+
+
+def test_seeded_init_forks_only_the_cpu_and_the_current_cuda_generator(monkeypatch):
+    import contextlib
+
+    from cotprompt.training import seeding
+
+    forked: list[list[int]] = []
+    seeded: list[tuple[str, int | None]] = []
+
+    @contextlib.contextmanager
+    def fake_fork_rng(devices=None, enabled=True, **kwargs):
+        forked.append(list(devices) if devices is not None else ["all"])
+        yield
+
+    monkeypatch.setattr(torch.random, "fork_rng", fake_fork_rng)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda s: seeded.append(("all", None)))
+    monkeypatch.setattr(torch.cuda, "manual_seed", lambda s: seeded.append(("current", None)))
+    monkeypatch.setattr(torch.cuda, "init", lambda: seeded.append(("init", None)))
+    state = torch.random.get_rng_state()
+    try:
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+        with seeding.seeded_init(3, "tuner"):
+            pass
+        assert forked == [[]] and seeded == []  # CUDA is never initialised by a bind
+        monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)
+        with seeding.seeded_init(3, "tuner"):
+            pass
+        assert forked == [[], [2]] and seeded == [("current", None)]
+    finally:
+        torch.random.set_rng_state(state)
+
+
+def test_redraw_logs_a_record_of_several_seeds(tiny_backbone, caplog):
+    import logging
+
+    from cotprompt.training.seeding import InitRecord, redraw_untrained, state_digest
+
+    pipeline = CoTPipeline.create(backbone=tiny_backbone, tuner="coop",
+                                  tuner_config={"n_ctx": 2}, class_names=CLASSES,
+                                  training={"seed": 1})
+    pipeline._init_record = InitRecord(None, state_digest(pipeline.model))  # several seeds
+    with caplog.at_level(logging.INFO, logger="cotprompt.training.seeding"):
+        assert redraw_untrained(pipeline, 2)
+    assert "drawn with seed None" in caplog.text
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
     backbone = tiny_backbone_()

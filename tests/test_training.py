@@ -99,6 +99,71 @@ def test_resume_with_other_settings_is_refused(tiny_backbone, tmp_path):
         pipeline.fit(data, training=training(tmp_path / "none", epochs=1), resume_from="latest")
 
 
+def _spoil_meta(folder, edit):
+    import json
+
+    meta = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    edit(meta)
+    (folder / "state.json").write_text(json.dumps(meta), encoding="utf-8")
+
+
+def _spoil_tensors(folder, edit):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(str(folder / "state.safetensors"))
+    edit(tensors)
+    save_file(tensors, str(folder / "state.safetensors"))
+
+
+def _drop_first(tensors, prefix):
+    del tensors[next(k for k in sorted(tensors) if k.startswith(prefix))]
+
+
+def _reshape_first(tensors, prefix):
+    key = next(k for k in sorted(tensors) if k.startswith(prefix) and tensors[k].numel() > 1)
+    tensors[key] = tensors[key].flatten()[:-1].clone()
+
+
+@pytest.mark.parametrize(
+    ("spoil", "says"),
+    [
+        (lambda f: _spoil_meta(f, lambda m: m.pop("param_groups")), "'param_groups'"),
+        (lambda f: _spoil_meta(f, lambda m: m.update(param_groups=[{}])), "params"),
+        (lambda f: _spoil_meta(f, lambda m: m.pop("global_step")), "'global_step'"),
+        (lambda f: _spoil_meta(f, lambda m: m.update(epoch="one")), "'epoch'"),
+        (lambda f: _spoil_meta(f, lambda m: m.update(epoch_losses=5)), "'epoch_losses'"),
+        (lambda f: _spoil_tensors(f, lambda t: t.pop("rng.cpu")), "'rng.cpu'"),
+        (lambda f: _spoil_tensors(f, lambda t: t.update({"rng.cpu": t["rng.cpu"][:9]})),
+         "'rng.cpu'"),
+        (lambda f: _spoil_tensors(f, lambda t: _drop_first(t, "param.")), "parameter"),
+        (lambda f: _spoil_tensors(f, lambda t: _reshape_first(t, "optim.")), "optim."),
+        (lambda f: _spoil_tensors(f, lambda t: _drop_first(t, "optim.")), "optimizer state"),
+    ],
+    ids=["no-param-groups", "param-group-typed", "no-global-step", "epoch-typed",
+         "losses-typed", "no-rng", "rng-typed", "no-parameter", "optim-shape", "no-optim"],
+)
+def test_a_spoilt_checkpoint_is_refused_before_anything_changes(tiny_backbone, tmp_path, spoil,
+                                                                  says):
+    import shutil
+
+    data = colour_dataset(per_class=2)
+    config = training(tmp_path, optimizer="adamw", epochs=1, warmup_epochs=0)
+    pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)
+    pipeline.fit(data, training=config)
+    folder = tmp_path / "spoilt"
+    shutil.copytree(list_checkpoints(tmp_path / "ckpt")[-1], folder)
+    spoil(folder)
+
+    fresh = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)
+    before = trained_state(fresh)
+    with pytest.raises(TrainingError) as excinfo:
+        fresh.fit(data, training=config, resume_from=str(folder))
+    message = str(excinfo.value)
+    assert str(folder) in message and says in message, message
+    for name, value in trained_state(fresh).items():
+        assert torch.equal(value, before[name]), name
+
+
 def test_nan_loss_stops_training_and_keeps_parameters(tiny_backbone, tmp_path):
     data = colour_dataset()
     pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone, class_names=CLASSES)

@@ -24,6 +24,10 @@ order:
 5. **Transparency** (``RGBA``, ``LA``, ``PA``, palette or single-colour ``tRNS`` transparency) is
    composited on **white** (:data:`BACKGROUND`), as a viewer shows it on a white page.
 
+The image returned carries none of the display metadata it applied (``gamma``, ``icc_profile``,
+``srgb``, ``transparency``, ``chromaticity``... are gone from its ``info``): it is shown as it is,
+and :func:`to_rgb` of it changes nothing.
+
 A file that cannot be shown (missing, not an image, corrupt or truncated, an unsupported mode,
 NaN pixels) raises a one-line :class:`~cotprompt.errors.DataError` naming the file.
 """
@@ -106,7 +110,10 @@ def to_rgb(image: Image.Image, *, name: str | None = None) -> Image.Image:
     """An in-memory PIL image as RGB, by the rules :func:`load_image` applies to files.
 
     The current frame is used; orientation, bit depth, colour profile and transparency are
-    handled as for a file. An RGB image that needs nothing is returned as it is.
+    handled as for a file. The result carries no display metadata (``gamma``, ``icc_profile``,
+    ``srgb``, ``transparency``... are dropped from its ``info`` once applied), so
+    ``to_rgb(to_rgb(x))`` equals ``to_rgb(x)``. An RGB image that needs nothing is returned as it
+    is; ``image`` itself is never changed.
 
     Args:
         image: The image (a lazily opened file is decoded here).
@@ -135,7 +142,24 @@ def image_content_key(image: Image.Image) -> bytes:
 # -- the rules --------------------------------------------------------------------------------
 
 
+_DISPLAY_INFO = ("gamma", "icc_profile", "srgb", "transparency", "chromaticity", "background",
+                 "adobe", "adobe_transform")
+"""``info`` keys that say how to show the pixels; the shown image carries none of them, so that
+showing it again (:func:`to_rgb`) changes nothing."""
+
+
 def _displayed(img: Image.Image, name: str) -> Image.Image:
+    """``img`` (decoded) as RGB: orientation, bit depth, colours, profile, transparency; without
+    the display metadata it applied (a copy when ``img`` itself would lose some)."""
+    shown = _shown(img, name)
+    if any(key in shown.info for key in _DISPLAY_INFO):
+        if shown is img:
+            shown = img.copy()  # leave the caller's image (and its metadata) alone
+        shown.info = {k: v for k, v in shown.info.items() if k not in _DISPLAY_INFO}
+    return shown
+
+
+def _shown(img: Image.Image, name: str) -> Image.Image:
     """``img`` (decoded) as RGB: orientation, bit depth, colours, profile, transparency."""
     img = _oriented(img, name)
     if img.mode == "RGB" and not _needs_colour_work(img.info):
@@ -224,8 +248,9 @@ def _converted(img: Image.Image) -> Image.Image:
         img = img.convert(_CONVERTED[mode])
         if mode == "LAB":
             info.pop("icc_profile", None)  # the LAB values are device-independent already
-    info.pop("transparency", None)
-    img.info = info
+    if img.mode != mode:  # a new image: it keeps the metadata still to apply (its profile...)
+        info.pop("transparency", None)
+        img.info = info
     return img
 
 

@@ -53,6 +53,7 @@ from cotprompt.tasks.metrics import (
 )
 from cotprompt.tasks.retrieval_data import RetrievalDataset
 from cotprompt.training.config import TrainingConfig
+from cotprompt.training.seeding import derive_seed
 from cotprompt.training.trainer import StepInfo, TrainingResult
 from cotprompt.tuners.prompt_tokens import labels_may_coincide, long_texts_truncated
 from cotprompt.types import Task
@@ -279,7 +280,7 @@ def contrastive_loss(logits: Tensor, positives: Tensor) -> Tensor:
 
 def sample_captions(dataset: RetrievalDataset, seed: int, epoch: int) -> list[int]:
     """One caption index per image for ``epoch``: a function of (seed, epoch) only."""
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch + 104_729)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "captions", epoch))
     counts = torch.tensor([len(group) for group in dataset.captions], dtype=torch.float64)
     draws = torch.rand(len(counts), generator=generator, dtype=torch.float64)
     return (draws * counts).long().clamp(max=counts.long() - 1).tolist()

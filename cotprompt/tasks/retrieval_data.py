@@ -183,17 +183,29 @@ def from_karpathy(
     captions: list[list[str]] = []
     for n, entry in enumerate(entries):
         where = f"Karpathy split file {str(path)!r}, images[{n}]"
-        if require(entry, "split", where) not in wanted:
+        entry_split = require(entry, "split", where)
+        if not isinstance(entry_split, str):
+            raise DataError(f"{where}: 'split' must be a string, got {entry_split!r}")
+        if entry_split not in wanted:
             continue
         sentences = require(entry, "sentences", where)
         if not isinstance(sentences, list):
             raise DataError(f"{where}: 'sentences' must be a list")
-        texts = [str(require(s, "raw", f"{where}.sentences")).strip() for s in sentences]
+        texts = []
+        for m, sentence in enumerate(sentences):
+            raw = require(sentence, "raw", f"{where}.sentences[{m}]")
+            if not isinstance(raw, str):
+                raise DataError(f"{where}.sentences[{m}]: 'raw' must be a string, got {raw!r}")
+            texts.append(raw.strip())
         texts = [t for t in texts if t]
         if not texts:
             raise DataError(f"{where}: no non-empty sentence")
         folder = entry.get("filepath") or ""
-        paths.append(root / folder / str(require(entry, "filename", where)))
+        filename = require(entry, "filename", where)
+        for key, value in (("filepath", folder), ("filename", filename)):
+            if not isinstance(value, str):
+                raise DataError(f"{where}: {key!r} must be a string, got {value!r}")
+        paths.append(root / folder / filename)
         captions.append(texts)
     if not paths:
         found = sorted({str(e.get("split")) for e in entries if isinstance(e, dict)})
@@ -202,6 +214,11 @@ def from_karpathy(
             f"(splits found: {found})"
         )
     return _build(paths, captions, missing_images, f"Karpathy split {split!r} of {str(path)!r}")
+
+
+def _is_id(value: object) -> bool:
+    """An id in a JSON file: a string or an integer."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def from_coco_captions(
@@ -225,15 +242,22 @@ def from_coco_captions(
         raise DataError(f"{where}: 'images' and 'annotations' must be lists")
     files: dict[object, str] = {}
     for n, image in enumerate(images):
-        files[require(image, "id", f"{where}, images[{n}]")] = str(
-            require(image, "file_name", f"{where}, images[{n}]")
-        )
+        image_id = require(image, "id", f"{where}, images[{n}]")
+        file_name = require(image, "file_name", f"{where}, images[{n}]")
+        if not _is_id(image_id) or not isinstance(file_name, str):
+            raise DataError(f"{where}, images[{n}]: 'id' must be a number or string and "
+                            f"'file_name' a string, got {image_id!r} and {file_name!r}")
+        files[image_id] = file_name
     grouped: dict[object, list[str]] = {key: [] for key in files}
     for n, ann in enumerate(annotations):
         image_id = require(ann, "image_id", f"{where}, annotations[{n}]")
-        if image_id not in grouped:
+        if not _is_id(image_id) or image_id not in grouped:
             raise DataError(f"{where}, annotations[{n}]: unknown image_id {image_id!r}")
-        caption = str(require(ann, "caption", f"{where}, annotations[{n}]")).strip()
+        caption = require(ann, "caption", f"{where}, annotations[{n}]")
+        if not isinstance(caption, str):
+            raise DataError(f"{where}, annotations[{n}]: 'caption' must be a string, "
+                            f"got {caption!r}")
+        caption = caption.strip()
         if caption:
             grouped[image_id].append(caption)
     empty = [key for key, group in grouped.items() if not group]

@@ -174,6 +174,11 @@ def _reference(answers: Sequence[str], given: object, clean: Callable[[str], str
     return sorted(counts.items(), key=lambda item: (-item[1], item[0]))[0][0]
 
 
+def _is_id(value: object) -> bool:
+    """An id in a JSON file: a string or an integer."""
+    return isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
+
+
 def _strip(answer: str) -> str:
     return str(answer).strip()
 
@@ -210,6 +215,8 @@ def from_vqa_json(
     if not isinstance(raw_questions, list) or not raw_questions:
         raise DataError(f"{qwhere}: 'questions' must be a non-empty list")
     split = split if split is not None else data.get("data_subtype")
+    if split is not None and not isinstance(split, str):
+        raise DataError(f"{qwhere}: 'data_subtype' must be a string, got {split!r}")
     annotations: dict[object, dict] = {}
     if annotations_file is not None:
         awhere = f"VQA annotations file {str(annotations_file)!r}"
@@ -217,7 +224,20 @@ def from_vqa_json(
         if not isinstance(raw, list):
             raise DataError(f"{awhere}: 'annotations' must be a list")
         for n, ann in enumerate(raw):
-            annotations[require(ann, "question_id", f"{awhere}, annotations[{n}]")] = ann
+            question_id = require(ann, "question_id", f"{awhere}, annotations[{n}]")
+            if not _is_id(question_id):
+                raise DataError(f"{awhere}, annotations[{n}]: 'question_id' must be a number or "
+                                f"string, got {question_id!r}")
+            answers = require(ann, "answers", f"{awhere}, annotations[{n}]")
+            if not isinstance(answers, list):
+                raise DataError(f"{awhere}, annotations[{n}]: 'answers' must be a list, "
+                                f"got {answers!r}")
+            for m, answer in enumerate(answers):
+                text = require(answer, "answer", f"{awhere}, annotations[{n}].answers[{m}]")
+                if not isinstance(text, (str, int, float)) or isinstance(text, bool):
+                    raise DataError(f"{awhere}, annotations[{n}].answers[{m}]: 'answer' must be "
+                                    f"a string, got {text!r}")
+            annotations[question_id] = ann
     clean: Callable[[str], str] = normalize_answer if normalize else _strip
     image_index: dict[object, int] = {}
     paths: list[Path] = []
@@ -227,7 +247,13 @@ def from_vqa_json(
         where = f"{qwhere}, questions[{n}]"
         image_id = require(raw_q, "image_id", where)
         question_id = require(raw_q, "question_id", where)
-        text = str(require(raw_q, "question", where)).strip()
+        text = require(raw_q, "question", where)
+        for key, value in (("image_id", image_id), ("question_id", question_id)):
+            if not _is_id(value):
+                raise DataError(f"{where}: {key!r} must be a number or string, got {value!r}")
+        if not isinstance(text, str):
+            raise DataError(f"{where}: 'question' must be a string, got {text!r}")
+        text = text.strip()
         if image_id not in image_index:
             try:
                 name = image_pattern.format(image_id=image_id, split=split)
@@ -243,11 +269,7 @@ def from_vqa_json(
             if ann is None:
                 unannotated += 1
                 continue
-            raw_answers = require(ann, "answers", f"annotation of question {question_id!r}")
-            answers = tuple(
-                a for a in (clean(require(x, "answer", f"answers of question {question_id!r}"))
-                            for x in raw_answers) if a
-            )
+            answers = tuple(a for a in (clean(x["answer"]) for x in ann["answers"]) if a)
             reference = _reference(answers, ann.get("multiple_choice_answer"), clean)
         questions.append(VQAQuestion(question_id, image_index[image_id], text, answers, reference))
     if unannotated:

@@ -12,6 +12,7 @@ or by the next :func:`list_checkpoints` after a kill), so one of the two always 
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -208,45 +209,159 @@ def load_checkpoint(
             checkpoint's.
 
     Raises:
-        TrainingError: The checkpoint is unreadable or belongs to a different run.
+        TrainingError: The checkpoint is unreadable, lacks an entry or has a malformed one
+            (the message names the folder and the entry; nothing has been changed then), or
+            belongs to a different run.
     """
     try:
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         tensors = load_file(str(path / STATE_FILE))
-    except (OSError, json.JSONDecodeError, SafetensorError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError) as exc:
         raise TrainingError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise TrainingError(f"checkpoint {path}: {META_FILE} must hold a JSON object, "
+                            f"not {type(meta).__name__}")
     if meta.get("fingerprint") != fingerprint:
         raise TrainingError(
             f"checkpoint {path} was written by a different run: "
             f"{describe_differences(meta.get('run'), run)}; resume with the same configuration, "
             "or start afresh"
         )
+    # everything is checked before anything changes: a spoilt checkpoint leaves all as it was
+    state = _check_meta(path, meta)
+    optim_state = _check_optimizer_state(path, meta, tensors, optimizer)
     for name, value in parameters.items():
         key = f"param.{name}"
         if key not in tensors or tensors[key].shape != value.shape:
             raise TrainingError(f"checkpoint {path} has no matching tensor for parameter {name!r}")
-        with torch.no_grad():
-            value.copy_(tensors[key])
-    optim_state: dict[str, Any] = {"state": {}, "param_groups": meta["param_groups"]}
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, index, name = key.split(".", 2)
-            optim_state["state"].setdefault(int(index), {})[name] = value
-    for index, scalars in meta.get("optimizer_scalars", {}).items():
-        optim_state["state"].setdefault(int(index), {}).update(scalars)
+    rng = tensors.get("rng.cpu")
+    expected_rng = torch.get_rng_state()
+    if rng is None:
+        raise TrainingError(f"checkpoint {path} lacks the tensor 'rng.cpu' (the CPU random "
+                            f"state) in {STATE_FILE}")
+    if rng.dtype != expected_rng.dtype or rng.shape != expected_rng.shape:
+        raise TrainingError(f"checkpoint {path}: the tensor 'rng.cpu' is not a CPU random state "
+                            f"({rng.dtype}, shape {tuple(rng.shape)})")
     optimizer.load_state_dict(optim_state)
-    torch.set_rng_state(tensors["rng.cpu"])
+    for name, value in parameters.items():
+        with torch.no_grad():
+            value.copy_(tensors[f"param.{name}"])
+    torch.set_rng_state(rng)
     cuda_states = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
     if cuda_states and torch.cuda.is_available() and len(cuda_states) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(cuda_states)
-    logger.info("resumed from %s (step %d)", path, meta["global_step"])
+    logger.info("resumed from %s (step %d)", path, state.global_step)
+    return state
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_meta(path: Path, meta: dict[str, Any]) -> TrainingState:
+    """The counters and records of ``state.json``, checked."""
+    where = f"checkpoint {path}, {META_FILE}"
+    for key in ("global_step", "epoch", "step_in_epoch"):
+        if key not in meta:
+            raise TrainingError(f"{where} lacks the entry {key!r}")
+        if not _is_int(meta[key]) or meta[key] < 0:
+            raise TrainingError(f"{where}: {key!r} must be an integer >= 0, got {meta[key]!r}")
+    history = meta.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, dict) for h in history):
+        raise TrainingError(f"{where}: 'history' must be a list of objects")
+    losses = meta.get("epoch_losses", [])
+    if not isinstance(losses, list) or not all(_is_number(v) for v in losses):
+        raise TrainingError(f"{where}: 'epoch_losses' must be a list of numbers")
     return TrainingState(
         global_step=meta["global_step"],
         epoch=meta["epoch"],
         step_in_epoch=meta["step_in_epoch"],
-        history=meta.get("history", []),
-        epoch_losses=[float(v) for v in meta.get("epoch_losses", [])],
+        history=history,
+        epoch_losses=[float(v) for v in losses],
     )
+
+
+def _state_entries(optimizer: torch.optim.Optimizer) -> set[str]:
+    """The entries of a parameter's state after a step of an optimizer like ``optimizer``
+    (``exp_avg``, ``exp_avg_sq``, ``step`` for AdamW), found by stepping a copy on a probe; empty
+    when that is not possible (an optimizer that cannot be built from its ``defaults``)."""
+    probe = torch.zeros(1, requires_grad=True)
+    probe.grad = torch.ones(1)
+    try:
+        accepted = inspect.signature(type(optimizer)).parameters
+        options = {k: v for k, v in optimizer.defaults.items() if k in accepted}
+        twin = type(optimizer)([probe], **options)
+        twin.step()
+    except Exception:  # a custom optimizer: only the consistency of the entries is checked
+        return set()
+    return set(twin.state[probe])
+
+
+def _check_optimizer_state(
+    path: Path,
+    meta: dict[str, Any],
+    tensors: dict[str, Tensor],
+    optimizer: torch.optim.Optimizer,
+) -> dict[str, Any]:
+    """The optimizer state dict of the checkpoint, checked against ``optimizer``."""
+    where = f"checkpoint {path}, {META_FILE}"
+    if "param_groups" not in meta:
+        raise TrainingError(f"{where} lacks the entry 'param_groups' (the optimizer's settings)")
+    groups = meta["param_groups"]
+    current = optimizer.param_groups
+    if not isinstance(groups, list) or not all(isinstance(g, dict) for g in groups):
+        raise TrainingError(f"{where}: 'param_groups' must be a list of objects")
+    if len(groups) != len(current):
+        raise TrainingError(f"{where}: 'param_groups' has {len(groups)} group(s); the optimizer "
+                            f"has {len(current)}")
+    ids: list[int] = []
+    for n, (saved, group) in enumerate(zip(groups, current, strict=True)):
+        params = saved.get("params")
+        if (not isinstance(params, list) or not all(_is_int(i) for i in params)
+                or len(params) != len(group["params"])):
+            raise TrainingError(f"{where}: param_groups[{n}].params must list "
+                                f"{len(group['params'])} parameter index(es)")
+        ids.extend(params)
+        for key, value in group.items():  # the numeric settings (lr, betas, eps, ...)
+            if key == "params" or not (_is_number(value) or isinstance(value, (list, tuple))):
+                continue
+            if key not in saved:
+                raise TrainingError(f"{where}: param_groups[{n}] lacks the entry {key!r}")
+            if _is_number(value) != _is_number(saved[key]):
+                raise TrainingError(f"{where}: param_groups[{n}].{key} is malformed: "
+                                    f"{saved[key]!r}")
+    shapes = dict(zip(ids, (p.shape for g in current for p in g["params"]), strict=True))
+    state: dict[int, dict[str, Any]] = {}
+    for key, value in tensors.items():
+        if not key.startswith("optim."):
+            continue
+        parts = key.split(".", 2)
+        if len(parts) != 3 or not parts[1].isdigit() or int(parts[1]) not in shapes:
+            raise TrainingError(f"checkpoint {path}: the tensor {key!r} names no parameter of "
+                                "the optimizer")
+        index = int(parts[1])
+        if value.numel() > 1 and value.shape != shapes[index]:
+            raise TrainingError(f"checkpoint {path}: the tensor {key!r} has shape "
+                                f"{tuple(value.shape)}, its parameter {tuple(shapes[index])}")
+        state.setdefault(index, {})[parts[2]] = value
+    scalars = meta.get("optimizer_scalars", {})
+    if not isinstance(scalars, dict):
+        raise TrainingError(f"{where}: 'optimizer_scalars' must be an object")
+    for index, entries in scalars.items():
+        if not index.isdigit() or int(index) not in shapes or not isinstance(entries, dict):
+            raise TrainingError(f"{where}: optimizer_scalars[{index!r}] is malformed")
+        state.setdefault(int(index), {}).update(entries)
+    names = _state_entries(optimizer) or {name for entries in state.values() for name in entries}
+    for index, entries in state.items():  # every parameter's state has the same entries
+        if set(entries) != names:
+            absent = sorted(names - set(entries))
+            raise TrainingError(f"checkpoint {path} lacks the optimizer state {absent} of "
+                                f"parameter {index} (tensors 'optim.{index}.<name>')")
+    return {"state": state, "param_groups": groups}
 
 
 #: Differences named in a refusal to resume; the rest are counted.

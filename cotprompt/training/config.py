@@ -32,8 +32,9 @@ class TrainingConfig(ComponentConfig):
         warmup_lr: Learning rate during warm-up.
         scheduler: ``cosine`` (annealed per epoch to 0 over ``epochs``) or ``constant``.
         max_grad_norm: Clip the gradient norm (``None``: no clipping).
-        seed: The one seed of a run: parameter initialisation, shuffling, augmentation (a
-            function of seed, epoch and sample), dropout and DataLoader workers (see
+        seed: The one seed of a run (``0 <= seed < 2**63``): parameter initialisation,
+            shuffling, augmentation (classification: a function of seed, epoch and sample;
+            retrieval and VQA: of seed and step), dropout and DataLoader workers (see
             :mod:`cotprompt.training.seeding`); ``cotprompt train`` also samples the few-shot
             images with it unless the data section sets its own ``seed``.
         precision: ``auto`` is bf16 autocast on a GPU that supports it and fp32 elsewhere.
@@ -63,7 +64,7 @@ class TrainingConfig(ComponentConfig):
     warmup_lr: float = Field(default=1e-5, gt=0)
     scheduler: Literal["cosine", "constant"] = "cosine"
     max_grad_norm: float | None = Field(default=None, gt=0)
-    seed: int = 1
+    seed: int = Field(default=1, ge=0, lt=2**63)
     precision: Precision = "auto"
     augment: bool = True
     cache_features: bool = True

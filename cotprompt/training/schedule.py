@@ -7,6 +7,7 @@ import math
 import torch
 
 from cotprompt.training.config import TrainingConfig
+from cotprompt.training.seeding import derive_seed
 
 
 def learning_rate(config: TrainingConfig, epoch: int) -> float:
@@ -29,7 +30,7 @@ def epoch_batches(
 
     Resuming mid-epoch recomputes the same order and skips the batches already done.
     """
-    generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "shuffle", epoch))
     order = torch.randperm(num_samples, generator=generator).tolist()
     batches = [order[i : i + batch_size] for i in range(0, num_samples, batch_size)]
     if drop_last and len(batches) > 1 and len(batches[-1]) < batch_size:

@@ -18,10 +18,23 @@ Every random draw of a run is a function of ``training.seed``:
   ``(seed, "step", global step, process)`` (:func:`seed_step`): dropout and any other draw of a
   step are a function of the step, so a run resumed from a checkpoint draws what the
   uninterrupted run drew.
-- **Augmentation** is a function of ``(seed, epoch, sample index)``
-  (:mod:`cotprompt.training.augment`), **shuffling** of ``(seed, epoch)``
-  (:func:`~cotprompt.training.schedule.epoch_batches`), and DataLoader workers are seeded from
-  ``(seed, epoch)`` (:func:`loader_generator`).
+- **Augmentation** (random crop and flip) differs by task:
+
+  - *classification* (:meth:`CoTPipeline.fit`): a function of ``(seed, epoch, sample index)``
+    (:mod:`cotprompt.training.augment`), never of the process or the batch that loads the
+    sample, so N processes augment as one does;
+  - *retrieval and VQA* (:mod:`cotprompt.tasks`): drawn from torch's global generator inside
+    the step, so a function of ``(seed, step)`` (the step's seed, :func:`seed_step`): exact on
+    resume, but a sample's crop depends on the step (and so the batch) it lands in. These tasks
+    train in a single process.
+
+- **Shuffling** is a function of ``(seed, epoch)``
+  (:func:`~cotprompt.training.schedule.epoch_batches`), as is retrieval's choice of one caption
+  per image (:func:`~cotprompt.tasks.retrieval.sample_captions`); DataLoader workers are seeded
+  from ``(seed, epoch)`` (:func:`loader_generator`).
+
+Seeds of generators are always derived with :func:`derive_seed` (63 bits, whatever the run's
+seed: ``training.seed`` is in ``0 <= seed < 2**63``), never by arithmetic on the seed.
 """
 
 from __future__ import annotations
@@ -70,19 +83,23 @@ def loader_generator(seed: int, *parts: object) -> torch.Generator:
 @contextlib.contextmanager
 def seeded_global_rng(seed: int, *, cuda: bool = False) -> Iterator[None]:
     """Run the block with torch's CPU generator, Python's ``random`` and NumPy's global generator
-    (and, with ``cuda``, the CUDA generators) seeded from ``seed``; their previous states are
-    restored afterwards."""
+    (and, with ``cuda``, the current CUDA device's generator) seeded from ``seed``; their
+    previous states are restored afterwards.
+
+    With ``cuda``, only the current device's generator is forked and seeded, and only when CUDA
+    is initialised already (``torch.cuda.is_initialized()``): this never creates a CUDA context,
+    let alone one on every GPU of the machine in every process."""
     py_state = random.getstate()
     try:
         import numpy as np
     except ImportError:  # pragma: no cover - numpy comes with torch's usual installs
         np = None  # type: ignore[assignment]
     np_state = np.random.get_state() if np is not None else None
-    devices = list(range(torch.cuda.device_count())) if cuda and torch.cuda.is_available() else []
+    devices = [torch.cuda.current_device()] if cuda and torch.cuda.is_initialized() else []
     with torch.random.fork_rng(devices=devices):
         torch.default_generator.manual_seed(seed)
         if devices:
-            torch.cuda.manual_seed_all(seed)
+            torch.cuda.manual_seed(seed)  # the current device's generator
         random.seed(seed)
         if np is not None:
             np.random.seed(seed % (1 << 32))
@@ -99,7 +116,8 @@ def seeded_init(seed: int, component: str) -> contextlib.AbstractContextManager[
     parameters for a run of ``seed``.
 
     The built-in components draw on the CPU and move the values, so they are the same on every
-    device; the CUDA generators are seeded too, for components that draw on a GPU.
+    device. When CUDA is already initialised, the current device's generator is seeded too, for
+    components that draw on a GPU; CUDA is never initialised here, nor other devices touched.
     """
     return seeded_global_rng(derive_seed(seed, "init", component), cuda=True)
 
@@ -189,7 +207,7 @@ def redraw_untrained(pipeline: Any, seed: int) -> bool:
             twin = type(component)(component.config)
         except Exception as exc:  # a plugin component built otherwise
             logger.warning(
-                "the %s's parameters were drawn with seed %d, not the run's seed %d: it cannot "
+                "the %s's parameters were drawn with seed %s, not the run's seed %d: it cannot "
                 "be rebuilt from its config (%s); set the seed before binding classes, e.g. "
                 "CoTPipeline.create(..., training={'seed': %d})", kind, record.seed, seed, exc,
                 seed,
@@ -205,7 +223,7 @@ def redraw_untrained(pipeline: Any, seed: int) -> bool:
         new = {n: p for n, p in twin.named_parameters() if p.requires_grad}
         old = {n: p for n, p in component.named_parameters() if p.requires_grad}
         if set(new) != set(old) or any(new[n].shape != old[n].shape for n in old):
-            logger.warning("the %s's parameters were drawn with seed %d, not the run's seed %d: "
+            logger.warning("the %s's parameters were drawn with seed %s, not the run's seed %d: "
                            "a rebuilt %s has other parameters", kind, record.seed, seed, kind)
             return False
     with torch.no_grad():
@@ -216,5 +234,5 @@ def redraw_untrained(pipeline: Any, seed: int) -> bool:
                     value.copy_(new[name])
     pipeline._init_record = InitRecord(seed, state_digest(pipeline.model))
     logger.info("drew the untrained parameters again with the run's seed %d (they had been "
-                "drawn with seed %d when the classes were bound)", seed, record.seed)
+                "drawn with seed %s when the classes were bound)", seed, record.seed)
     return True
