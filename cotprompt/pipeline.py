@@ -155,21 +155,23 @@ class CoTPipeline:
         training: TrainingConfig | Mapping[str, Any] | None = None,
         class_names: Sequence[str] | Task | None = None,
         device: str | torch.device | None = None,
+        allow_pickle: bool = False,
     ) -> CoTPipeline:
         """CoOp, CoCoOp or CoT-PT with their published defaults on an open_clip model.
 
         Args:
             method: ``"coop"``, ``"cocoop"`` or ``"cotpt"``.
             model_name: open_clip architecture (ignored when ``backbone`` is given).
-            pretrained: open_clip pretrained tag; ``None`` for random weights.
+            pretrained: open_clip pretrained tag or checkpoint file; ``None`` for random weights.
             backbone: An already built backbone to share between pipelines.
             tuner_config: Overrides of the tuner's options.
+            allow_pickle: Your opt-in to a pickle-based ``pretrained`` file (it can run code).
         """
-        return cls.create(
-            **method_create_kwargs(method, model_name=model_name, pretrained=pretrained,
-                                   backbone=backbone, tuner_config=tuner_config),
-            training=training, class_names=class_names, device=device,
-        )
+        kwargs = method_create_kwargs(method, model_name=model_name, pretrained=pretrained,
+                                      backbone=backbone, tuner_config=tuner_config)
+        if allow_pickle and kwargs["backbone_config"] is not None:
+            kwargs["backbone_config"] = {**kwargs["backbone_config"], "allow_pickle": True}
+        return cls.create(**kwargs, training=training, class_names=class_names, device=device)
 
     # -- labels -------------------------------------------------------------------------------
 

@@ -346,6 +346,13 @@ def test_pickle_checkpoint_needs_the_callers_opt_in(saved: Path, tmp_path: Path)
                                state["text_projection"])
     assert "allow_pickle" not in backbone.spec()["config"]  # a trust decision is never saved
 
+    with pytest.raises(ConfigError, match="allow_pickle=True in code"):
+        CoTPipeline.for_method("coop", model_name="cotprompt-tiny", pretrained=str(path))
+    built = CoTPipeline.for_method("coop", model_name="cotprompt-tiny", pretrained=str(path),
+                                   allow_pickle=True)
+    torch.testing.assert_close(built.backbone.model.state_dict()["text_projection"],
+                               state["text_projection"])
+
     set_backbone(saved, pretrained=str(path))
     with pytest.raises(ConfigError, match="pickle"):
         CoTPipeline.from_pretrained(saved)

@@ -58,8 +58,9 @@ OPENAI_EXTRA_KEYS = ("input_resolution", "context_length", "vocab_size")
 _SAFE_NAME = "open_clip_model.safetensors"
 _CONFIG_NAME = "open_clip_config.json"
 _PICKLE_HINT = (
-    "If you trust the file, opt in as the caller: allow_pickle=True in code "
-    "(OpenCLIPBackboneConfig, CoTPipeline.from_pretrained) or --allow-pickle on the command line"
+    "if you trust the file, opt in yourself: allow_pickle=True in code (CoTPipeline.for_method, "
+    "from_pretrained, from_config, or backbone_config={'allow_pickle': True}) or --allow-pickle "
+    "on the command line"
 )
 
 
@@ -243,7 +244,7 @@ def _file_source(model_name: str, path: Path, allow_pickle: bool) -> WeightsSour
         if not (openai or allow_pickle):
             raise ConfigError(
                 f"{path} is a TorchScript archive that is not one of OpenAI's published CLIP "
-                f"checkpoints; loading it runs TorchScript. {_PICKLE_HINT}"
+                f"checkpoints, and loading it runs TorchScript; {_PICKLE_HINT}"
             )
         state = _torchscript_state(data, path)
         if openai or _is_openai_state(state):
@@ -252,7 +253,8 @@ def _file_source(model_name: str, path: Path, allow_pickle: bool) -> WeightsSour
     if not allow_pickle:
         raise ConfigError(
             f"{path} is a pickle-based checkpoint (torch.save); loading it can run code. "
-            f"Convert it to .safetensors, or: {_PICKLE_HINT}"
+            f"save its state dict with safetensors.torch.save_file as a .safetensors file, or, "
+            f"{_PICKLE_HINT}"
         )
     state = _pickle_state(path)
     if state is not None and _is_openai_state(state):
@@ -320,7 +322,7 @@ def _local_dir_source(model_name: str, folder: Path, allow_pickle: bool) -> Weig
             raise ConfigError(
                 f"{model_name}: the weights open_clip would load, {chosen.name}, are not "
                 f"safetensors (pickle-based: loading them can run code); keep only "
-                f"{_SAFE_NAME} there. {_PICKLE_HINT}"
+                f"{_SAFE_NAME} there; or, {_PICKLE_HINT}"
             )
     return WeightsSource("local-dir", model_name, None,
                          tokenizer_kwargs=_tokenizer_kwargs(model_cfg))
@@ -376,7 +378,7 @@ def _hf_hub_source(
     if weights is None:
         if not allow_pickle:
             raise ConfigError(
-                f"{model_name} has no {_SAFE_NAME}; its weights are pickle-based. {_PICKLE_HINT}"
+                f"{model_name} has no {_SAFE_NAME}: its weights are pickle-based; {_PICKLE_HINT}"
             )
         yield WeightsSource("hf-hub", model_name, None, tokenizer_kwargs=tokenizer_kwargs)
         return

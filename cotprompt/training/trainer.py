@@ -238,6 +238,10 @@ def run_epochs(
     """
     cfg, state, optimizer, params = config, run.state, run.optimizer, run.params
     started = time.perf_counter() if started is None else started
+    if cfg.epochs <= cfg.warmup_epochs:
+        logger.warning("epochs (%d) <= warmup_epochs (%d): the whole run trains at the warm-up "
+                       "rate %g; raise epochs or set warmup_epochs: 0", cfg.epochs,
+                       cfg.warmup_epochs, cfg.warmup_lr)
     num_batches = len(epoch_batches(num_samples, cfg.batch_size, cfg.seed, 0, cfg.drop_last))
     show = cfg.progress and accelerator.is_local_main_process
     bar = tqdm(total=cfg.epochs * num_batches, initial=state.global_step, desc="training",
@@ -258,9 +262,13 @@ def run_epochs(
             for step_in_epoch, item in enumerate(load(batches[first:], epoch), start=first):
                 seed_step(cfg.seed, state.global_step, accelerator.process_index)
                 loss = step_loss(item, epoch)
-                if not torch.isfinite(loss):
+                # the batch's loss over all processes: the one every process logs and checks,
+                # so that a NaN on one stops them all
+                shown = (loss.detach() if accelerator.num_processes == 1
+                         else accelerator.reduce(loss.detach(), reduction="mean"))
+                if not torch.isfinite(shown):
                     raise TrainingError(
-                        f"the loss became {loss.item()} at epoch {epoch + 1}, step "
+                        f"the loss became {shown.item()} at epoch {epoch + 1}, step "
                         f"{state.global_step + 1}; the parameters keep their last finite "
                         "values (nothing was updated with it). Lower the learning rate, use "
                         "precision='fp32', or resume from the last checkpoint"
@@ -272,7 +280,7 @@ def run_epochs(
                 optimizer.step()
                 state.global_step += 1
                 state.epoch, state.step_in_epoch = epoch, step_in_epoch + 1
-                losses.append(loss.item())
+                losses.append(shown.item())
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
                 if state.global_step % cfg.log_every == 0:
@@ -367,9 +375,14 @@ class Trainer:
         return self.config.progress and self.accelerator.is_local_main_process
 
     def _shard(self, batch: list[int]) -> list[int]:
-        """This process's share of a global batch (data parallel)."""
-        n = self.accelerator.num_processes
-        return batch if n == 1 else batch[self.accelerator.process_index :: n]
+        """This process's share of a global batch (data parallel). A batch smaller than the
+        number of processes (the last of an epoch) gives the processes left without a share a
+        copy of one of its images: DDP averages the processes' gradients, so a batch of one
+        image trains exactly as in a single process."""
+        n, rank = self.accelerator.num_processes, self.accelerator.process_index
+        if n == 1:
+            return batch
+        return batch[rank::n] or [batch[rank % len(batch)]]
 
     # -- loop -------------------------------------------------------------------------------
 
