@@ -410,3 +410,25 @@ def test_predict_reads_an_image_as_evaluate_does(
     assert len(seen) == 1 and torch.equal(seen[0], expected)
     assert prediction == pipeline.predict(expected, top_k=2)[0]
     assert torch.equal(pipeline.logits([path]), pipeline.logits(expected))
+
+
+def test_an_unreadable_file_is_not_called_corrupt(tmp_path, monkeypatch):
+    path = tmp_path / "locked.png"
+    Image.new("RGB", (4, 4), "red").save(path)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(Image, "open", refuse)
+    with pytest.raises(DataError, match=r"locked\.png': Permission denied$"):
+        load_image(path)
+
+
+def test_a_dangling_link_in_a_folder_is_reported(tmp_path, caplog):
+    from cotprompt.data.sources import list_image_files
+
+    Image.new("RGB", (4, 4), "red").save(tmp_path / "a.png")
+    (tmp_path / "b.png").symlink_to(tmp_path / "gone.png")
+    with caplog.at_level(logging.WARNING):
+        assert list_image_files(tmp_path) == [tmp_path / "a.png"]
+    assert "b.png: a symbolic link to a missing file" in caplog.text

@@ -102,6 +102,8 @@ def load_image(path: str | Path) -> Image.Image:
         raise DataError(f"cannot read image {name!r}: not a recognised image format") from exc
     except Image.DecompressionBombError as exc:
         raise DataError(f"cannot read image {name!r}: {exc}") from exc
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:  # not the file's bytes
+        raise DataError(f"cannot read image {name!r}: {exc.strerror or exc}") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DataError(f"cannot read image {name!r}: corrupt or truncated ({exc})") from exc
 

@@ -95,13 +95,13 @@ def list_image_files(
         seen.add((stat.st_dev, stat.st_ino))
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         base = Path(current)
-        found.extend(
-            base / name
-            for name in files
-            if not name.startswith(".")
-            and Path(name).suffix.lower() in exts
-            and (base / name).is_file()
-        )
+        for name in files:
+            if name.startswith(".") or Path(name).suffix.lower() not in exts:
+                continue
+            if (base / name).is_file():
+                found.append(base / name)
+            elif (base / name).is_symlink():  # a link to nothing: said, not silently dropped
+                logger.warning("skipping %s: a symbolic link to a missing file", base / name)
     return sorted(found)
 
 
