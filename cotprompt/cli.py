@@ -46,9 +46,10 @@ from cotprompt.cli_demo import (
     demo_training,
 )
 from cotprompt.cli_hub import add_hub_commands
-from cotprompt.cli_output import _one_line, _out, _print_json, _table, configure_logging
+from cotprompt.cli_output import _out, _print_json, _table, configure_logging
 from cotprompt.cli_pipeline import TRAIN_OUTPUT, _add_eval, _add_predict, _add_train
 from cotprompt.cli_tasks import add_task_commands
+from cotprompt.errors import one_line
 
 __all__ = [
     "DEMO_OUTPUT",
@@ -99,7 +100,7 @@ class _Parser(argparse.ArgumentParser):
     other failure of the command line; sub-parsers are of the same class."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"error: {_one_line(message)} (see `{self.prog} --help`)\n")
+        self.exit(EXIT_USAGE, f"error: {one_line(message)} (see `{self.prog} --help`)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -15,8 +15,7 @@ import traceback
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from cotprompt.cli_output import _one_line
-from cotprompt.errors import ConfigError, CotpromptError
+from cotprompt.errors import ConfigError, CotpromptError, one_line
 
 __all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "Handler", "check_device", "describe_failure"]
 
@@ -151,17 +150,17 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
       <message>``, asking for a report, status 2 (``--debug`` shows the traceback).
     """
     if isinstance(exc, CotpromptError):
-        return _one_line(exc), EXIT_USAGE
+        return one_line(exc), EXIT_USAGE
     component = _failing_component(exc)
     if component is not None:
         return (
             f"the {component.kind} {component.name!r} of package {component.package} failed: "
-            f"{type(exc).__name__}: {_one_line(exc)}"
+            f"{type(exc).__name__}: {one_line(exc)}"
         ), EXIT_USAGE
     if isinstance(exc, SystemExit):  # code run by a command (a library) called sys.exit()
         return f"sys.exit({exc.code!r}) was called{_origin(exc)}", EXIT_USAGE
     if isinstance(exc, OSError):
-        return _one_line(exc), EXIT_FAILURE
+        return one_line(exc), EXIT_FAILURE
     from pydantic import ValidationError
 
     if isinstance(exc, ValidationError):
@@ -175,9 +174,9 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
         return (f"cannot read a text file as UTF-8 ({exc.reason} at byte {exc.start}){where}; "
                 "save it as UTF-8"), EXIT_USAGE
     if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
-        return (f"out of memory{where}: {_one_line(exc)}; try a smaller --batch-size or "
+        return (f"out of memory{where}: {one_line(exc)}; try a smaller --batch-size or "
                 "another --device"), EXIT_USAGE
-    return (f"internal error: {type(exc).__name__}: {_one_line(exc)} (please report it; "
+    return (f"internal error: {type(exc).__name__}: {one_line(exc)} (please report it; "
             "--debug shows the traceback)"), EXIT_USAGE
 
 

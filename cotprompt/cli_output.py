@@ -2,9 +2,8 @@
 
 Results go to stdout (:func:`_out`, :func:`_print_json`, :func:`_table`); every JSON the
 command line writes goes through :func:`_json_text`, which refuses NaN and infinities (invalid
-JSON) with a :class:`~cotprompt.errors.NumericalError`; error messages are
-shortened to one line by :func:`_one_line`; :func:`configure_logging` sends log records to
-stderr at the level that ``-v`` / ``--quiet`` ask for.
+JSON) with a :class:`~cotprompt.errors.NumericalError`; :func:`configure_logging` sends log
+records to stderr at the level that ``-v`` / ``--quiet`` ask for.
 """
 
 from __future__ import annotations
@@ -89,12 +88,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequenc
 
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
-
-
-def _one_line(exc: BaseException) -> str:
-    """An exception message on one line (multi-line messages are joined)."""
-    lines = [part.strip() for part in str(exc).splitlines() if part.strip()]
-    return " ".join(lines) or type(exc).__name__
 
 
 # -- logging ----------------------------------------------------------------------------------

@@ -53,3 +53,13 @@ class NumericalError(CotpromptError, ValueError):
 class UnsafeSettingError(ConfigError):
     """A loaded file (artifact, Hub repository, config file) carries a setting that only the
     caller may make, such as an opt-in to pickle or remote code."""
+
+
+def one_line(exc: BaseException | str, limit: int | None = None) -> str:
+    """An exception's message on one line (white space collapsed), cut to ``limit`` characters;
+    the exception's type name when it has no message. For error messages that quote a library's
+    exception."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if limit is not None and len(text) > limit:
+        text = text[: limit - 3] + "..."
+    return text

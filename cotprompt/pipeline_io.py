@@ -14,8 +14,9 @@ from pydantic import BaseModel
 
 from cotprompt import artifact
 from cotprompt.artifact_records import ComponentChoice, validate_records
+from cotprompt.backbones.weights_source import model_quick_gelu
 from cotprompt.config import config_record
-from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError
+from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError, one_line
 from cotprompt.generators.stored import StoredChainGenerator
 from cotprompt.model_card import render_card
 from cotprompt.pipeline_config import KINDS
@@ -117,7 +118,7 @@ def _save_keeping_card(pipeline: CoTPipeline, directory: Path, config: dict[str,
                        card_path: Path, reason: Exception) -> Path:
     """Save config and weights, leaving a ``README.md`` that is not a readable card as it is."""
     logger.warning("%s cannot be read as a model card (%s); it is left as it is", card_path,
-                   " ".join(str(reason).split())[:200] or type(reason).__name__)
+                   one_line(reason, 200))
     return artifact.write_artifact(directory, config, pipeline.model.trainable_state(), None)
 
 
@@ -188,7 +189,7 @@ def _warn_if_activation_changed(record: Mapping[str, Any], backbone: Any, source
     if then is None:
         config = record.get("config") or {}
         name = str(config.get("model_name", ""))
-        if not now or "quickgelu" in name or _model_quick_gelu(name):
+        if not now or model_quick_gelu(name):
             return
         then = False  # recorded before the activation was: a GELU build
     if bool(then) != bool(now):
@@ -198,14 +199,6 @@ def _warn_if_activation_changed(record: Mapping[str, Any], backbone: Any, source
             "from the ones at training time: re-tune for exact results",
             source, "GELU" if not then else "QuickGELU", "QuickGELU" if now else "GELU",
         )
-
-
-def _model_quick_gelu(model_name: str) -> bool:
-    try:
-        from open_clip import get_model_config
-    except ImportError:  # pragma: no cover - open_clip is a dependency
-        return False
-    return bool((get_model_config(model_name) or {}).get("quick_gelu", False))
 
 
 def _describe(origin: Mapping[str, Any], directory: Path) -> str:

@@ -22,37 +22,21 @@ import subprocess
 import sys
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+from colour_images import CLASSES, colour_dataset
 
 from cotprompt import CoTPipeline
 from cotprompt.backbones import TINY_MODEL, OpenCLIPBackbone, OpenCLIPBackboneConfig
-from cotprompt.data import ImageClassificationDataset, ImageRecord
 from cotprompt.errors import ConfigError, TrainingError
 from cotprompt.training.augment import EpochSamples
 from cotprompt.training.config import TrainingConfig
 
-CLASSES = ["red", "green", "blue"]
 #: The cases the two processes train: method and augmentation.
 CASES = [f"{method}:{augment}" for method in ("coop", "cocoop", "cotpt", "vpt")
          for augment in ("aug", "plain")]
 FAST = {"optimizer": "adamw", "lr": 0.01, "warmup_epochs": 0, "weight_decay": 0.0,
         "scheduler": "constant", "progress": False}
-
-
-def colour_dataset(per_class: int = 4, seed: int = 0, size: int = 40) -> ImageClassificationDataset:
-    """Small PIL images whose dominant colour is the class (larger than the tiny model's 32
-    pixels, so that the random crop has room)."""
-    rng = np.random.default_rng(seed)
-    records = []
-    for label in range(len(CLASSES)):
-        for _ in range(per_class):
-            pixels = rng.integers(0, 90, size=(size, size, 3), dtype=np.uint8)
-            pixels[..., label] = rng.integers(150, 255, size=(size, size), dtype=np.uint8)
-            records.append(ImageRecord(path=None, label=label, image=Image.fromarray(pixels)))
-    return ImageClassificationDataset(records, CLASSES)
 
 
 def checksum(pipeline: CoTPipeline) -> str:

@@ -31,7 +31,7 @@ from cotprompt.config import (
     is_untrusted,
     machine_local,
 )
-from cotprompt.errors import ConfigError
+from cotprompt.errors import ConfigError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +248,7 @@ class OpenCLIPBackbone(nn.Module):
                 raise ValueError(f"image features of size {image.shape[-1]} but text features "
                                  f"of size {text.shape[-1]}")
         except Exception as exc:  # whatever the odd architecture raises
-            message = " ".join(str(exc).split())[:300] or type(exc).__name__
+            message = one_line(exc, 300)
             raise ConfigError(
                 f"{self.config.model_name} builds a model that does not run as a CLIP "
                 f"model: {message}"
@@ -258,7 +258,7 @@ class OpenCLIPBackbone(nn.Module):
         try:
             return open_clip.get_tokenizer(source.tokenizer, **source.tokenizer_kwargs)
         except Exception as exc:  # transformers / huggingface_hub raise many types
-            message = " ".join(str(exc).split())[:300] or type(exc).__name__
+            message = one_line(exc, 300)
             raise ConfigError(
                 f"could not load the tokenizer of {self.config.model_name!r}: {message}"
             ) from exc
@@ -293,7 +293,7 @@ class OpenCLIPBackbone(nn.Module):
         except Exception as exc:  # open_clip and the libraries below it raise many types
             known = open_clip.list_pretrained_tags_by_model(cfg.model_name)
             tags = f" Known tags for {cfg.model_name}: {', '.join(known)}." if known else ""
-            message = " ".join(str(exc).split())[:300] or type(exc).__name__
+            message = one_line(exc, 300)
             raise ConfigError(
                 f"could not load open_clip model {cfg.model_name!r} with pretrained weights "
                 f"{cfg.pretrained!r}: {message}.{tags} Without network access, point "
@@ -534,7 +534,7 @@ def _half_precision_problem(device: torch.device, dtype: torch.dtype) -> str | N
         y = F.scaled_dot_product_attention(y[None], y[None], y[None], is_causal=True)[0]
         F.gelu(y).softmax(-1).sum().item()
     except (RuntimeError, NotImplementedError) as exc:
-        return " ".join(str(exc).split())[:160] or type(exc).__name__
+        return one_line(exc, 160)
     return None
 
 

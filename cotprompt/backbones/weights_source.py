@@ -47,7 +47,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
-from cotprompt.errors import ConfigError
+from cotprompt.errors import ConfigError, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ def _torchscript_state(data: bytes, path: Path) -> dict[str, Any]:
         return dict(torch.jit.load(io.BytesIO(data), map_location="cpu").state_dict())
     except Exception as exc:  # torch raises RuntimeError, or anything from a corrupt archive
         raise ConfigError(f"cannot read the TorchScript archive {path}: "
-                          f"{_one_line(exc)}") from exc
+                          f"{one_line(exc, 300)}") from exc
 
 
 def _pickle_state(path: Path) -> dict[str, Any] | None:
@@ -184,22 +184,18 @@ def _pickle_state(path: Path) -> dict[str, Any] | None:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle errors come in many types
         raise ConfigError(f"cannot read {path} with torch.load(weights_only=True): "
-                          f"{_one_line(exc)}") from exc
+                          f"{one_line(exc, 300)}") from exc
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("state_dict"), dict):
         checkpoint = checkpoint["state_dict"]
     return checkpoint if isinstance(checkpoint, dict) else None
-
-
-def _one_line(exc: BaseException, limit: int = 300) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_openai_state(keys: Iterator[str] | list[str]) -> bool:
     return any(str(key).removeprefix("module.") == "input_resolution" for key in keys)
 
 
-def _model_quick_gelu(model_name: str) -> bool:
+def model_quick_gelu(model_name: str) -> bool:
+    """Whether open_clip's config of ``model_name`` builds QuickGELU blocks."""
     from open_clip import get_model_config
 
     return bool((get_model_config(model_name) or {}).get("quick_gelu", False))
@@ -207,7 +203,7 @@ def _model_quick_gelu(model_name: str) -> bool:
 
 def _tag_source(model_name: str, tag: str, tag_cfg: dict[str, Any]) -> WeightsSource:
     tag_quick = bool(tag_cfg.get("quick_gelu", False))
-    if _model_quick_gelu(model_name) and not tag_quick:
+    if model_quick_gelu(model_name) and not tag_quick:
         plain = model_name.removesuffix("-quickgelu")
         raise ConfigError(
             f"the {tag!r} weights of {model_name} were trained with GELU, but {model_name} "
@@ -360,7 +356,7 @@ def _hub_file(model_name: str, repo_id: str, name: str, cache_dir: str | None) -
     except EntryNotFoundError:
         return None
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as exc:
-        raise ConfigError(f"could not fetch {name} of {model_name}: {_one_line(exc)}") from exc
+        raise ConfigError(f"could not fetch {name} of {model_name}: {one_line(exc, 300)}") from exc
 
 
 @contextlib.contextmanager
@@ -456,5 +452,5 @@ def load_state(model: Any, source: WeightsSource) -> None:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ConfigError(
-            f"the tensors of {source.origin} do not fit this architecture: {_one_line(exc)}"
+            f"the tensors of {source.origin} do not fit this architecture: {one_line(exc, 300)}"
         ) from exc
