@@ -24,6 +24,7 @@ from golden.cases import (
     cli_json_outputs,
     cli_output,
     dataset,
+    feature_cache_namespaces,
     history_record,
     image_folder,
     scores,
@@ -130,3 +131,8 @@ def test_cli_json_outputs_are_unchanged(tmp_path):
     artifact = copy_artifact("cotpt", tmp_path)
     actual = cli_json_outputs(artifact, image_folder(tmp_path / "images"))
     assert_close_tree(actual, expected)
+
+
+def test_feature_cache_keys_are_unchanged(tmp_path):
+    expected = json.loads((GOLDEN / "feature_cache.json").read_text())
+    assert expected and feature_cache_namespaces(tmp_path) == expected

@@ -174,3 +174,16 @@ def cli_json_outputs(artifact: Path, images: Path) -> dict[str, Any]:
         "eval": run(["eval", str(artifact), "--data", str(images), "--zero-shot"]),
         "predict": run(["predict", str(artifact), *files, "--top-k", "2"]),
     }
+
+
+def feature_cache_namespaces(folder: Path) -> list[str]:
+    """The namespace folders that caching the classification images' features creates."""
+    from cotprompt.training.config import TrainingConfig
+    from cotprompt.training.trainer import Trainer
+
+    pipeline = build("cotpt")
+    pipeline.set_classes(CLASSES)
+    config = TrainingConfig(**{**TRAINING, "augment": False, "feature_cache_dir": str(folder)})
+    images = classification_set().with_transform(pipeline.backbone.image_transform(train=False))
+    Trainer(pipeline.model, config).encode_dataset(images)
+    return sorted(p.name for p in folder.iterdir() if p.is_dir())

@@ -22,6 +22,7 @@ from golden.cases import (  # noqa: E402
     CLI_HELP_COMMANDS,
     cli_json_outputs,
     cli_output,
+    feature_cache_namespaces,
     history_record,
     image_folder,
     train_case,
@@ -45,6 +46,9 @@ def main() -> None:
     (out / "cli_help.json").write_text(json.dumps(help_texts, indent=2) + "\n")
     with tempfile.TemporaryDirectory() as tmp:
         outputs = cli_json_outputs(out / "cotpt-artifact", image_folder(Path(tmp) / "images"))
+    with tempfile.TemporaryDirectory() as tmp:
+        namespaces = feature_cache_namespaces(Path(tmp))
+    (out / "feature_cache.json").write_text(json.dumps(namespaces, indent=2) + "\n")
     (out / "cli_json.json").write_text(json.dumps(outputs, indent=2) + "\n")
 
 
