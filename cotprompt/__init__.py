@@ -1,8 +1,8 @@
 """cotprompt: chain-of-thought prompt tuning (CoT-PT, CoOp, CoCoOp) for CLIP-style models."""
 
 from cotprompt._version import __version__
-from cotprompt.hookspecs import hookimpl
 from cotprompt.pipeline import CoTPipeline, PipelineConfig, Prediction
+from cotprompt.plugins.hookspecs import hookimpl
 from cotprompt.protocols import Aggregator, PromptGenerator, PromptTuner
 from cotprompt.training.config import TrainingConfig
 from cotprompt.types import PromptChain, PromptStep, Task

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cotprompt.hookspecs import Register, hookimpl
+from cotprompt.plugins.hookspecs import Register, hookimpl
 
 
 @hookimpl

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from cotprompt import CoTPipeline
-from cotprompt.artifact import CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact.format import CONFIG_NAME, WEIGHTS_NAME
 from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError
 
 CLASSES = ["cat", "dog", "sea turtle", "traffic light"]
@@ -58,9 +58,22 @@ def test_config_records_components_and_only_trainable_tensors(tiny_backbone, tmp
     assert config["tuner"]["package"] == "cotprompt"
     assert config["task"]["labels"] == CLASSES
     tensors = load_file(str(folder / WEIGHTS_NAME))
-    assert set(tensors) == set(config["weights"]["tensors"])
-    assert all(name.startswith(("tuner.", "aggregator.")) for name in tensors)
-    assert sum(t.numel() for t in tensors.values()) < 100_000  # no backbone weights
+    # exactly the model's trainable state, bit for bit: the tuner's context and the adaptive
+    # aggregator's controller, and nothing of the frozen backbone
+    state = pipeline.model.trainable_state()
+    assert set(tensors) == set(state)
+    assert {name.split(".")[0] for name in tensors} == {"tuner", "aggregator"}
+    for name, value in state.items():
+        assert tensors[name].numel() > 0, name
+        assert tensors[name].dtype == value.dtype and tensors[name].shape == value.shape, name
+        assert torch.equal(tensors[name], value.detach().cpu()), name
+    backbone_tensors = {t.data_ptr() for t in pipeline.backbone.state_dict().values()}
+    assert not backbone_tensors & {v.data_ptr() for v in state.values()}
+    records = config["weights"]["tensors"]
+    assert {name: r["shape"] for name, r in records.items()} == {
+        name: list(v.shape) for name, v in state.items()
+    }
+    assert {r["dtype"] for r in records.values()} == {"F32"}  # safetensors' name of float32
     card = (folder / "README.md").read_text()
     assert "library_name: cotprompt" in card and "sea turtle" in card
 
@@ -86,7 +99,7 @@ def test_failed_save_leaves_previous_artifact_intact(tiny_backbone, tmp_path, mo
     def crash(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("cotprompt.artifact.write_text_atomic", crash)
+    monkeypatch.setattr("cotprompt.artifact.format.write_text_atomic", crash)
     with pytest.raises(OSError, match="disk full"):
         pipeline.save_pretrained(folder)
     # nothing was committed: the folder holds the previous artifact, which loads
@@ -152,7 +165,7 @@ def _rewrite_weights(folder, change):
     change(tensors)
     save_file(tensors, str(folder / WEIGHTS_NAME))
     # keep the checksum and the record consistent so that the model's needs refuse the file
-    from cotprompt.artifact import dtype_name, file_sha256
+    from cotprompt.artifact.format import dtype_name, file_sha256
 
     record = {name: {"shape": list(t.shape), "dtype": dtype_name(t.dtype)}
               for name, t in sorted(tensors.items())}
@@ -211,11 +224,18 @@ def test_mismatching_backbone_is_refused(saved):
 
 def test_unified_context_transfers_to_new_classes(saved, tiny_backbone, pixels):
     pipeline = CoTPipeline.from_pretrained(saved, backbone=tiny_backbone)
-    pipeline.set_classes(["bicycle", "cat", "mountain"])
-    assert pipeline.logits(pixels).shape == (5, 3)
-    assert [p.label for p in pipeline.predict(pixels)] != [] and pipeline.class_names[
-        0
-    ] == "bicycle"
+    trained_logits = pipeline.logits(pixels)
+    new_classes = ["bicycle", "cat", "mountain"]
+    pipeline.set_classes(new_classes)
+    assert pipeline.class_names == new_classes
+    logits = pipeline.logits(pixels)
+    assert logits.shape == (5, 3)
+    # the learnt context is applied to each label alone: "cat" scores as it did among the
+    # classes it was saved with
+    torch.testing.assert_close(logits[:, 1], trained_logits[:, CLASSES.index("cat")],
+                               rtol=1e-5, atol=1e-5)
+    predictions = pipeline.predict(pixels)
+    assert [p.label for p in predictions] == [new_classes[i] for i in logits.argmax(-1).tolist()]
 
 
 def test_class_specific_context_refuses_new_classes(tiny_backbone, tmp_path):

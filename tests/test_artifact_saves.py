@@ -27,7 +27,7 @@ import torch
 import yaml
 
 from cotprompt import CoTPipeline
-from cotprompt.artifact import (
+from cotprompt.artifact.format import (
     ARTIFACT_FILES,
     CARD_NAME,
     CONFIG_NAME,
@@ -414,7 +414,7 @@ def test_an_unusable_committed_journal_is_left_alone_not_rolled_back(versions, t
 
 
 def test_a_journal_naming_other_files_is_ignored_on_load(versions, tmp_path, caplog):
-    from cotprompt.hub_download import check_artifact
+    from cotprompt.hub.download import check_artifact
 
     caplog.set_level("WARNING", logger="cotprompt")
     shipped = [
@@ -548,8 +548,8 @@ def test_failing_writer_leaves_the_old_files(tmp_path):
 
 
 def test_pull_into_local_dir_is_all_or_nothing(versions, tmp_path, monkeypatch):
-    import cotprompt.hub_download as hub_download
-    from cotprompt.artifact import read_config
+    import cotprompt.hub.download as hub_download
+    from cotprompt.artifact.format import read_config
 
     cache = versions.place(tmp_path / "cache", 1)  # what the download brought
     monkeypatch.setattr(hub_download, "download_artifact",
@@ -734,7 +734,7 @@ def test_loads_during_saves_never_fail(versions, tmp_path):
 def test_push_uploads_exactly_the_checked_bytes(versions, tmp_path, monkeypatch):
     import huggingface_hub
 
-    import cotprompt.hub_push as hub_push
+    import cotprompt.hub.push as hub_push
 
     uploads: list[dict[str, object]] = []
 
@@ -811,7 +811,7 @@ def test_a_symlinked_card_is_not_followed(tiny_backbone, tmp_path, caplog):
 
 def test_pull_removes_a_stale_card_when_the_new_artifact_has_none(versions, tmp_path,
                                                                   monkeypatch):
-    import cotprompt.hub_download as hub_download
+    import cotprompt.hub.download as hub_download
 
     cache = versions.place(tmp_path / "cache", 1)
     (cache / CARD_NAME).unlink()  # the pulled artifact has no card

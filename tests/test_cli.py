@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 import yaml
 
-from cotprompt.artifact import CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact.format import CONFIG_NAME, WEIGHTS_NAME
 from cotprompt.backbones import TINY_MODEL
-from cotprompt.cli import main
+from cotprompt.cli.app import main
 from cotprompt.data.spec import DataSpec, build_datasets
 from cotprompt.errors import ConfigError, DataError
 
@@ -150,7 +150,7 @@ def test_plugins_reports_failures_on_stderr(
             raise ImportError("nope")
 
     registry = plugins.Registry(extra_plugins=[BrokenPlugin()])
-    monkeypatch.setattr(plugins, "get_registry", lambda: registry)
+    monkeypatch.setattr("cotprompt.plugins.registry.get_registry", lambda: registry)
     code, out, err = run_cli(capsys, "plugins", "--json")
     assert code == 0
     components = json.loads(out)  # stdout stays a JSON list of the working components

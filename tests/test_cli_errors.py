@@ -1,7 +1,7 @@
 """Every failure of the command line is one line ``error: ...``, never a traceback.
 
 A corpus of malformed inputs is fed to every subcommand (train, eval, predict, plugins, demo,
-push, pull, eval-retrieval, eval-vqa) through ``cotprompt.cli.main`` in-process, plus a few as
+push, pull, eval-retrieval, eval-vqa) through ``cotprompt.cli.app.main`` in-process, plus a few as
 real ``python -m cotprompt`` processes. Each must exit with status 2 (1 for file-system
 errors, as docs/cli.md defines), print exactly one line starting with ``error:`` that says what
 is wrong, and no ``Traceback``; none may fall through to the "internal error" catch-all,
@@ -32,13 +32,13 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from cotprompt import plugins
-from cotprompt.artifact import CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact.format import CONFIG_NAME, WEIGHTS_NAME
 from cotprompt.backbones import TINY_MODEL
-from cotprompt.cli import main
+from cotprompt.cli.app import main
 from cotprompt.config import ComponentConfig
 from cotprompt.errors import ArtifactError
-from cotprompt.hookspecs import hookimpl
-from cotprompt.hub_download import resolve_artifact
+from cotprompt.hub.download import resolve_artifact
+from cotprompt.plugins.hookspecs import hookimpl
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY_BACKBONE = {"name": "open_clip", "config": {"model_name": TINY_MODEL, "pretrained": None}}
@@ -254,7 +254,7 @@ def _offline_hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 def exploding_registry(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """The process-wide registry: the built-ins plus a plugin whose tuner cannot be built."""
     registry = plugins.Registry(extra_plugins=[_exploding_plugin()], entry_points=[])
-    monkeypatch.setattr(plugins, "_registry", registry)
+    monkeypatch.setattr("cotprompt.plugins.registry._registry", registry)
     yield
     plugins.reset_registry()
 
@@ -398,7 +398,7 @@ CORPUS = [
 
 
 def test_the_corpus_covers_every_subcommand() -> None:
-    from cotprompt.cli import build_parser
+    from cotprompt.cli.app import build_parser
 
     parser = build_parser()
     commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
@@ -462,7 +462,7 @@ def test_an_unexpected_exception_is_one_line_too(
     ws: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The catch-all: a failure cotprompt does not know still gives one line and status 2."""
-    import cotprompt.cli_pipeline as cli_pipeline
+    import cotprompt.cli.pipeline as cli_pipeline
 
     def broken(items: Any, **kwargs: Any) -> Any:
         raise RuntimeError("something odd")
@@ -482,7 +482,7 @@ def test_a_bug_is_an_internal_error_not_bad_input(
 ) -> None:
     """A ``KeyError`` from cotprompt's own code is reported as a bug, not as a missing entry of
     the user's files."""
-    import cotprompt.cli_pipeline as cli_pipeline
+    import cotprompt.cli.pipeline as cli_pipeline
 
     def buggy(items: Any, **kwargs: Any) -> Any:
         return {}["images"]

@@ -11,7 +11,14 @@ from cotprompt.aggregators import AdaptiveAggregator, AttentionAggregator, MeanA
 from cotprompt.errors import ConfigError, DataError
 from cotprompt.generators import RuleBasedConfig, RuleBasedGenerator
 from cotprompt.generators.templates import IMAGENET_TEMPLATES
-from cotprompt.tuners import CoCoOpTuner, CoOpConfig, CoOpTuner, CoTPTConfig, CoTPTTuner
+from cotprompt.tuners import (
+    CoCoOpTuner,
+    CoOpConfig,
+    CoOpTuner,
+    CoTPTConfig,
+    CoTPTTuner,
+    VPTTuner,
+)
 from cotprompt.types import PromptChain, PromptStep, Task
 
 CLASSES = ["beagle", "golden retriever", "tabby cat"]
@@ -33,11 +40,108 @@ def perturb(module):
             p.add_(torch.randn_like(p) * 0.1)
 
 
-def test_builtins_satisfy_the_protocols():
-    assert isinstance(RuleBasedGenerator(), PromptGenerator)
-    assert isinstance(CoTPTTuner(), PromptTuner)
-    for aggregator in (MeanAggregator(), AttentionAggregator(), AdaptiveAggregator()):
-        assert isinstance(aggregator, Aggregator)
+def assert_follows_protocol(component, protocol, methods):
+    """``isinstance`` on a runtime-checkable protocol only sees attribute names: also the
+    registered name, the ``Config`` model the constructor takes, and each method's parameters
+    (names, order, defaults) as the protocol declares them."""
+    import inspect
+
+    from pydantic import BaseModel
+
+    assert isinstance(component, protocol)
+    cls = type(component)
+    assert isinstance(cls.name, str) and cls.name
+    assert issubclass(cls.Config, BaseModel) and isinstance(component.config, cls.Config)
+    assert cls(cls.Config()).config == cls.Config()
+    for method, implementation in methods.items():
+        declared = inspect.signature(getattr(protocol, method)).parameters
+        actual = inspect.signature(implementation).parameters
+        assert [(p.name, p.default) for p in actual.values()] == [
+            (p.name, p.default) for p in declared.values()
+        ], f"{cls.__name__}.{method}"
+
+
+def test_rule_based_generator_follows_its_protocol(tiny_backbone):
+    generator = RuleBasedGenerator(RuleBasedConfig(preset="cot"))
+    assert generator.name == "rule-based"
+    assert_follows_protocol(generator, PromptGenerator, {"generate": RuleBasedGenerator.generate})
+    task = Task(labels=tuple(CLASSES))
+    for chain in (generator.generate(task), generator.generate(task, backbone=tiny_backbone)):
+        assert isinstance(chain, PromptChain) and chain.labels == task.labels
+        assert chain.num_steps == len(chain.steps) == 3 and len(chain.zero_shot) == len(CLASSES)
+        for step in chain.steps:  # every label's texts name it
+            assert len(step.texts) == len(CLASSES)
+            for label, texts in zip(CLASSES, step.texts, strict=True):
+                assert texts and all(label in text for text in texts)
+
+
+@pytest.mark.parametrize(
+    ("tuner_cls", "name", "image_conditioned", "tunes_image_encoder"),
+    [
+        (CoOpTuner, "coop", False, False),
+        (CoCoOpTuner, "cocoop", True, False),
+        (CoTPTTuner, "cotpt", True, False),
+        (VPTTuner, "vpt", False, True),
+    ],
+)
+def test_tuners_follow_their_protocol(tiny_backbone, tuner_cls, name, image_conditioned,
+                                      tunes_image_encoder):
+    """Image features ``[B, E]`` (the frozen encoder's unless the tuner prompts it), text
+    features ``[B or 1, K, C, E]`` normalised per step, with gradients to the tuner."""
+    tuner = tuner_cls()
+    assert tuner.name == name
+    assert_follows_protocol(tuner, PromptTuner, {
+        m: getattr(tuner_cls, m) for m in ("bind", "encode_images", "encode_text")})
+    assert (tuner.image_conditioned, tuner.tunes_image_encoder) == (
+        image_conditioned, tunes_image_encoder)
+    chain = chain_of([[f"{c}."] for c in CLASSES], [[f"a photo of a {c}."] for c in CLASSES])
+    tuner.bind(tiny_backbone, chain)
+    perturb(tuner)
+    pixels = torch.randn(2, 3, 32, 32)
+    images = tuner.encode_images(tiny_backbone, pixels)
+    assert images.shape == (2, tiny_backbone.embed_dim) and images.dtype == torch.float32
+    with torch.no_grad():
+        frozen = tiny_backbone.encode_images(pixels)
+    if tunes_image_encoder:
+        assert not torch.allclose(images, frozen)
+        assert any(g is not None and g.abs().sum() > 0 for g in torch.autograd.grad(
+            images.sum(), list(tuner.parameters()), allow_unused=True))
+    else:
+        torch.testing.assert_close(images, frozen)
+    features = F.normalize(images.detach(), dim=-1)
+    text = tuner.encode_text(tiny_backbone, features if image_conditioned else None)
+    batch = 2 if image_conditioned else 1
+    assert text.shape == (batch, chain.num_steps, len(CLASSES), tiny_backbone.embed_dim)
+    torch.testing.assert_close(text.norm(dim=-1), torch.ones(text.shape[:-1]))
+    assert text.requires_grad == (not tunes_image_encoder)  # VPT's text features are fixed
+
+
+@pytest.mark.parametrize(
+    ("aggregator_cls", "name"),
+    [(MeanAggregator, "mean"), (AttentionAggregator, "attention"),
+     (AdaptiveAggregator, "adaptive")],
+)
+def test_aggregators_follow_their_protocol(aggregator_cls, name):
+    """Logits ``[B, C]`` from ``[B, E]`` image and ``[B or 1, K, C, E]`` text features (one
+    text row shared by every image is the same as that row repeated), and ``loss`` where
+    defined is the cross-entropy of those logits."""
+    aggregator = aggregator_cls()
+    assert aggregator.name == name
+    assert_follows_protocol(aggregator, Aggregator, {
+        "bind": aggregator_cls.bind, "__call__": aggregator_cls.forward})
+    aggregator.bind(3, 16)
+    perturb(aggregator)
+    image = F.normalize(torch.randn(4, 16), dim=-1)
+    text = F.normalize(torch.randn(1, 3, 5, 16), dim=-1)
+    scale = torch.tensor(10.0)
+    logits = aggregator(image, text, scale)
+    assert logits.shape == (4, 5) and logits.dtype == torch.float32
+    assert torch.isfinite(logits).all()
+    torch.testing.assert_close(logits, aggregator(image, text.expand(4, -1, -1, -1), scale))
+    if hasattr(aggregator, "loss"):
+        targets = torch.tensor([0, 4, 2, 2])
+        torch.testing.assert_close(aggregator.loss(image, text, scale, targets),
+                                   F.cross_entropy(logits, targets))
 
 
 @pytest.mark.parametrize("tuner_cls", [CoOpTuner, CoCoOpTuner, CoTPTTuner])

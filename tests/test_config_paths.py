@@ -14,10 +14,10 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from cotprompt import CoTPipeline
-from cotprompt.artifact import CONFIG_NAME
+from cotprompt.artifact.format import CONFIG_NAME
 from cotprompt.backbones import TINY_MODEL, OpenCLIPBackbone, OpenCLIPBackboneConfig
-from cotprompt.cli import main
-from cotprompt.config_files import load_pipeline_config
+from cotprompt.cli.app import main
+from cotprompt.pipeline.config_files import load_pipeline_config
 
 CLASSES = ("cat", "dog")
 
@@ -115,7 +115,7 @@ def test_config_validation_makes_relative_paths_absolute(
 
 
 def test_relative_training_folders_resolve_against_the_config_file(tmp_path, monkeypatch):
-    from cotprompt.config_files import load_pipeline_config
+    from cotprompt.pipeline.config_files import load_pipeline_config
 
     folder = tmp_path / "configs"
     folder.mkdir()
@@ -128,8 +128,8 @@ def test_relative_training_folders_resolve_against_the_config_file(tmp_path, mon
 
 
 def test_a_config_file_that_is_not_utf8_is_named(tmp_path):
-    from cotprompt.config_files import load_pipeline_config
     from cotprompt.errors import ConfigError
+    from cotprompt.pipeline.config_files import load_pipeline_config
 
     path = tmp_path / "c.yaml"
     path.write_bytes(b"training: {epochs: 1}\n# \xff\xfe\n")

@@ -14,8 +14,8 @@ from pydantic_core import PydanticUndefined
 
 from cotprompt.config import ComponentSpec
 from cotprompt.data.spec import DataSpec
-from cotprompt.pipeline import PipelineConfig
-from cotprompt.plugins import BUILTIN_PACKAGE, get_registry
+from cotprompt.pipeline.core import PipelineConfig
+from cotprompt.plugins.registry import BUILTIN_PACKAGE, get_registry
 from cotprompt.training.config import TrainingConfig
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "configuration.md"

@@ -13,10 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from cotprompt import CoTPipeline
 from cotprompt.backbones import TINY_MODEL, OpenCLIPBackbone, OpenCLIPBackboneConfig
 from cotprompt.backbones.encoder_plan import length_buckets, resolve_budget
 from cotprompt.backbones.encoder_weights import TowerWeights
 from cotprompt.backbones.text_encoder import FastTextEncoder, unsupported_reason
+from cotprompt.errors import ConfigError
 from cotprompt.tuners import (
     CoCoOpTuner,
     ContextPromptTuner,
@@ -282,12 +284,50 @@ def test_unsupported_towers_fall_back_to_the_plain_path(tiny_backbone, monkeypat
     assert_same(fast, plain, tiny_backbone)
 
 
-def test_budget_resolution():
-    assert resolve_budget(8, torch.device("cpu")) == 8 * 2**20
-    assert resolve_budget(None, torch.device("cpu")) >= 256 * 2**20
-    assert ContextTunerConfig().text_encoder == "fast"
-    with pytest.raises(ValueError):
-        ContextTunerConfig(text_encoder="other")
+def test_budget_resolution(monkeypatch):
+    """A budget in MiB as given; none: half the free memory, and at least the automatic
+    minimum when little is free."""
+    import cotprompt.backbones.encoder_plan as encoder_plan
+
+    cpu = torch.device("cpu")
+    assert resolve_budget(8, cpu) == 8 * 2**20
+    assert resolve_budget(0.5, cpu) == 2**19
+    monkeypatch.setattr(encoder_plan, "free_memory_bytes", lambda device: 6 * 2**30)
+    assert resolve_budget(None, cpu) == 3 * 2**30
+    monkeypatch.setattr(encoder_plan, "free_memory_bytes", lambda device: 2**20)
+    assert resolve_budget(None, cpu) == encoder_plan.MIN_AUTO_BUDGET > 2**19
+
+
+@pytest.mark.parametrize(("budget_mb", "free", "expected"),
+                         [(0.5, None, 2**19), (None, 6 * 2**30, 3 * 2**30)],
+                         ids=["given", "automatic"])
+def test_the_tuners_budget_reaches_the_encoder_plan(tiny_backbone, monkeypatch, budget_mb, free,
+                                                    expected):
+    import cotprompt.backbones.encoder_plan as encoder_plan
+
+    if free is not None:
+        monkeypatch.setattr(encoder_plan, "free_memory_bytes", lambda device: free)
+    assert ContextTunerConfig().text_encoder == "fast"  # the default
+    fast, plain = pair(CoOpTuner, tiny_backbone, make_chain(2), memory_budget_mb=budget_mb)
+    assert_same(fast, plain, tiny_backbone)
+    assert tiny_backbone.fast_text_encoder().last_plan["budget_bytes"] == expected
+
+
+@pytest.mark.parametrize(
+    ("option", "says"),
+    [
+        ({"text_encoder": "other"}, r"- text_encoder: .*'fast'.*'plain'.*\(got 'other'\)"),
+        ({"text_encoder": "Fast"}, r"- text_encoder: .*\(got 'Fast'\)"),
+        ({"memory_budget_mb": 0}, r"- memory_budget_mb: .*\(got 0\)"),
+    ],
+    ids=["unknown-encoder", "case", "zero-budget"],
+)
+@pytest.mark.parametrize("tuner", ["coop", "cotpt"])
+def test_invalid_text_encoder_options_are_refused_naming_them(tiny_backbone, tuner, option,
+                                                              says):
+    with pytest.raises(ConfigError, match=rf"invalid config for tuner '{tuner}'[\s\S]*{says}"
+                       r"[\s\S]*Valid options: .*memory_budget_mb.*text_encoder"):
+        CoTPipeline.create(backbone=tiny_backbone, tuner=tuner, tuner_config=option)
 
 
 @pytest.mark.parametrize("tuner_cls", [CoOpTuner, CoTPTTuner])

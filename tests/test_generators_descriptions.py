@@ -19,7 +19,7 @@ from cotprompt.generators.descriptions import (
     looks_like_sentences,
 )
 from cotprompt.generators.postprocess import normalise_name
-from cotprompt.plugins import get_registry
+from cotprompt.plugins.registry import get_registry
 from cotprompt.types import Task
 
 

@@ -47,7 +47,7 @@ from cotprompt.generators.postprocess import (  # noqa: E402
     first_sentence,
 )
 from cotprompt.generators.templates import IMAGENET_TEMPLATES  # noqa: E402
-from cotprompt.plugins import get_registry  # noqa: E402
+from cotprompt.plugins.registry import get_registry  # noqa: E402
 from cotprompt.types import PromptChain, Task  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -150,7 +150,7 @@ TASK = Task.classification(list(CLASSES))
 def test_import_and_registry_do_not_import_transformers() -> None:
     code = (
         "import sys, cotprompt\n"
-        "from cotprompt.plugins import get_registry\n"
+        "from cotprompt.plugins.registry import get_registry\n"
         "names = get_registry().names('generator')\n"
         "import cotprompt.generators as g; g.LMGenerator; g.DescriptionsGenerator\n"
         "assert {'lm', 'gpt2', 'descriptions', 'rule-based'} <= set(names), names\n"

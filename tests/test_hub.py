@@ -30,10 +30,10 @@ from huggingface_hub import HfApi, ModelCard
 from huggingface_hub import constants as hf_constants
 
 from cotprompt import CoTPipeline
-from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact.model_card import base_model_for, render_card
 from cotprompt.errors import ArtifactError, UnknownComponentError
 from cotprompt.hub import HubConnectionError, check_artifact, pull, push_folder
-from cotprompt.model_card import base_model_for, render_card
 
 TOKENS = {"tok-alice": "alice", "tok-bob": "bob"}
 ALICE, BOB = "tok-alice", "tok-bob"
@@ -555,7 +555,7 @@ def test_push_folder_checks_the_folder_first(hub, pipeline, tmp_path):
 
 def _cli() -> argparse.ArgumentParser:
     """The real ``cotprompt`` parser, so that the wiring of push and pull is tested too."""
-    from cotprompt.cli import build_parser
+    from cotprompt.cli.app import build_parser
 
     return build_parser()
 

@@ -85,15 +85,48 @@ def test_cosine_cross_entropy_equals_mean_aggregator_and_cross_entropy(shared):
         torch.testing.assert_close(g, e)
 
 
+# ``selfcheck --quick`` as the command line runs it, then the kernels at more shapes where an
+# interpreted check is cheap (every kernel in float32 at two shapes or more); exits with 1 when a
+# check fails, as the command line does
+INTERPRETER_DRIVER = """
+import json, sys, torch
+from cotprompt.kernels import selfcheck as s
+status = s.main(["--device", "cpu", "--quick"])
+extra = [s.check_add_layer_norm((2, 9, 96), dtype, "cpu", residual=False)
+         for dtype in (torch.float32, torch.bfloat16)]
+extra += [s.check_bias_act((5, 256), torch.float32, "cpu", act)
+          for act in ("quick_gelu", "gelu", "gelu_tanh")]
+extra += [s.check_cosine_ce(*shape, torch.float32, "cpu")
+          for shape in ((1, True, 1, 10, 16), (3, False, 2, 5, 16))]
+extra += [s.check_head_loss(batch, shared, classes, dim, torch.float32, "cpu")
+          for batch, shared, classes, dim in ((5, True, 19, 48), (1, False, 3, 8))]
+for result in extra:
+    print(json.dumps(result), flush=True)
+sys.exit(status or int(not all(r["ok"] for r in extra)))
+"""
+
+KERNELS = ["add_layer_norm", "layer_norm", "bias_act", "cosine_cross_entropy", "head_loss",
+           "text_encoder"]
+# independent of the tolerance each check reports: fp32 kernels within 1e-5 of the fp32
+# reference (relative to its largest value), bf16 within 1e-2; the whole text encoder (many
+# kernels and matmuls) within 1e-4 of the plain path
+MAX_ERROR = {"float32": 1e-5, "bfloat16": 1e-2}
+MAX_ERROR_TEXT_ENCODER = 1e-4
+
+
 @pytest.fixture(scope="module")
 def interpreter_results():
-    """Run ``cotprompt.kernels.selfcheck`` under ``TRITON_INTERPRET=1`` once."""
+    """The kernel checks, run once under ``TRITON_INTERPRET=1``. Skipped only where Triton is
+    not installed; a run that cannot compare the kernels (Triton cannot start, a check crashes,
+    no output) fails, showing the subprocess's error output."""
     if importlib.util.find_spec("triton") is None:
-        pytest.skip("triton is not installed (it ships with CUDA builds of PyTorch)")
+        pytest.skip("triton is not installed (it ships with CUDA builds of PyTorch): the "
+                    "Triton kernels were NOT compared with their references")
     env = dict(os.environ, TRITON_INTERPRET="1", OMP_NUM_THREADS="1")
+    env.pop("COTPROMPT_DISABLE_KERNELS", None)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     proc = subprocess.run(
-        [sys.executable, "-m", "cotprompt.kernels.selfcheck", "--device", "cpu", "--quick"],
+        [sys.executable, "-c", INTERPRETER_DRIVER],
         capture_output=True,
         text=True,
         env=env,
@@ -101,40 +134,101 @@ def interpreter_results():
         timeout=240,
     )
     results = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    if not results:
-        pytest.skip(f"Triton's interpreter could not run the kernels here: {proc.stderr[-2000:]}")
+    expected_status = int(not all(r["ok"] for r in results))
+    if not results or proc.returncode != expected_status:
+        pytest.fail(
+            f"Triton's interpreter could not compare the kernels with their references (exit "
+            f"status {proc.returncode}, {len(results)} checks reported):\n{proc.stderr[-3000:]}",
+            pytrace=False,
+        )
     return results
 
 
-@pytest.mark.parametrize(
-    "kernel",
-    [
-        "add_layer_norm",
-        "layer_norm",
-        "bias_act",
-        "cosine_cross_entropy",
-        "head_loss",
-        "text_encoder",
-    ],
-)
+def test_every_kernel_check_ran(interpreter_results):
+    """No check is left out of the per-kernel tests below (nor silently missing from the run)."""
+    assert {r["name"].split("[")[0] for r in interpreter_results} == set(KERNELS)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_triton_kernels_match_references_in_the_interpreter(interpreter_results, kernel):
-    """fp32 within 1e-5 and bf16 within 1e-2 (relative to the largest value), outputs and
-    gradients, several shapes; the fast text encoder with the kernels within 1e-4 of the plain
-    path."""
+    """Each kernel against its PyTorch reference: outputs and gradients, in fp32 at several
+    shapes (and bf16), each error within the bound above; ``head_loss`` and the text encoder
+    dispatched to Triton."""
     checks = [r for r in interpreter_results if r["name"].split("[")[0] == kernel]
     assert checks, f"no {kernel} checks ran"
-    if kernel != "text_encoder":
-        assert {r["dtype"] for r in checks} == {"float32", "bfloat16"}
+    for check in checks:
+        errors = check["errors"]
+        assert any(k.startswith("out") for k in errors), check  # outputs compared
+        assert any(k.startswith("grad") for k in errors), check  # and gradients
+        bound = MAX_ERROR_TEXT_ENCODER if kernel == "text_encoder" else MAX_ERROR[check["dtype"]]
+        worst = max(errors.values())
+        assert 0 <= worst <= bound, json.dumps(check, indent=1)
+        assert check["ok"], json.dumps(check, indent=1)
+        if kernel in ("head_loss", "text_encoder"):
+            assert check["kernels"], f"{check['name']} did not dispatch to Triton"
+    fp32 = [r for r in checks if r["dtype"] == "float32"]
+    if kernel == "text_encoder":
+        assert fp32
     else:
-        assert all(r["kernels"] for r in checks), "the encoder did not dispatch to Triton"
-    failed = [r for r in checks if not r["ok"]]
-    assert not failed, json.dumps(failed, indent=1)
+        assert {r["dtype"] for r in checks} == {"float32", "bfloat16"}
+        for variant in {r["name"] for r in fp32}:  # e.g. each activation, shared or not
+            shapes = {tuple(r["shape"]) for r in fp32 if r["name"] == variant}
+            assert len(shapes) >= 2, f"{variant}: fp32 compared at {shapes} only"
 
 
-def test_selfcheck_module_runs_the_reference_comparisons_without_triton_in_process():
-    """The check helpers compare like with like (a reference against itself is exact)."""
+def test_rel_err_is_the_normwise_relative_error():
     from cotprompt.kernels.selfcheck import rel_err
 
-    a = torch.randn(10)
-    assert rel_err(a, a) == 0.0
-    assert ops.triton_cdiv(10, 4) == 3
+    expected = torch.randn(10)
+    error = torch.zeros(10)
+    error[3] = 0.25
+    assert rel_err(expected + error, expected) == pytest.approx(
+        0.25 / float(expected.abs().max()), rel=1e-5)
+    # bf16 rounding (8 significant bits: at most half a unit in the last place) is seen
+    assert 0 < rel_err(expected.bfloat16(), expected) <= 2**-8
+    assert rel_err(torch.zeros(3), torch.zeros(3)) == 0.0  # no 0 / 0
+    assert rel_err(torch.ones(3), torch.zeros(3)) > 1e20
+    assert [ops.triton_cdiv(n, 4) for n in (1, 4, 10, 12)] == [1, 1, 3, 3]
+
+
+class _WrongBackward(torch.autograd.Function):
+    """The reference forward with a gradient 1% off: what a kernel with a backward bug gives."""
+
+    @staticmethod
+    def forward(ctx, x, bias, activation):
+        ctx.save_for_backward(x, bias)
+        ctx.activation = activation
+        return kernels.bias_act_ref(x, bias, activation)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, bias = ctx.saved_tensors
+        with torch.enable_grad():
+            x, bias = x.detach().requires_grad_(), bias.detach().requires_grad_()
+            out = kernels.bias_act_ref(x, bias, ctx.activation)
+            dx, dbias = torch.autograd.grad(out, [x, bias], grad)
+        return 1.01 * dx, dbias, None
+
+
+@pytest.mark.parametrize(
+    ("kernel", "bad"),
+    [
+        (lambda x, b, a: kernels.bias_act_ref(x, b, a), set()),
+        (lambda x, b, a: kernels.bias_act_ref(x, b, "gelu"), {"out0", "grad0", "grad1"}),
+        (lambda x, b, a: kernels.bias_act_ref(x, b, a) * (1 + 1e-4), {"out0", "grad0", "grad1"}),
+        (_WrongBackward.apply, {"grad0"}),
+    ],
+    ids=["exact", "wrong-activation", "off-by-1e-4", "wrong-backward"],
+)
+def test_the_selfcheck_flags_a_kernel_that_differs_from_its_reference(monkeypatch, kernel, bad):
+    """The harness the interpreter tests rely on: a kernel that equals the reference passes, one
+    off in its output or only in its gradient fails, naming what differs."""
+    from types import SimpleNamespace
+
+    from cotprompt.kernels import selfcheck
+
+    monkeypatch.setattr(selfcheck, "BiasActFunction", SimpleNamespace(apply=kernel))
+    result = selfcheck.check_bias_act((3, 20), torch.float32, "cpu", "quick_gelu")
+    assert set(result["errors"]) == {"out0", "grad0", "grad1"}
+    assert {k for k, e in result["errors"].items() if e > result["tolerance"]} == bad
+    assert result["ok"] == (not bad)

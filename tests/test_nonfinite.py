@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from cotprompt import CoTPipeline
-from cotprompt.cli import main
-from cotprompt.cli_output import _json_text, _print_json
+from cotprompt.cli.app import main
+from cotprompt.cli.output import _json_text, _print_json
 from cotprompt.data.records import ImageClassificationDataset, ImageRecord
 from cotprompt.errors import CotpromptError, NumericalError
-from cotprompt.pipeline_config import Prediction
+from cotprompt.pipeline.config import Prediction
 
 CLASSES = ["cat", "dog", "bird"]
 

@@ -140,7 +140,7 @@ def test_torchscript_without_openai_entries_keeps_the_configs_activation(
 
 
 def test_old_artifacts_tuned_on_a_gelu_build_warn(caplog: pytest.LogCaptureFixture) -> None:
-    from cotprompt.pipeline_io import _warn_if_activation_changed
+    from cotprompt.pipeline.serialization import _warn_if_activation_changed
 
     class Built:
         quick_gelu = True

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from cotprompt import CoTPipeline, PipelineConfig
@@ -86,14 +87,39 @@ def test_predict_accepts_paths_pil_images_and_tensors(pipeline, tmp_path):
     transform = pipeline.backbone.image_transform()
     pixels = torch.stack([transform(image) for image in images])
     torch.testing.assert_close(pipeline.logits(pixels), from_paths)
-    predictions = pipeline.predict(paths, top_k=2)
-    assert len(predictions) == 3
-    first = predictions[0]
-    assert first.label == CLASSES[int(from_paths[0].argmax())] and len(first.top_k) == 2
-    assert first.score == pytest.approx(float(from_paths[0].softmax(-1).max()))
-    assert pipeline.predict(str(paths[0]), top_k=10)[0].top_k[-1][0] in CLASSES
-    zero_shot = pipeline.predict(paths, zero_shot=True)
-    assert len(zero_shot) == 3
+    assert_predictions_follow(pipeline.predict(paths, top_k=2), from_paths, k=2)
+    assert_predictions_follow(pipeline.predict(pixels, top_k=2), from_paths, k=2)
+    every = pipeline.predict(str(paths[0]), top_k=10)  # a top_k above the classes: all of them
+    assert_predictions_follow(every, from_paths[:1], k=len(CLASSES))
+    assert sum(p for _, p in every[0].top_k) == pytest.approx(1.0, abs=1e-6)
+
+    # zero-shot: the frozen image features against the mean of each label's zero-shot sentences
+    backbone = pipeline.backbone
+    with torch.no_grad():
+        image = F.normalize(backbone.encode_images(pixels).float(), dim=-1)
+        text = torch.stack([
+            F.normalize(F.normalize(backbone.encode_texts(list(sentences)).float(), dim=-1)
+                        .mean(0), dim=-1)
+            for sentences in pipeline.chain.zero_shot
+        ])
+        expected = backbone.logit_scale.float() * image @ text.t()
+    zero_shot_logits = pipeline.logits(paths, zero_shot=True)
+    torch.testing.assert_close(zero_shot_logits, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(zero_shot_logits, from_paths)  # not the prompted classifier
+    assert_predictions_follow(pipeline.predict(paths, zero_shot=True), zero_shot_logits, k=1)
+
+
+def assert_predictions_follow(predictions, logits, k):
+    """One prediction per row of ``logits``, in order: its ``k`` most likely labels by softmax
+    probability, most likely first, the first being the label, index and score."""
+    probabilities = logits.softmax(-1)
+    assert len(predictions) == len(logits)
+    for prediction, row in zip(predictions, probabilities, strict=True):
+        ranked = row.argsort(descending=True)[:k].tolist()
+        assert [label for label, _ in prediction.top_k] == [CLASSES[i] for i in ranked]
+        assert [p for _, p in prediction.top_k] == pytest.approx(row[ranked].tolist(), rel=1e-6)
+        assert (prediction.label, prediction.index) == (CLASSES[ranked[0]], ranked[0])
+        assert prediction.score == prediction.top_k[0][1]
 
 
 def test_predict_rejects_bad_inputs(pipeline, tmp_path):

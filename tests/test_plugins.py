@@ -1,4 +1,4 @@
-"""Tests of the plugin registry (cotprompt.plugins, cotprompt.hookspecs).
+"""Tests of the plugin registry (cotprompt.plugins.registry, cotprompt.plugins.hookspecs).
 
 In-process tests build a :class:`Registry` from fake plugin modules (no entry points, no
 built-ins), so they do not depend on what is installed. The ``slow`` tests build real plugin
@@ -28,8 +28,8 @@ from pydantic import BaseModel
 from cotprompt import hookspecs, plugins
 from cotprompt.config import ComponentConfig
 from cotprompt.errors import ConfigError, PluginError, UnknownComponentError
-from cotprompt.hookspecs import hookimpl
-from cotprompt.plugins import (
+from cotprompt.plugins.hookspecs import hookimpl
+from cotprompt.plugins.registry import (
     ComponentInfo,
     Registry,
     create_component,
@@ -267,7 +267,7 @@ def test_duplicate_first_plugin_wins_and_is_reported(
     fake_plugin: types.ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
     second = make_plugin("second_plugin", generators=[ImpostorGenerator])
-    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins"):
+    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins.registry"):
         registry = registry_of(fake_plugin, second)
 
     assert registry.get("generator", "fake-gen") is FakeGenerator
@@ -320,7 +320,7 @@ def test_invalid_registration_is_reported_and_plugin_skipped(
 ) -> None:
     bad = make_plugin("bad_plugin", generators=[OtherGenerator, registered])
     good = make_plugin("good_plugin", generators=[FakeGenerator])
-    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins"):
+    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins.registry"):
         registry = registry_of(bad, good)
 
     [failure] = registry.failures
@@ -397,7 +397,7 @@ def test_plugin_calling_sys_exit_at_import_is_reported_not_fatal(
     entry_points = list(importlib.metadata.Distribution.at(info).entry_points)
     assert [ep.name for ep in entry_points] == ["exiting"]
 
-    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins"):
+    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins.registry"):
         registry = Registry(entry_points=entry_points)  # the real built-ins, then the plugin
 
     [failure] = registry.failures
@@ -533,7 +533,7 @@ def test_unknown_hook_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
         raise AssertionError("never called")
 
     typo.register_generator = register_generator  # type: ignore[attr-defined]
-    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins"):
+    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins.registry"):
         registry = registry_of(typo)
     assert "unknown hook 'register_generator'" in caplog.text
     assert registry.names("generator") == ["fake-gen"]
@@ -580,7 +580,7 @@ def test_get_registry_is_cached_and_reset(
 ) -> None:
     assert get_registry() is get_registry()
     fake = registry_of(fake_plugin)
-    monkeypatch.setattr(plugins, "_registry", fake)
+    monkeypatch.setattr("cotprompt.plugins.registry._registry", fake)
     assert get_registry() is fake
     gen = create_component("generator", "other-gen", {"prefix": "b"})
     assert isinstance(gen, OtherGenerator)
@@ -621,7 +621,7 @@ def test_every_hookspec_is_documented(hook: str) -> None:
 THROWAWAY_INIT = """
 from pydantic import BaseModel
 
-from cotprompt.hookspecs import hookimpl
+from cotprompt.plugins.hookspecs import hookimpl
 from cotprompt.types import PromptChain, PromptStep
 
 
@@ -648,7 +648,7 @@ def register_generators(register):
 
 LIST_SCRIPT = """
 import json, torch
-from cotprompt.plugins import create_component, get_registry
+from cotprompt.plugins.registry import create_component, get_registry
 from cotprompt.types import Task
 
 registry = get_registry()
@@ -809,7 +809,7 @@ def test_broken_installed_plugin_is_reported_not_fatal(site_listing: dict[str, A
 
 @pytest.mark.slow
 def test_broken_installed_plugin_is_fatal_in_strict_mode(plugin_site: Path) -> None:
-    script = "from cotprompt.plugins import get_registry; get_registry()"
+    script = "from cotprompt.plugins.registry import get_registry; get_registry()"
     result = _run_in_site(plugin_site, script, strict=True)
     assert result.returncode != 0
     assert "cotprompt.errors.PluginError" in result.stderr

@@ -251,7 +251,7 @@ def test_a_resume_with_other_options_names_them(tiny_backbone, tmp_path):
 def test_train_seed_overrides_the_configs_and_is_recorded(tmp_path, capsys):
     from safetensors.torch import load_file
 
-    from cotprompt.cli import main
+    from cotprompt.cli.app import main
 
     config = tmp_path / "config.json"
     config.write_text(json.dumps({

@@ -24,7 +24,7 @@ import torch
 from PIL import Image, ImageStat
 
 from cotprompt import CoTPipeline
-from cotprompt.artifact import CARD_NAME, CONFIG_NAME
+from cotprompt.artifact.format import CARD_NAME, CONFIG_NAME
 from cotprompt.data.records import ImageRecord
 from cotprompt.errors import ConfigError, DataError
 from cotprompt.tasks import (
@@ -467,8 +467,8 @@ def test_components_that_cannot_do_retrieval(tiny_backbone, test_set):
 @contextlib.contextmanager
 def task_commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """``cotprompt`` with the task subcommands (added here if cli.py does not list them yet)."""
-    from cotprompt import cli
-    from cotprompt.cli_tasks import add_task_commands
+    from cotprompt.cli import app as cli
+    from cotprompt.cli.tasks import add_task_commands
 
     if add_task_commands not in cli.SUBCOMMANDS:
         monkeypatch.setattr(cli, "SUBCOMMANDS", [*cli.SUBCOMMANDS, add_task_commands])
@@ -476,7 +476,7 @@ def task_commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 def run_cli(monkeypatch, *argv: str) -> tuple[int, str, str]:
-    from cotprompt import cli
+    from cotprompt.cli import app as cli
 
     out, err = io.StringIO(), io.StringIO()
     with task_commands(monkeypatch), contextlib.redirect_stdout(out), \

@@ -23,7 +23,7 @@ from safetensors.torch import save_file
 from test_hub import hf_home, hub  # noqa: F401 - fixtures: the test Hub server
 
 from cotprompt import CoTPipeline
-from cotprompt.artifact import CONFIG_NAME, WEIGHTS_NAME, file_sha256
+from cotprompt.artifact.format import CONFIG_NAME, WEIGHTS_NAME, file_sha256
 from cotprompt.backbones import OpenCLIPBackbone, OpenCLIPBackboneConfig
 from cotprompt.errors import ArtifactError, ConfigError, CotpromptError, UnsafeSettingError
 from cotprompt.hub import check_artifact, pull, push_folder

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from cotprompt import CoTPipeline
 from cotprompt.data import few_shot, from_folder, subsample_classes
 from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError
-from cotprompt.plugins import get_registry
+from cotprompt.plugins.registry import get_registry
 from cotprompt.tuners import MultimodalConfig, MultimodalTuner, VPTConfig, VPTTuner
 from cotprompt.tuners import visual_prompts as vp
 from cotprompt.types import PromptChain, PromptStep

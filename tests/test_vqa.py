@@ -25,7 +25,7 @@ import torch
 from PIL import Image, ImageStat
 
 from cotprompt import CoTPipeline
-from cotprompt.artifact import CARD_NAME, CONFIG_NAME
+from cotprompt.artifact.format import CARD_NAME, CONFIG_NAME
 from cotprompt.errors import ConfigError, DataError
 from cotprompt.tasks import (
     VQADataset,
@@ -316,8 +316,8 @@ def test_bad_inputs(tiny_backbone, train_set, files):
 
 
 def run_cli(monkeypatch, *argv: str) -> tuple[int, str, str]:
-    from cotprompt import cli
-    from cotprompt.cli_tasks import add_task_commands
+    from cotprompt.cli import app as cli
+    from cotprompt.cli.tasks import add_task_commands
 
     if add_task_commands not in cli.SUBCOMMANDS:
         monkeypatch.setattr(cli, "SUBCOMMANDS", [*cli.SUBCOMMANDS, add_task_commands])

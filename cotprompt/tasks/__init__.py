@@ -57,7 +57,7 @@ from cotprompt.tasks.vqa_data import (
 )
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline import CoTPipeline
+    from cotprompt.pipeline.core import CoTPipeline
     from cotprompt.training.config import TrainingConfig
     from cotprompt.training.trainer import StepInfo, TrainingResult
 
@@ -182,7 +182,7 @@ def for_task(
     Raises:
         ConfigError: Unknown task or method.
     """
-    from cotprompt.pipeline import METHODS, CoTPipeline
+    from cotprompt.pipeline.core import METHODS, CoTPipeline
 
     if task not in TASK_GENERATORS:
         raise ConfigError(f"unknown task {task!r}; choose one of {sorted(TASK_GENERATORS)}")

@@ -35,7 +35,7 @@ from cotprompt.training.trainer import (
 from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline import CoTPipeline
+    from cotprompt.pipeline.core import CoTPipeline
 
 LossFn = Callable[[list[int], int], Tensor]
 

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from cotprompt.config import ComponentConfig
 from cotprompt.errors import ConfigError, DataError
-from cotprompt.inputs import ImagesInput, as_image_list, pixel_batches
+from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.tasks import loops
 from cotprompt.tasks._io import PixelList
 from cotprompt.tasks._tokens import binding_backbone
@@ -42,7 +42,7 @@ from cotprompt.tuners.prompt_tokens import labels_may_coincide
 from cotprompt.types import PromptChain, PromptStep, Task
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline import CoTPipeline
+    from cotprompt.pipeline.core import CoTPipeline
 
 logger = logging.getLogger(__name__)
 

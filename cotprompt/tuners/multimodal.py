@@ -71,7 +71,7 @@ class MultimodalTuner(nn.Module):
 
     def __init__(self, config: MultimodalConfig | None = None) -> None:
         super().__init__()
-        from cotprompt.plugins import get_registry
+        from cotprompt.plugins.registry import get_registry
 
         config = config or self.Config()
         text = get_registry().create("tuner", config.text.name, config.text.config)

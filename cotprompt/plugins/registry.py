@@ -1,7 +1,7 @@
 """The component registry: built-in and third-party components found through pluggy.
 
 Components (backbones, generators, tuners, aggregators) are classes registered by pluggy hooks
-(:mod:`cotprompt.hookspecs`). :class:`Registry` registers the built-ins first (the
+(:mod:`cotprompt.plugins.hookspecs`). :class:`Registry` registers the built-ins first (the
 ``cotprompt.builtins`` module), then every entry point of group ``"cotprompt"``, one at a time, so
 that one broken plugin is reported (:attr:`Registry.failures`, a logged warning) and skipped
 while the others keep working; this holds for any exception a plugin raises at import, at
@@ -15,8 +15,8 @@ first) and the clash is reported in :attr:`Registry.duplicates`.
 Most code uses the cached :func:`get_registry` and :func:`create_component`.
 
 This module holds the loading and lookup of components; the records it collects, the kind and
-hook constants and the component checks live in :mod:`cotprompt.plugin_records`, its error
-messages in :mod:`cotprompt.plugin_messages`. Every public name of those is re-exported here.
+hook constants and the component checks live in :mod:`cotprompt.plugins.records`, its error
+messages in :mod:`cotprompt.plugins.messages`. Every public name of those is re-exported here.
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ from pydantic import BaseModel, ValidationError
 
 from cotprompt import hookspecs
 from cotprompt.errors import ConfigError, PluginError, UnknownComponentError
-from cotprompt.plugin_messages import unknown_component_message, validation_message
-from cotprompt.plugin_records import (
+from cotprompt.plugins.messages import unknown_component_message, validation_message
+from cotprompt.plugins.records import (
     BUILTIN_PACKAGE,
     BUILTINS_MODULE,
     ENTRY_POINT_GROUP,
@@ -75,7 +75,7 @@ __all__ = [
     "reset_registry",
 ]
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cotprompt.plugins")  # the documented logger name
 
 
 class Registry:

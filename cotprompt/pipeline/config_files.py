@@ -12,11 +12,11 @@ from pydantic import ValidationError
 
 from cotprompt.config import validate_untrusted
 from cotprompt.errors import ConfigError, UnknownComponentError
-from cotprompt.plugin_records import KINDS
-from cotprompt.plugins import get_registry
+from cotprompt.plugins.records import KINDS
+from cotprompt.plugins.registry import get_registry
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline import PipelineConfig
+    from cotprompt.pipeline.core import PipelineConfig
 
 
 #: Sections of a ``cotprompt train`` config that describe no pipeline component.
@@ -52,7 +52,7 @@ def load_pipeline_config(
     file_source: str | None = None,
     caller_options: Mapping[str, Any] | None = None,
 ) -> PipelineConfig:
-    """Validate a mapping or a file into a :class:`~cotprompt.pipeline.PipelineConfig`.
+    """Validate a mapping or a file into a :class:`~cotprompt.pipeline.core.PipelineConfig`.
 
     Relative paths of the components read from a file (the backbone's ``pretrained`` file,
     a ``local-dir:`` model folder, ``cache_dir``) are resolved against the file's folder, as
@@ -74,7 +74,7 @@ def load_pipeline_config(
         ConfigError: Invalid options (one line per problem).
         UnsafeSettingError: The file sets what only the caller may set.
     """
-    from cotprompt.pipeline import PipelineConfig
+    from cotprompt.pipeline.core import PipelineConfig
 
     if not isinstance(source, Mapping):
         file_source = str(source)

@@ -2,7 +2,7 @@
 file, measure a saved pipeline's accuracy on a labelled dataset, predict the labels of images.
 
 Each ``_add_<name>`` function adds its parser to the ``cotprompt`` command line
-(:data:`cotprompt.cli.SUBCOMMANDS`) and sets ``handler`` to the ``_cmd_<name>`` function.
+(:data:`cotprompt.cli.app.SUBCOMMANDS`) and sets ``handler`` to the ``_cmd_<name>`` function.
 """
 
 from __future__ import annotations
@@ -13,18 +13,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cotprompt.cli_common import EXIT_OK, _add_allow_pickle, _add_device
-from cotprompt.cli_output import _out, _print_json, _table
+from cotprompt.cli._common import EXIT_OK, _add_allow_pickle, _add_device
+from cotprompt.cli.output import _out, _print_json, _table
 from cotprompt.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from cotprompt.data.records import ImageClassificationDataset
     from cotprompt.evaluation.metrics import EvaluationResult
-    from cotprompt.pipeline import CoTPipeline, Prediction
+    from cotprompt.pipeline.core import CoTPipeline, Prediction
 
 __all__ = ["TRAIN_OUTPUT"]
 
-logger = logging.getLogger("cotprompt.cli")  # the command line's logger, shared by its modules
+logger = logging.getLogger("cotprompt.cli.app")  # the command line's logger, shared by its modules
 
 TRAIN_OUTPUT = "cotprompt-output"
 
@@ -138,11 +138,11 @@ def _resolve(value: str, base_dir: Path) -> Path:
 def _cmd_train(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
-    from cotprompt.config_files import load_pipeline_config, read_mapping
     from cotprompt.data.spec import DataSpec, build_datasets
     from cotprompt.io import check_writable
-    from cotprompt.pipeline import CoTPipeline
-    from cotprompt.plugins import get_registry
+    from cotprompt.pipeline.config_files import load_pipeline_config, read_mapping
+    from cotprompt.pipeline.core import CoTPipeline
+    from cotprompt.plugins.registry import get_registry
     from cotprompt.types import Task
 
     config_path = Path(args.config)
@@ -297,7 +297,7 @@ def _result_dict(result: EvaluationResult) -> dict[str, Any]:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from cotprompt.pipeline import CoTPipeline
+    from cotprompt.pipeline.core import CoTPipeline
 
     if args.batch_size < 1:
         raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
@@ -387,7 +387,7 @@ def _prediction_dict(image: str, prediction: Prediction) -> dict[str, Any]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from cotprompt.pipeline import CoTPipeline
+    from cotprompt.pipeline.core import CoTPipeline
 
     if args.top_k < 1:
         raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")

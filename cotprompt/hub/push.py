@@ -13,10 +13,11 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cotprompt.artifact import ARTIFACT_FILES, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact.format import ARTIFACT_FILES, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from cotprompt.errors import ArtifactError
 from cotprompt.folder_commit import reading, recover, resolve
-from cotprompt.hub_common import (
+from cotprompt.hub.download import check_artifact
+from cotprompt.hub.http import (
     HubConnectionError,
     RetryPolicy,
     _hub_error,
@@ -25,12 +26,11 @@ from cotprompt.hub_common import (
     _with_retries,
     endpoint,
 )
-from cotprompt.hub_download import check_artifact
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
 
-    from cotprompt.pipeline import CoTPipeline
+    from cotprompt.pipeline.core import CoTPipeline
 
 logger = logging.getLogger("cotprompt.hub")
 
@@ -134,7 +134,7 @@ def push_folder(
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
-    from cotprompt.model_card import render_card
+    from cotprompt.artifact.model_card import render_card
 
     folder = Path(folder)
     recover(folder, ARTIFACT_FILES)  # an interrupted save: before the reader lock (needs it all)

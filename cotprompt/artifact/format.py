@@ -33,7 +33,7 @@ from cotprompt.errors import ArtifactError
 from cotprompt.folder_commit import commit_files, reading, recover
 from cotprompt.io import save_safetensors_atomic, write_text_atomic
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cotprompt.artifact")  # the logger name users configure
 
 FORMAT_VERSION = 1
 CONFIG_NAME = "cotprompt_config.json"

@@ -22,55 +22,32 @@ What this module adds on top:
 * **One commit per push.** Config, weights and model card go up in a single commit; a ``README.md``
   already in the repository is downloaded first so that its custom text and metadata are kept.
 
-This module is the public facade; the code lives in :mod:`cotprompt.hub_common` (retries and
-errors), :mod:`cotprompt.hub_download` (pulling and checking) and :mod:`cotprompt.hub_push`
-(pushing).
+This module is the public facade; the code lives in :mod:`cotprompt.hub.http` (retries and
+errors), :mod:`cotprompt.hub.download` (pulling and checking), :mod:`cotprompt.hub.push`
+(pushing) and :mod:`cotprompt.hub.mixin` (``from_pretrained`` / ``push_to_hub`` for any class
+that saves to a folder).
 """
 
 from __future__ import annotations
 
-import logging
-
-from cotprompt import hub_common as _common
-from cotprompt import hub_download as _pulling
-from cotprompt import hub_push as _pushing
 from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from cotprompt.errors import ArtifactError, CotpromptError
-from cotprompt.hub_common import (
-    RETRIES_ENV,
-    RETRY_WAIT_ENV,
-    HubConnectionError,
-    RetryPolicy,
-    T,
-    endpoint,
-    is_offline,
-)
-from cotprompt.hub_download import (
+from cotprompt.hub.download import (
     PulledArtifact,
     check_artifact,
     download_artifact,
     pull,
     resolve_artifact,
 )
-from cotprompt.hub_push import push_folder, push_to_hub
-
-# Internal helpers, still reachable under their old names here.
-_RETRY_STATUS = _common._RETRY_STATUS
-_COMMIT_RE_LEN = _common._COMMIT_RE_LEN
-_constants = _common._constants
-_transport_errors = _common._transport_errors
-_status = _common._status
-_is_transient = _common._is_transient
-_with_retries = _common._with_retries
-_hub_error = _common._hub_error
-_library_kwargs = _common._library_kwargs
-_is_commit = _common._is_commit
-_download = _pulling._download
-_resolve_commit = _pulling._resolve_commit
-_fetch_files = _pulling._fetch_files
-_existing_card = _pushing._existing_card
-
-logger = logging.getLogger(__name__)
+from cotprompt.hub.http import (
+    RETRIES_ENV,
+    RETRY_WAIT_ENV,
+    HubConnectionError,
+    RetryPolicy,
+    endpoint,
+    is_offline,
+)
+from cotprompt.hub.push import push_folder, push_to_hub
 
 __all__ = [
     "CARD_NAME",
@@ -83,12 +60,10 @@ __all__ = [
     "HubConnectionError",
     "PulledArtifact",
     "RetryPolicy",
-    "T",
     "check_artifact",
     "download_artifact",
     "endpoint",
     "is_offline",
-    "logger",
     "pull",
     "push_folder",
     "push_to_hub",

@@ -1,4 +1,4 @@
-"""Artifact (de)serialisation of a :class:`~cotprompt.pipeline.CoTPipeline`: component records,
+"""Artifact (de)serialisation of a :class:`~cotprompt.pipeline.core.CoTPipeline`: component records,
 the artifact config, saving to a folder and loading from a folder or Hub repository."""
 
 from __future__ import annotations
@@ -13,20 +13,20 @@ import yaml
 from pydantic import BaseModel
 
 from cotprompt import artifact
-from cotprompt.artifact_records import ComponentChoice, validate_records
+from cotprompt.artifact.model_card import render_card
+from cotprompt.artifact.records import ComponentChoice, validate_records
 from cotprompt.backbones.weights_source import model_quick_gelu
 from cotprompt.config import config_record
 from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError, one_line
 from cotprompt.generators.stored import StoredChainGenerator
-from cotprompt.model_card import render_card
-from cotprompt.pipeline_config import KINDS
-from cotprompt.plugins import get_registry
+from cotprompt.pipeline.config import KINDS
+from cotprompt.plugins.registry import get_registry
 from cotprompt.types import PromptChain
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline import CoTPipeline
+    from cotprompt.pipeline.core import CoTPipeline
 
-logger = logging.getLogger("cotprompt.pipeline")
+logger = logging.getLogger("cotprompt.pipeline.core")
 
 
 def _load_generator(registry: Any, choice: ComponentChoice, config: Mapping[str, Any]) -> Any:
@@ -134,7 +134,7 @@ def load_pipeline(
 ) -> CoTPipeline:
     """Load a saved pipeline (as ``cls``) from a folder or a Hugging Face Hub repository.
 
-    See :meth:`cotprompt.pipeline.CoTPipeline.from_pretrained`.
+    See :meth:`cotprompt.pipeline.core.CoTPipeline.from_pretrained`.
     """
     from cotprompt.hub import resolve_artifact
 

@@ -195,7 +195,7 @@ def _frames(exc: BaseException) -> list[Any]:
 def _failing_component(exc: BaseException) -> Any:
     """The registered plugin component (not a built-in) whose code raised ``exc``, if any."""
     try:
-        from cotprompt.plugins import get_registry
+        from cotprompt.plugins.registry import get_registry
 
         components = [c for c in get_registry().list() if c.package != "cotprompt"]
     except Exception:  # no registry: no plugin can have failed

@@ -24,8 +24,8 @@ from cotprompt.errors import (
     UnknownComponentError,
     UnsafeSettingError,
 )
-from cotprompt.plugin_records import KINDS, Kind
-from cotprompt.plugins import get_registry
+from cotprompt.plugins.records import KINDS, Kind
+from cotprompt.plugins.registry import get_registry
 from cotprompt.training.config import TrainingConfig
 from cotprompt.types import CLASSIFICATION, PromptChain, Task
 

@@ -2,7 +2,7 @@
 
 :func:`add_hub_commands` adds both to the ``cotprompt`` parser. Each sets ``handler`` (a function
 of the parsed arguments returning the exit status), as the other subcommands of
-:mod:`cotprompt.cli` do; errors are raised as :class:`~cotprompt.errors.CotpromptError` for the
+:mod:`cotprompt.cli.app` do; errors are raised as :class:`~cotprompt.errors.CotpromptError` for the
 command line's common error handling. Results go to stdout (``--json`` for a JSON object).
 
     cotprompt push ./my-prompts alice/eurosat-coop [--revision dev] [--private | --public]
@@ -16,7 +16,7 @@ import argparse
 import sys
 from typing import Any
 
-from cotprompt.cli_output import _json_text
+from cotprompt.cli.output import _json_text
 
 _TOKEN_HELP = "Hub token (default: HF_TOKEN or the token saved by `hf auth login`)"
 

@@ -1,12 +1,12 @@
 """Plugin records: what the registry knows about components, plugins and packages.
 
-The data the :class:`~cotprompt.plugins.Registry` collects (:class:`ComponentInfo`,
+The data the :class:`~cotprompt.plugins.registry.Registry` collects (:class:`ComponentInfo`,
 :class:`PluginFailure`, :class:`DuplicateComponent`), the constants that name component kinds,
 hooks, the entry-point group and the strict-mode variable, the helpers that find the
 distribution (package name and version) providing a module, and the check that an object a
 plugin registers is a valid component class (:class:`InvalidComponentError` otherwise).
 
-Everything here is re-exported by :mod:`cotprompt.plugins`; import it from there.
+Everything here is re-exported by :mod:`cotprompt.plugins.registry`; import it from there.
 """
 
 from __future__ import annotations

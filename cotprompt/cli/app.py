@@ -7,16 +7,16 @@ status); adding a command is adding such a function to the list.
 Every failure is printed as one line ``error: ...`` on stderr, never as a traceback (``--debug``
 adds it): errors that cotprompt raises on purpose (:class:`~cotprompt.errors.CotpromptError`),
 bad usage and any other exception exit with status 2, file-system errors with status 1 (see
-:func:`cotprompt.cli_common.describe_failure`); ``--device`` is checked before anything is built.
+:func:`cotprompt.cli._common.describe_failure`); ``--device`` is checked before anything is built.
 Results go to stdout (``--json`` for machine-readable output); logs and progress bars go to
 stderr.
 
 This module assembles the parser, runs the entry point :func:`main` and holds the small
 ``plugins`` command. The other commands live in their own modules: ``train``, ``eval`` and
-``predict`` in :mod:`cotprompt.cli_pipeline`, ``demo`` in :mod:`cotprompt.cli_demo`, ``push``
-and ``pull`` in :mod:`cotprompt.cli_hub`, ``eval-retrieval`` and ``eval-vqa`` in
-:mod:`cotprompt.cli_tasks`; what they share is in :mod:`cotprompt.cli_common` (exit statuses,
-common options) and :mod:`cotprompt.cli_output` (output helpers, logging).
+``predict`` in :mod:`cotprompt.cli.pipeline`, ``demo`` in :mod:`cotprompt.cli.demo`, ``push``
+and ``pull`` in :mod:`cotprompt.cli.hub`, ``eval-retrieval`` and ``eval-vqa`` in
+:mod:`cotprompt.cli.tasks`; what they share is in :mod:`cotprompt.cli._common` (exit statuses,
+common options) and :mod:`cotprompt.cli.output` (output helpers, logging).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from cotprompt._version import __version__
-from cotprompt.cli_common import (
+from cotprompt.cli._common import (
     EXIT_FAILURE,
     EXIT_OK,
     EXIT_USAGE,
@@ -38,17 +38,17 @@ from cotprompt.cli_common import (
     check_device,
     describe_failure,
 )
-from cotprompt.cli_demo import (
+from cotprompt.cli.demo import (
     DEMO_OUTPUT,
     RANDOM_BACKBONE_EPOCHS,
     RANDOM_BACKBONE_TRAINING,
     _add_demo,
     demo_training,
 )
-from cotprompt.cli_hub import add_hub_commands
-from cotprompt.cli_output import _out, _print_json, _table, configure_logging
-from cotprompt.cli_pipeline import TRAIN_OUTPUT, _add_eval, _add_predict, _add_train
-from cotprompt.cli_tasks import add_task_commands
+from cotprompt.cli.hub import add_hub_commands
+from cotprompt.cli.output import _out, _print_json, _table, configure_logging
+from cotprompt.cli.pipeline import TRAIN_OUTPUT, _add_eval, _add_predict, _add_train
+from cotprompt.cli.tasks import add_task_commands
 from cotprompt.errors import one_line
 
 __all__ = [
@@ -130,7 +130,7 @@ def _add_subparsers(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
-    from cotprompt.plugins import get_registry
+    from cotprompt.plugins.registry import get_registry
 
     registry = get_registry()
     for failure in registry.failures:
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     Returns:
         The exit status: 0 on success, 1 on a file-system error, 2 on bad usage, a cotprompt
         error or any other failure (each printed as one line ``error: ...`` on stderr, see
-        :func:`cotprompt.cli_common.describe_failure`), 130 when interrupted.
+        :func:`cotprompt.cli._common.describe_failure`), 130 when interrupted.
     """
     parser = build_parser()
     try:

@@ -15,7 +15,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cotprompt.model_card")  # the logger name users configure
 
 START = "<!-- cotprompt:generated:start -->"
 END = "<!-- cotprompt:generated:end -->"

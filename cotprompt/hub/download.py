@@ -13,10 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotprompt.artifact import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_artifact
-from cotprompt.artifact_records import validate_records
+from cotprompt.artifact.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_artifact
+from cotprompt.artifact.records import validate_records
 from cotprompt.errors import ArtifactError
-from cotprompt.hub_common import (
+from cotprompt.hub.http import (
     HubConnectionError,
     RetryPolicy,
     _hub_error,
@@ -55,8 +55,8 @@ def check_artifact(folder: str | Path, *, source: str | None = None) -> dict[str
 
     Applies the checks loading applies, before anything is built: the config (format version,
     required entries), every component installed (the error names the package that provides
-    it) with options a file may carry (:func:`cotprompt.artifact_records.validate_records`), and
-    the weights (:func:`cotprompt.artifact.verify_weights`: checksum required and matching,
+    it) with options a file may carry (:func:`cotprompt.artifact.records.validate_records`), and
+    the weights (:func:`cotprompt.artifact.format.verify_weights`: checksum required and matching,
     tensors as recorded, all values finite). The check against the built model happens in
     :meth:`CoTPipeline.from_pretrained`.
 
@@ -234,7 +234,7 @@ def resolve_artifact(
 
     Raises:
         ArtifactError: The path is a file, or neither a local folder nor a downloadable
-            repository (:class:`~cotprompt.hub_common.HubConnectionError` when the Hub could not
+            repository (:class:`~cotprompt.hub.http.HubConnectionError` when the Hub could not
             be reached); the message names the folder that does not exist.
     """
     path = Path(path_or_repo_id)
@@ -280,7 +280,7 @@ def pull(
             and :func:`check_artifact`; also ``local_dir`` holding a README.md but no artifact.
         OSError: ``local_dir`` cannot be written; it keeps what it held.
     """
-    from cotprompt.artifact import ARTIFACT_FILES
+    from cotprompt.artifact.format import ARTIFACT_FILES
     from cotprompt.folder_commit import Writer, commit_files
 
     if local_dir is not None:  # checked before anything is fetched

@@ -3,7 +3,7 @@
 The one responsibility of this module is talking to ``huggingface_hub`` safely: it holds
 :class:`HubConnectionError`, :class:`RetryPolicy`, the retry loop and the translation of
 ``huggingface_hub`` failures into clear cotprompt errors. Downloading lives in
-:mod:`cotprompt.hub_download`, pushing in :mod:`cotprompt.hub_push`; :mod:`cotprompt.hub` is the
+:mod:`cotprompt.hub.download`, pushing in :mod:`cotprompt.hub.push`; :mod:`cotprompt.hub` is the
 public facade.
 """
 
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from cotprompt.artifact import CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact.format import CONFIG_NAME, WEIGHTS_NAME
 from cotprompt.errors import ArtifactError, CotpromptError
 
 logger = logging.getLogger("cotprompt.hub")

@@ -13,13 +13,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cotprompt.cli_common import EXIT_OK, _add_device, _torch_threads
-from cotprompt.cli_output import _out, _print_json, _table
+from cotprompt.cli._common import EXIT_OK, _add_device, _torch_threads
+from cotprompt.cli.output import _out, _print_json, _table
 from cotprompt.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:
     from cotprompt.data.records import ImageClassificationDataset
-    from cotprompt.pipeline import CoTPipeline
+    from cotprompt.pipeline.core import CoTPipeline
     from cotprompt.training.config import TrainingConfig
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
     "demo_training",
 ]
 
-logger = logging.getLogger("cotprompt.cli")  # the command line's logger, shared by its modules
+logger = logging.getLogger("cotprompt.cli.app")  # the command line's logger, shared by its modules
 
 DEMO_OUTPUT = "cotprompt-demo-output"
 
@@ -111,7 +111,7 @@ def _parse_pretrained(value: str | None, model: str) -> str | None:
 def _parse_methods(value: str) -> list[str]:
     import difflib
 
-    from cotprompt.pipeline import METHODS
+    from cotprompt.pipeline.core import METHODS
 
     methods = [m.strip() for m in value.split(",") if m.strip()]
     if not methods:
@@ -179,8 +179,8 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace, methods: list[str], pretrained: str | None) -> int:
     from cotprompt.data import digits_dataset, few_shot
     from cotprompt.io import check_writable
-    from cotprompt.pipeline import CoTPipeline
-    from cotprompt.plugins import get_registry
+    from cotprompt.pipeline.core import CoTPipeline
+    from cotprompt.plugins.registry import get_registry
 
     random_backbone = pretrained is None
     progress = not args.quiet

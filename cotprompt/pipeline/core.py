@@ -1,8 +1,8 @@
 """``CoTPipeline``: backbone + generator + tuner + aggregator, trained and used as one object.
 
 This module holds the pipeline's construction, training and inference. Saving and loading
-artifacts live in :mod:`cotprompt.pipeline_io`; the config model and method presets in
-:mod:`cotprompt.pipeline_config` (re-exported here).
+artifacts live in :mod:`cotprompt.pipeline.serialization`; the config model and method presets in
+:mod:`cotprompt.pipeline.config` (re-exported here).
 """
 
 from __future__ import annotations
@@ -17,21 +17,19 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import Tensor
 
-from cotprompt import pipeline_io
 from cotprompt.data.records import ImageClassificationDataset
 from cotprompt.errors import ConfigError, DataError, NumericalError
 from cotprompt.evaluation.metrics import EvaluationResult
-from cotprompt.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.model import PromptModel
-from cotprompt.pipeline_config import (
-    KINDS,
-    METHODS,
+from cotprompt.pipeline import serialization as pipeline_io
+from cotprompt.pipeline.config import (
     PipelineConfig,
     Prediction,
     build_components,
     config_create_kwargs,
     method_create_kwargs,
 )
+from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.training.config import TrainingConfig, merge_training
 from cotprompt.training.seeding import InitRecord, bind_components, record_init, redraw_untrained
 from cotprompt.training.trainer import StepInfo, Trainer, TrainingResult
@@ -40,7 +38,7 @@ from cotprompt.types import PromptChain, Task
 if TYPE_CHECKING:
     from cotprompt.tasks import TaskDataset, TaskResult
 
-__all__ = ["KINDS", "METHODS", "CoTPipeline", "PipelineConfig", "Prediction"]
+__all__ = ["CoTPipeline", "check_finite_scores"]
 
 
 class CoTPipeline:
@@ -409,7 +407,7 @@ class CoTPipeline:
         """
         import logging
 
-        from cotprompt.inputs import read_image
+        from cotprompt.pipeline.inputs import read_image
 
         if on_bad_image not in ("error", "skip"):
             raise ConfigError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
@@ -423,7 +421,7 @@ class CoTPipeline:
         else:
             if self.task is not None and self.task.kind != "classification":
                 self.logits(items[:1], zero_shot=zero_shot)  # refuses, saying what to use
-            log = logging.getLogger(__name__)
+            log = logging.getLogger("cotprompt.pipeline")
             transform = self.backbone.image_transform(train=False)
             kept, parts = [], []
             for start in range(0, len(items), batch_size):  # one batch of images in memory

@@ -3,7 +3,7 @@ retrieval and VQA tasks.
 
 :func:`add_task_commands` adds both to the ``cotprompt`` parser. Each sets ``handler`` (a
 function of the parsed arguments returning the exit status), as the other subcommands of
-:mod:`cotprompt.cli` do; errors are raised as :class:`~cotprompt.errors.CotpromptError` for the
+:mod:`cotprompt.cli.app` do; errors are raised as :class:`~cotprompt.errors.CotpromptError` for the
 command line's common error handling. Results go to stdout (``--json`` for a JSON object).
 
     cotprompt eval-retrieval ./prompts --karpathy dataset_flickr30k.json --image-root images/
@@ -19,11 +19,11 @@ import logging
 import sys
 from typing import Any
 
-from cotprompt.cli_common import _add_allow_pickle
-from cotprompt.cli_output import _json_text
+from cotprompt.cli._common import _add_allow_pickle
+from cotprompt.cli.output import _json_text
 from cotprompt.errors import ConfigError
 
-logger = logging.getLogger("cotprompt.cli_tasks")
+logger = logging.getLogger("cotprompt.cli.tasks")
 
 
 def _write(text: str = "") -> None:
@@ -114,7 +114,7 @@ def _check_batch(args: argparse.Namespace) -> None:
 
 
 def _load(args: argparse.Namespace) -> Any:
-    from cotprompt.pipeline import CoTPipeline
+    from cotprompt.pipeline.core import CoTPipeline
 
     return CoTPipeline.from_pretrained(args.artifact, revision=args.revision, device=args.device,
                                        allow_pickle=args.allow_pickle)

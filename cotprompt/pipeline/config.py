@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cotprompt.config import ComponentSpec
 from cotprompt.errors import ConfigError
-from cotprompt.plugins import get_registry
+from cotprompt.plugins.registry import get_registry
 from cotprompt.training.config import TrainingConfig
 
 KINDS = ("backbone", "generator", "tuner", "aggregator")
@@ -97,8 +97,8 @@ def build_components(given: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
 def config_create_kwargs(config: PipelineConfig | Mapping[str, Any] | str | Path,
                          *, caller_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """``CoTPipeline.create`` arguments from a config, a mapping, or a YAML/JSON file path (an
-    untrusted file: see :func:`cotprompt.config_files.load_pipeline_config`)."""
-    from cotprompt.config_files import load_pipeline_config
+    untrusted file: see :func:`cotprompt.pipeline.config_files.load_pipeline_config`)."""
+    from cotprompt.pipeline.config_files import load_pipeline_config
 
     if not isinstance(config, PipelineConfig):
         config = load_pipeline_config(config, caller_options=caller_options)

@@ -3,7 +3,7 @@
 :func:`unknown_component_message` says what is available, what is close, what to install and
 which plugin failures may explain a missing component; :func:`validation_message` turns a
 pydantic :class:`~pydantic.ValidationError` of a component's ``Config`` into one line per bad
-option. :class:`~cotprompt.plugins.Registry` raises them as
+option. :class:`~cotprompt.plugins.registry.Registry` raises them as
 :class:`~cotprompt.errors.UnknownComponentError` and :class:`~cotprompt.errors.ConfigError`.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from pydantic import BaseModel, ValidationError
 
-from cotprompt.plugin_records import (
+from cotprompt.plugins.records import (
     BUILTIN_PACKAGE,
     ENTRY_POINT_GROUP,
     Kind,

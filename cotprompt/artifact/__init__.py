@@ -1,0 +1,39 @@
+"""The saved-pipeline format: one folder (or Hub repository) of ``cotprompt_config.json``,
+``prompt_weights.safetensors`` and ``README.md``, written all-or-nothing and read as untrusted.
+
+:mod:`cotprompt.artifact.format` writes, reads and verifies the files (one path used by
+loading, ``cotprompt pull``/``check`` and pushing); :mod:`cotprompt.artifact.records` validates the
+config's records; :mod:`cotprompt.artifact.model_card` renders the card. See ``docs/artifact.md``.
+"""
+
+from cotprompt.artifact.format import (
+    ARTIFACT_FILES,
+    CARD_NAME,
+    CONFIG_NAME,
+    FORMAT_VERSION,
+    WEIGHTS_NAME,
+    check_fits_model,
+    dtype_name,
+    file_sha256,
+    read_artifact,
+    read_config,
+    resolve,
+    verify_weights,
+    write_artifact,
+)
+
+__all__ = [
+    "ARTIFACT_FILES",
+    "CARD_NAME",
+    "CONFIG_NAME",
+    "FORMAT_VERSION",
+    "WEIGHTS_NAME",
+    "check_fits_model",
+    "dtype_name",
+    "file_sha256",
+    "read_artifact",
+    "read_config",
+    "resolve",
+    "verify_weights",
+    "write_artifact",
+]
