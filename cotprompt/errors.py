@@ -42,8 +42,8 @@ class TrainingError(CotpromptError, RuntimeError):
 class NumericalError(CotpromptError, ValueError):
     """A computation produced NaN or infinite numbers where results need finite ones.
 
-    Raised, for example, by :meth:`~cotprompt.pipeline.core.CoTPipeline.predict` and
-    :meth:`~cotprompt.pipeline.core.CoTPipeline.evaluate` when a logit is NaN or infinite (from the
+    Raised, for example, by :meth:`~cotprompt.CoTPipeline.predict` and
+    :meth:`~cotprompt.CoTPipeline.evaluate` when a logit is NaN or infinite (from the
     prompt weights, the backbone, an image or a plugin), instead of returning a label with score
     ``nan`` or a meaningless accuracy; and by the command line instead of writing invalid JSON.
     The message names what is non-finite.

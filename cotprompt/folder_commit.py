@@ -45,16 +45,11 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Literal
 
-from cotprompt.io import fsync_folder, new_file_mode
-
-try:  # POSIX only; elsewhere saves are not locked against each other
-    import fcntl
-except ImportError:  # pragma: no cover - Windows
-    fcntl = None  # type: ignore[assignment]
+from cotprompt.io import folder_lock, fsync_folder, new_file_mode, reading
 
 logger = logging.getLogger(__name__)
 
@@ -96,74 +91,6 @@ def _warn_once(folder: Path, key: str, message: str, *args: object) -> None:
             return
         _warned.add((str(folder), key))
     logger.warning(message, *args)
-
-
-@contextlib.contextmanager
-def _flock(folder: str | os.PathLike[str], operation: int, blocking: bool) -> Iterator[bool]:
-    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    try:
-        try:
-            fcntl.flock(fd, operation | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        except OSError as exc:  # e.g. ENOLCK on some network file systems
-            logger.debug("cannot lock %s (%s); going on without a lock", folder, exc)
-        yield True
-    finally:
-        os.close(fd)  # also releases the lock
-
-
-@contextlib.contextmanager
-def folder_lock(folder: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[bool]:
-    """Hold an exclusive advisory lock on ``folder`` (``flock`` on the folder itself).
-
-    Args:
-        folder: An existing folder.
-        blocking: Wait for the lock; otherwise yield ``False`` at once when another process or
-            thread holds it (exclusively, or shared by a reader).
-
-    Yields:
-        Whether the lock is held. Where locking is unavailable (no ``fcntl``, or a file system
-        that refuses ``flock``) it yields ``True`` without a lock.
-
-    Raises:
-        OSError: ``folder`` cannot be opened.
-    """
-    if fcntl is None:  # pragma: no cover - Windows
-        yield True
-        return
-    with _flock(folder, fcntl.LOCK_EX, blocking) as locked:
-        yield locked
-
-
-@contextlib.contextmanager
-def reading(folder: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold a shared advisory lock on ``folder`` while reading several of its files.
-
-    A commit into the folder (which holds the exclusive lock from its first write to its last
-    move) waits until the readers are done, and a reader waits for a commit in progress, so the
-    files read under it all come from one commit. Skipped silently where locking is unavailable
-    or ``folder`` cannot be opened (a missing folder: the read then fails by itself).
-
-    Do not call :func:`commit_files` (nor a blocking :func:`recover`) on the same folder inside
-    it: that would wait for this very lock. :func:`recover` with its default ``blocking=False``
-    is fine (it answers ``"busy"``).
-    """
-    if fcntl is None:  # pragma: no cover - Windows
-        yield
-        return
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        yield
-        return
-    try:
-        with contextlib.suppress(OSError):
-            fcntl.flock(fd, fcntl.LOCK_SH)
-        yield
-    finally:
-        os.close(fd)
 
 
 # -- inspecting a journal ------------------------------------------------------------------------

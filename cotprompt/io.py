@@ -1,10 +1,12 @@
 """Atomic file writes (a crash never leaves a half-written file behind), the mode new files get,
-and the check that a folder can receive output before long work starts."""
+advisory folder locks (exclusive for a writer, shared for readers), and the check that a folder
+can receive output before long work starts."""
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import logging
 import os
 import tempfile
 import threading
@@ -15,6 +17,14 @@ from safetensors.torch import save
 from torch import Tensor
 
 from cotprompt.errors import ConfigError
+
+try:  # POSIX only; elsewhere saves are not locked against each other
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None  # type: ignore[assignment]
+
+# folder locks log where folder commits (their one user) always have
+_lock_logger = logging.getLogger("cotprompt.folder_commit")
 
 _UMASK_LOCK = threading.Lock()
 _PROBE_MARGIN = 1 << 20  # bytes added to a writability probe: config, card, file-system slack
@@ -56,6 +66,75 @@ def fsync_folder(folder: str | os.PathLike[str]) -> None:
     except OSError as exc:  # pragma: no cover - some file systems refuse fsync on folders
         if exc.errno not in (errno.EINVAL, errno.EBADF):
             raise
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _flock(folder: str | os.PathLike[str], operation: int, blocking: bool) -> Iterator[bool]:
+    fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    try:
+        try:
+            fcntl.flock(fd, operation | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        except OSError as exc:  # e.g. ENOLCK on some network file systems
+            _lock_logger.debug("cannot lock %s (%s); going on without a lock", folder, exc)
+        yield True
+    finally:
+        os.close(fd)  # also releases the lock
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | os.PathLike[str], *, blocking: bool = True) -> Iterator[bool]:
+    """Hold an exclusive advisory lock on ``folder`` (``flock`` on the folder itself).
+
+    Args:
+        folder: An existing folder.
+        blocking: Wait for the lock; otherwise yield ``False`` at once when another process or
+            thread holds it (exclusively, or shared by a reader).
+
+    Yields:
+        Whether the lock is held. Where locking is unavailable (no ``fcntl``, or a file system
+        that refuses ``flock``) it yields ``True`` without a lock.
+
+    Raises:
+        OSError: ``folder`` cannot be opened.
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield True
+        return
+    with _flock(folder, fcntl.LOCK_EX, blocking) as locked:
+        yield locked
+
+
+@contextlib.contextmanager
+def reading(folder: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold a shared advisory lock on ``folder`` while reading several of its files.
+
+    A commit into the folder (which holds the exclusive lock from its first write to its last
+    move) waits until the readers are done, and a reader waits for a commit in progress, so the
+    files read under it all come from one commit. Skipped silently where locking is unavailable
+    or ``folder`` cannot be opened (a missing folder: the read then fails by itself).
+
+    Do not call :func:`~cotprompt.folder_commit.commit_files` (nor a blocking
+    :func:`~cotprompt.folder_commit.recover`) on the same folder inside it: that would wait for
+    this very lock. :func:`~cotprompt.folder_commit.recover` with its default ``blocking=False``
+    is fine (it answers ``"busy"``).
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        yield
+        return
+    try:
+        with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
     finally:
         os.close(fd)
 

@@ -7,6 +7,7 @@ the shared CIFAR-10 sample at ``../shared/data/cifar10-mini`` (skipped where it 
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import io
 import json
@@ -472,3 +473,63 @@ def test_demo_default_training_beats_zero_shot(capsys: pytest.CaptureFixture[str
     [row] = json.loads(out)["results"]
     assert row["epochs"] == 150
     assert row["tuned_accuracy"] >= max(2 * row["zero_shot_accuracy"], 20), row
+
+
+# -- structure of the command line (issue 13) -------------------------------------------------
+
+CLI_PACKAGE = REPO_ROOT / "cotprompt" / "cli"
+
+
+def test_logger_names_are_kept(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    """The command line logs as ``cotprompt.cli`` (the task commands' logger stays
+    ``cotprompt.cli_tasks``), the names users filter on and read in the log lines."""
+    from cotprompt.cli import _common, demo, pipeline, tasks
+
+    assert _common.logger.name == "cotprompt.cli"
+    assert pipeline.logger is _common.logger and demo.logger is _common.logger
+    assert tasks.logger.name == "cotprompt.cli_tasks"
+    code, _, err = run_cli(capsys, "demo", "--methods", "coop", "--epochs", "1", "--shots", "1",
+                           "--test-images", "10", "--output", str(tmp_path))
+    assert code == 0, err
+    assert "INFO cotprompt.cli: building backbone" in err
+
+
+def test_every_command_module_follows_the_one_convention() -> None:
+    """``app`` builds the parser from the command modules alone; each exposes
+    ``add_commands(subparsers, common)``, and the commands, in help order, are theirs."""
+    import inspect
+
+    from cotprompt.cli import app
+
+    commands: list[str] = []
+    for module in app.COMMAND_MODULES:
+        assert list(inspect.signature(module.add_commands).parameters) == ["subparsers",
+                                                                            "common"]
+        parser = argparse.ArgumentParser(prog="cotprompt")
+        module.add_commands(parser.add_subparsers(), argparse.ArgumentParser(add_help=False))
+        commands += list(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert commands == ["train", "eval", "predict", "plugins", "demo", "push", "pull",
+                        "eval-retrieval", "eval-vqa"]
+
+
+def test_cli_modules_share_only_public_names_through_common() -> None:
+    """A command module imports from the cli only ``cotprompt.cli._common`` (never one of its
+    modules), no private name crosses a file, and no module is longer than 500 lines."""
+    import ast
+
+    entry_modules = {"__init__.py", "app.py"}  # they import the command modules
+    for path in sorted(CLI_PACKAGE.rglob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        assert len(source.splitlines()) <= 500, path
+        in_common = path.parent.name == "_common"
+        for node in ast.walk(ast.parse(source)):
+            if not isinstance(node, ast.ImportFrom) or not (node.module or "").startswith(
+                    "cotprompt"):
+                continue
+            private = [a.name for a in node.names
+                       if a.name.startswith("_") and not a.name.startswith("__")]
+            assert not private, f"{path.name}: from {node.module} import {private}"
+            if node.module.startswith("cotprompt.cli") and not in_common:
+                if path.name in entry_modules:
+                    continue
+                assert node.module == "cotprompt.cli._common", f"{path.name}: {node.module}"

@@ -14,7 +14,7 @@ from pydantic_core import PydanticUndefined
 
 from cotprompt.config import ComponentSpec
 from cotprompt.data.spec import DataSpec
-from cotprompt.pipeline.core import PipelineConfig
+from cotprompt.pipeline import PipelineConfig
 from cotprompt.plugins.registry import BUILTIN_PACKAGE, get_registry
 from cotprompt.training.config import TrainingConfig
 

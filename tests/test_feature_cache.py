@@ -16,6 +16,7 @@ from cotprompt.generators import RuleBasedGenerator
 from cotprompt.model import PromptModel
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.feature_cache import FeatureCache, content_key, describe_transform
+from cotprompt.training.loop import run_training
 from cotprompt.training.trainer import Trainer
 from cotprompt.tuners import CoCoOpTuner, CoOpConfig, CoOpTuner
 from cotprompt.types import Task
@@ -157,7 +158,9 @@ def test_trainer_reuses_the_disk_cache_across_runs_and_methods(tiny_backbone, tm
         aggregator.bind(chain.num_steps, tiny_backbone.embed_dim)
         trainer = Trainer(PromptModel(tiny_backbone, tuner, aggregator), config)
         transform = tiny_backbone.image_transform()
-        return trainer.fit(data, eval_transform=transform, train_transform=transform)
+        plan = trainer.classification_plan(data, eval_transform=transform,
+                                           train_transform=transform)
+        return run_training(trainer.model, config, trainer.accelerator, plan)
 
     calls = []
     original = tiny_backbone.encode_images

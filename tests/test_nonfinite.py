@@ -16,11 +16,11 @@ import torch
 from PIL import Image
 
 from cotprompt import CoTPipeline
+from cotprompt.cli._common import json_text, print_json
 from cotprompt.cli.app import main
-from cotprompt.cli.output import _json_text, _print_json
 from cotprompt.data.records import ImageClassificationDataset, ImageRecord
 from cotprompt.errors import CotpromptError, NumericalError
-from cotprompt.pipeline.config import Prediction
+from cotprompt.pipeline import Prediction
 
 CLASSES = ["cat", "dog", "bird"]
 
@@ -115,7 +115,7 @@ def test_evaluate_names_the_image_in_a_later_batch(
     dataset = ImageClassificationDataset(
         [ImageRecord(path, i % 3) for i, path in enumerate(image_paths)], CLASSES
     )
-    original = pipeline._logits_from_features
+    original = pipeline.logits_from_features
     calls = []
 
     def second_batch_row_one_is_inf(features: torch.Tensor) -> torch.Tensor:
@@ -125,12 +125,12 @@ def test_evaluate_names_the_image_in_a_later_batch(
             logits[1, 2] = float("inf")
         return logits
 
-    monkeypatch.setattr(pipeline, "_logits_from_features", second_batch_row_one_is_inf)
+    monkeypatch.setattr(pipeline, "logits_from_features", second_batch_row_one_is_inf)
     with pytest.raises(
         NumericalError, match=rf"^non-finite scores for image 3 \({image_paths[3]}\) \(of 5"
     ):
         pipeline.evaluate(dataset, batch_size=2)
-    monkeypatch.setattr(pipeline, "_logits_from_features", original)
+    monkeypatch.setattr(pipeline, "logits_from_features", original)
     assert 0.0 <= pipeline.evaluate(dataset, batch_size=2).accuracy <= 100.0
 
 
@@ -148,7 +148,7 @@ def test_evaluate_names_the_image_in_a_later_batch(
 )
 def test_json_writer_refuses_non_finite_numbers(value, where, capsys) -> None:
     with pytest.raises(NumericalError) as excinfo:
-        _print_json(value)
+        print_json(value)
     message = str(excinfo.value)
     assert message.startswith(f"cannot write the result as JSON: {where} (not a finite number)")
     assert "NaN" not in capsys.readouterr().out
@@ -156,15 +156,15 @@ def test_json_writer_refuses_non_finite_numbers(value, where, capsys) -> None:
 
 def test_json_writer_writes_finite_values_unchanged() -> None:
     value = {"a": [1, 2.5, None, "x"], "b": {"c": True}}
-    assert _json_text(value) == json.dumps(value, indent=2)
-    assert json.loads(_json_text(value)) == value
+    assert json_text(value) == json.dumps(value, indent=2)
+    assert json.loads(json_text(value)) == value
 
 
 def test_json_writer_keeps_other_value_errors() -> None:
     circular: list[object] = []
     circular.append(circular)
     with pytest.raises(ValueError, match="Circular reference") as excinfo:
-        _json_text(circular)
+        json_text(circular)
     assert not isinstance(excinfo.value, NumericalError)
 
 

@@ -267,7 +267,7 @@ def test_duplicate_first_plugin_wins_and_is_reported(
     fake_plugin: types.ModuleType, caplog: pytest.LogCaptureFixture
 ) -> None:
     second = make_plugin("second_plugin", generators=[ImpostorGenerator])
-    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins.registry"):
+    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins"):
         registry = registry_of(fake_plugin, second)
 
     assert registry.get("generator", "fake-gen") is FakeGenerator
@@ -320,7 +320,7 @@ def test_invalid_registration_is_reported_and_plugin_skipped(
 ) -> None:
     bad = make_plugin("bad_plugin", generators=[OtherGenerator, registered])
     good = make_plugin("good_plugin", generators=[FakeGenerator])
-    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins.registry"):
+    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins"):
         registry = registry_of(bad, good)
 
     [failure] = registry.failures
@@ -397,7 +397,7 @@ def test_plugin_calling_sys_exit_at_import_is_reported_not_fatal(
     entry_points = list(importlib.metadata.Distribution.at(info).entry_points)
     assert [ep.name for ep in entry_points] == ["exiting"]
 
-    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins.registry"):
+    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins"):
         registry = Registry(entry_points=entry_points)  # the real built-ins, then the plugin
 
     [failure] = registry.failures
@@ -533,7 +533,7 @@ def test_unknown_hook_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
         raise AssertionError("never called")
 
     typo.register_generator = register_generator  # type: ignore[attr-defined]
-    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins.registry"):
+    with caplog.at_level(logging.WARNING, logger="cotprompt.plugins"):
         registry = registry_of(typo)
     assert "unknown hook 'register_generator'" in caplog.text
     assert registry.names("generator") == ["fake-gen"]

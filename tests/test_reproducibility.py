@@ -144,12 +144,13 @@ def test_untrained_parameters_are_drawn_again_for_the_runs_seed(tiny_backbone, t
     first, second = bound(1), bound(2)
     assert checksum(first) != checksum(second)
     parameters = dict(first.model.named_parameters())
-    assert redraw_untrained(first, 2)
+    first._init_record = redraw_untrained(first.model, first.chain, first._init_record, 2)
+    assert first._init_record is not None and first._init_record.seed == 2
     assert checksum(first) == checksum(second)
     assert all(p is parameters[n] for n, p in first.model.named_parameters())  # in place
     with torch.no_grad():  # trained (here: changed) parameters are never drawn again
         next(iter(first.model.trainable_state().values())).add_(1.0)
-    assert not redraw_untrained(first, 3)
+    assert redraw_untrained(first.model, first.chain, first._init_record, 3) is None
 
 
 def test_augmentation_is_a_function_of_seed_epoch_and_sample(tiny_backbone):
@@ -362,7 +363,7 @@ def test_redraw_logs_a_record_of_several_seeds(tiny_backbone, caplog):
                                   training={"seed": 1})
     pipeline._init_record = InitRecord(None, state_digest(pipeline.model))  # several seeds
     with caplog.at_level(logging.INFO, logger="cotprompt.training.seeding"):
-        assert redraw_untrained(pipeline, 2)
+        assert redraw_untrained(pipeline.model, pipeline.chain, pipeline._init_record, 2)
     assert "drawn with seed None" in caplog.text
 
 

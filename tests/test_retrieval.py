@@ -466,12 +466,12 @@ def test_components_that_cannot_do_retrieval(tiny_backbone, test_set):
 
 @contextlib.contextmanager
 def task_commands(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """``cotprompt`` with the task subcommands (added here if cli.py does not list them yet)."""
+    """``cotprompt`` with the task subcommands (added here if the cli does not list them yet)."""
     from cotprompt.cli import app as cli
-    from cotprompt.cli.tasks import add_task_commands
+    from cotprompt.cli import tasks
 
-    if add_task_commands not in cli.SUBCOMMANDS:
-        monkeypatch.setattr(cli, "SUBCOMMANDS", [*cli.SUBCOMMANDS, add_task_commands])
+    if tasks not in cli.COMMAND_MODULES:
+        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, tasks])
     yield
 
 

@@ -372,7 +372,10 @@ def test_task_training_options_update_the_pipelines():
     from types import SimpleNamespace
 
     from cotprompt.errors import ConfigError
-    from cotprompt.tasks.loops import resolve_training
+    from cotprompt.training.config import merge_training
+
+    def resolve_training(pipeline, training):  # what CoTPipeline.fit does for every task
+        return merge_training(pipeline.training, training)
 
     pipeline = SimpleNamespace(training=TrainingConfig(optimizer="adamw", lr=0.01, seed=4))
     config = resolve_training(pipeline, {"epochs": 1})

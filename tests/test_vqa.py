@@ -317,10 +317,10 @@ def test_bad_inputs(tiny_backbone, train_set, files):
 
 def run_cli(monkeypatch, *argv: str) -> tuple[int, str, str]:
     from cotprompt.cli import app as cli
-    from cotprompt.cli.tasks import add_task_commands
+    from cotprompt.cli import tasks
 
-    if add_task_commands not in cli.SUBCOMMANDS:
-        monkeypatch.setattr(cli, "SUBCOMMANDS", [*cli.SUBCOMMANDS, add_task_commands])
+    if tasks not in cli.COMMAND_MODULES:
+        monkeypatch.setattr(cli, "COMMAND_MODULES", [*cli.COMMAND_MODULES, tasks])
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         code = cli.main(list(argv))

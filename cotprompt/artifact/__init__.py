@@ -6,6 +6,7 @@ loading, ``cotprompt pull``/``check`` and pushing); :mod:`cotprompt.artifact.rec
 config's records; :mod:`cotprompt.artifact.model_card` renders the card. See ``docs/artifact.md``.
 """
 
+from cotprompt.artifact.checked import CheckedArtifact, check_artifact, read_checked
 from cotprompt.artifact.format import (
     ARTIFACT_FILES,
     CARD_NAME,
@@ -28,10 +29,13 @@ __all__ = [
     "CONFIG_NAME",
     "FORMAT_VERSION",
     "WEIGHTS_NAME",
+    "CheckedArtifact",
+    "check_artifact",
     "check_fits_model",
     "dtype_name",
     "file_sha256",
     "read_artifact",
+    "read_checked",
     "read_config",
     "resolve",
     "verify_weights",

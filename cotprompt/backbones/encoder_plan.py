@@ -1,18 +1,23 @@
-"""Cutting the text encoder's work: activation budgets and length buckets.
+"""Cutting the text encoder's work: activation budgets, length buckets and chunks.
 
 :func:`resolve_budget` turns a user's ``memory_budget_mb`` (or none: half the free memory) into
 bytes; :func:`length_buckets` groups sequences by end-of-text position so that each group is
 truncated after its own longest sequence, making another group only when it saves enough padded
-work to pay for one more encoder call.
+work to pay for one more encoder call; :func:`plan_chunks` cuts the groups into chunks that fit
+the budget and :func:`run_chunks` runs them (recomputed in the backward pass when training needs
+more than the budget), rows back in order.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.checkpoint import checkpoint
 
 #: Fraction of the free device memory used as the activation budget when none is set.
 AUTO_BUDGET_FRACTION = 0.5
@@ -86,6 +91,86 @@ def length_buckets(
         idx = torch.nonzero((lengths_cpu >= low) & (lengths_cpu <= high)).flatten()
         groups.append(idx.to(lengths.device))
     return groups
+
+
+def plan_chunks(
+    groups: list[tuple[Tensor, int]],
+    row_bytes: Callable[[int, torch.dtype, bool], int],
+    dtype: torch.dtype,
+    device: torch.device,
+    budget_bytes: int | None,
+    max_rows: int | None,
+) -> tuple[list[tuple[Tensor, int, int]], bool, dict[str, Any]]:
+    """Cut length groups into chunks that fit the activation budget.
+
+    Args:
+        groups: ``(rows, length)`` of each length bucket.
+        row_bytes: Estimated activation bytes of one row: ``row_bytes(length, dtype, training)``.
+        dtype: The dtype the encoder computes in.
+        device: Where it runs (for the default budget, :func:`resolve_budget`).
+        budget_bytes: The activation budget; ``None`` for half the free memory.
+        max_rows: At most this many rows per chunk.
+
+    Returns:
+        The chunks ``(rows, length, group)``, whether to recompute them in the backward pass
+        (training that needs more than the budget), and the plan that the encoder reports as
+        ``last_plan`` (``bucket_lengths``, ``chunks``, ``recompute``, ``estimated_bytes``,
+        ``budget_bytes``).
+    """
+    training = torch.is_grad_enabled()
+    budget = budget_bytes if budget_bytes is not None else resolve_budget(None, device)
+    need = sum(len(rows) * row_bytes(length, dtype, training) for rows, length in groups)
+    recompute = training and need > budget
+    chunks = []
+    for g, (rows, length) in enumerate(groups):
+        per_row = max(1, row_bytes(length, dtype, training))
+        size = max(1, budget // per_row) if need > budget else len(rows)
+        if max_rows is not None:
+            size = min(size, max_rows)
+        for start in range(0, len(rows), size):
+            chunks.append((rows[start : start + size], length, g))
+    plan = {
+        "bucket_lengths": [length for _, length in groups],
+        "chunks": len(chunks),
+        "recompute": recompute,
+        "estimated_bytes": need,
+        "budget_bytes": budget,
+    }
+    return chunks, recompute, plan
+
+
+def run_chunks(
+    chunks: list[tuple[Tensor, int, int]],
+    chunk_fn: Callable[..., Tensor],
+    recompute: bool,
+    num_rows: int,
+) -> Tensor:
+    """Run the chunks (recomputed in the backward pass when ``recompute``), rows in order.
+
+    Args:
+        chunks: ``(rows, length, group)`` from :func:`plan_chunks`.
+        chunk_fn: ``chunk_fn(rows, length, group)`` -> the features of those rows.
+        recompute: Checkpoint each chunk (activation recomputation).
+        num_rows: The number of rows in all; the chunks must hold each once.
+
+    Returns:
+        ``[num_rows, E]`` features, in row order.
+    """
+    parts: list[Tensor] = []
+    for idx, length, g in chunks:
+        if recompute:
+            parts.append(checkpoint(chunk_fn, idx, length, g, use_reentrant=False))
+        else:
+            parts.append(chunk_fn(idx, length, g))
+    features = parts[0] if len(parts) == 1 else torch.cat(parts)
+    perm = chunks[0][0] if len(chunks) == 1 else torch.cat([c[0] for c in chunks])
+    if len(perm) != num_rows:
+        raise RuntimeError("internal error: rows lost in bucketing")
+    if torch.equal(perm, torch.arange(num_rows, device=perm.device)):
+        return features
+    inverse = torch.empty_like(perm)
+    inverse[perm] = torch.arange(num_rows, device=perm.device)
+    return features[inverse]
 
 
 @functools.lru_cache(maxsize=64)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import difflib
 import logging
-import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from functools import cached_property
@@ -17,6 +16,17 @@ import torch.nn.functional as F
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from torch import Tensor, nn
 
+from cotprompt.backbones.model_names import (
+    LOCAL_DIR,
+    TINY_DEMO_MODEL,
+    TINY_MODEL,
+    TINY_MODELS,
+    absolute_local_dir,
+    absolute_path,
+    absolute_pretrained,
+    register_model_configs,
+)
+from cotprompt.backbones.precision import check_precision, matmul_dtype
 from cotprompt.backbones.text_encoder import FastTextEncoder, unsupported_reason
 from cotprompt.backbones.weights_source import (
     WeightsSource,
@@ -33,17 +43,21 @@ from cotprompt.config import (
 )
 from cotprompt.errors import ConfigError, one_line
 
+__all__ = [
+    "LOCAL_DIR",
+    "TINY_DEMO_MODEL",
+    "TINY_MODEL",
+    "TINY_MODELS",
+    "OpenCLIPBackbone",
+    "OpenCLIPBackboneConfig",
+    "absolute_local_dir",
+    "absolute_pretrained",
+    "normalize",
+    "register_model_configs",
+]
+
 logger = logging.getLogger(__name__)
 
-_CONFIG_DIR = Path(__file__).parent / "model_configs"
-#: Small architectures shipped with cotprompt for offline use and tests (random weights only).
-TINY_MODEL = "cotprompt-tiny"
-#: The same with average-pooled patch tokens: random-weight image features are less collinear
-#: than with the class token, so the offline demo shows prompt tuning at work.
-TINY_DEMO_MODEL = "cotprompt-tiny-avgpool"
-#: The shipped small architectures (random weights only).
-TINY_MODELS = (TINY_MODEL, TINY_DEMO_MODEL)
-_registered = False
 _REPO_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -63,46 +77,6 @@ def _quiet_open_clip(active: bool) -> Iterator[None]:
         yield
     finally:
         root.removeFilter(flt)
-
-
-def register_model_configs() -> None:
-    """Make cotprompt's small model configs (``cotprompt-tiny``) known to open_clip."""
-    global _registered
-    if not _registered:
-        import open_clip
-
-        open_clip.add_model_config(_CONFIG_DIR)
-        _registered = True
-
-
-_PATH_MARKS = ("/", "\\", ".")
-LOCAL_DIR = "local-dir:"
-
-
-def _absolute(value: str, base_dir: Path) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else Path(os.path.abspath(base_dir / path))
-
-
-def absolute_pretrained(value: str, base_dir: Path) -> str:
-    """``pretrained`` with a relative file path made absolute against ``base_dir``; open_clip
-    tags (which never hold ``/``, ``\\`` or ``.``, and name no file there) are kept."""
-    if not value.strip():
-        return value
-    is_path = (
-        value.startswith("~")
-        or any(mark in value for mark in _PATH_MARKS)
-        or (base_dir / value).is_file()
-    )
-    return str(_absolute(value, base_dir)) if is_path else value
-
-
-def absolute_local_dir(model_name: str, base_dir: Path) -> str:
-    """A ``local-dir:`` model name with its folder made absolute against ``base_dir``; other
-    names unchanged."""
-    if not model_name.startswith(LOCAL_DIR) or not model_name.removeprefix(LOCAL_DIR).strip():
-        return model_name
-    return LOCAL_DIR + str(_absolute(model_name.removeprefix(LOCAL_DIR), base_dir))
 
 
 class OpenCLIPBackboneConfig(ComponentConfig):
@@ -176,7 +150,7 @@ class OpenCLIPBackboneConfig(ComponentConfig):
             options["model_name"] = absolute_local_dir(model_name, base_dir)
         cache_dir = options.get("cache_dir")
         if isinstance(cache_dir, str) and cache_dir:
-            options["cache_dir"] = str(_absolute(cache_dir, base_dir))
+            options["cache_dir"] = str(absolute_path(cache_dir, base_dir))
         return options
 
     @model_validator(mode="after")
@@ -355,14 +329,14 @@ class OpenCLIPBackbone(nn.Module):
         while the token and positional embeddings (and layer norms) stay in fp32, so the
         embeddings' dtype is not the one the transformer needs.
         """
-        return _matmul_dtype(self.text.transformer)
+        return matmul_dtype(self.text.transformer)
 
     @property
     def image_dtype(self) -> torch.dtype:
         """The dtype the image encoder takes its pixels in: that of its first matmul (patch
         embedding) weight (open_clip's ``fp16`` / ``bf16`` keep the class and positional
         embeddings in fp32 but the patch convolution in half precision)."""
-        return _matmul_dtype(self.model.visual)
+        return matmul_dtype(self.model.visual)
 
     @property
     def logit_scale(self) -> Tensor:
@@ -426,18 +400,7 @@ class OpenCLIPBackbone(nn.Module):
     def _check_precision(self, dtype: torch.dtype) -> None:
         """Refuse, in one line, a half precision that this device's kernels lack (some CPU
         builds have no fp16 convolution or matmul) instead of failing deep inside a forward."""
-        key = (self.device.type, dtype)
-        if dtype == torch.float32 or key in _SUPPORTED:
-            return
-        reason = _half_precision_problem(self.device, dtype)
-        if reason is not None:
-            name = "fp16" if dtype == torch.float16 else "bf16"
-            raise ConfigError(
-                f"backbone precision {self.config.precision!r} needs {name} kernels that this "
-                f"{self.device.type.upper()} lacks ({reason}); use precision 'fp32' (or "
-                f"{'bf16' if name == 'fp16' else 'fp16'}), or run on a GPU"
-            )
-        _SUPPORTED.add(key)
+        check_precision(self.device, dtype, self.config.precision, _SUPPORTED)
 
     # -- text -----------------------------------------------------------------------------
 
@@ -519,37 +482,7 @@ class OpenCLIPBackbone(nn.Module):
         return super().train(False)
 
 
-_SUPPORTED: set[tuple[str, torch.dtype]] = set()
-
-
-def _half_precision_problem(device: torch.device, dtype: torch.dtype) -> str | None:
-    """``None`` when the operations of a CLIP forward run in ``dtype`` on ``device``, else the
-    error of the first one that does not (a tiny probe: convolution, linear, layer norm,
-    attention, GELU, softmax)."""
-    try:
-        x = torch.ones(1, 3, 4, 4, device=device, dtype=dtype)
-        y = F.conv2d(x, x.new_ones(2, 3, 2, 2), stride=2).flatten(2).transpose(1, 2)  # [1, 4, 2]
-        y = F.linear(y, y.new_ones(2, 2), y.new_ones(2))
-        y = F.layer_norm(y.float(), (2,)).to(dtype)
-        y = F.scaled_dot_product_attention(y[None], y[None], y[None], is_causal=True)[0]
-        F.gelu(y).softmax(-1).sum().item()
-    except (RuntimeError, NotImplementedError) as exc:
-        return one_line(exc, 160)
-    return None
-
-
-def _matmul_dtype(module: nn.Module) -> torch.dtype:
-    """The dtype of the first convolution / linear / attention weight of ``module`` (what its
-    inputs must be cast to), or of its first floating parameter when it has none."""
-    for sub in module.modules():
-        if isinstance(sub, (nn.Conv2d, nn.Linear)):
-            return sub.weight.dtype
-        if isinstance(sub, nn.MultiheadAttention) and sub.in_proj_weight is not None:
-            return sub.in_proj_weight.dtype
-    for param in module.parameters():
-        if param.is_floating_point():
-            return param.dtype
-    return torch.float32
+_SUPPORTED: set[tuple[str, torch.dtype]] = set()  # (device type, dtype) pairs that ran
 
 
 def normalize(x: Tensor) -> Tensor:

@@ -41,17 +41,12 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
-from cotprompt.backbones.encoder_plan import (
-    length_buckets,
-    resolve_budget,
-)
+from cotprompt.backbones.encoder_plan import length_buckets, plan_chunks, run_chunks
 from cotprompt.backbones.encoder_weights import BlockWeights, TowerWeights
 from cotprompt.kernels import add_layer_norm, bias_act, kernels_disabled, uses_triton
 
 logger = logging.getLogger(__name__)
-
 
 
 def autocast_dtype(device_type: str) -> torch.dtype | None:
@@ -304,11 +299,12 @@ class FastTextEncoder:
             return self._run_chunk(x, pool=eot_index[idx])
 
         groups = [(g, int(lengths[g].max())) for g in length_buckets(lengths)]
-        chunks, recompute, plan = self._plan(
-            groups, self.row_bytes, embeddings, budget_bytes, max_rows
+        chunks, recompute, plan = plan_chunks(
+            groups, self.row_bytes, self._matmul_dtype(embeddings), embeddings.device,
+            budget_bytes, max_rows,
         )
         self.last_plan = {**plan, "rows": rows, "joint_prefix": False}
-        return self._execute(chunks, lambda idx, length, _g: chunk_fn(idx, length), recompute, rows)
+        return run_chunks(chunks, lambda idx, length, _g: chunk_fn(idx, length), recompute, rows)
 
     def encode_with_prefix(
         self,
@@ -357,7 +353,9 @@ class FastTextEncoder:
             return self.row_bytes(length, dtype, training, prefix_length=lp)
 
         num_rows = int(row_text.shape[0])
-        chunks, recompute, plan = self._plan(groups, row_bytes, prefix, budget_bytes, max_rows)
+        chunks, recompute, plan = plan_chunks(
+            groups, row_bytes, self._matmul_dtype(prefix), prefix.device, budget_bytes, max_rows
+        )
         joint = len(chunks) == 1 and not self.compile
         self.last_plan = {**plan, "rows": num_rows, "joint_prefix": joint}
         if joint:
@@ -372,7 +370,7 @@ class FastTextEncoder:
                 pool=suffix_eot[row_text[idx]],
                 qkv0=qkv_text[text],
             )
-            return self._execute([(idx, length, g)], lambda *_: features, False, num_rows)
+            return run_chunks([(idx, length, g)], lambda *_: features, False, num_rows)
 
         kv = self._run(prefix_x, record=True)
 
@@ -387,7 +385,7 @@ class FastTextEncoder:
                 qkv0=qkv_text[text],
             )
 
-        return self._execute(chunks, chunk_fn, recompute, num_rows)
+        return run_chunks(chunks, chunk_fn, recompute, num_rows)
 
     def _run_joint(
         self,
@@ -468,58 +466,3 @@ class FastTextEncoder:
         if training:
             return per_layer * self.num_layers
         return 2 * per_layer
-
-    def _plan(
-        self,
-        groups: list[tuple[Tensor, int]],
-        row_bytes: Callable[[int, torch.dtype, bool], int],
-        like: Tensor,
-        budget_bytes: int | None,
-        max_rows: int | None,
-    ) -> tuple[list[tuple[Tensor, int, int]], bool, dict[str, Any]]:
-        """Chunks ``(rows, length, group)`` within the budget, and whether to recompute them."""
-        training = torch.is_grad_enabled()
-        dtype = self._matmul_dtype(like)
-        budget = budget_bytes if budget_bytes is not None else resolve_budget(None, like.device)
-        need = sum(len(rows) * row_bytes(length, dtype, training) for rows, length in groups)
-        recompute = training and need > budget
-        chunks = []
-        for g, (rows, length) in enumerate(groups):
-            per_row = max(1, row_bytes(length, dtype, training))
-            size = max(1, budget // per_row) if need > budget else len(rows)
-            if max_rows is not None:
-                size = min(size, max_rows)
-            for start in range(0, len(rows), size):
-                chunks.append((rows[start : start + size], length, g))
-        plan = {
-            "bucket_lengths": [length for _, length in groups],
-            "chunks": len(chunks),
-            "recompute": recompute,
-            "estimated_bytes": need,
-            "budget_bytes": budget,
-        }
-        return chunks, recompute, plan
-
-    @staticmethod
-    def _execute(
-        chunks: list[tuple[Tensor, int, int]],
-        chunk_fn: Callable[..., Tensor],
-        recompute: bool,
-        num_rows: int,
-    ) -> Tensor:
-        """Run the chunks (recomputed in the backward pass when ``recompute``), rows in order."""
-        parts: list[Tensor] = []
-        for idx, length, g in chunks:
-            if recompute:
-                parts.append(checkpoint(chunk_fn, idx, length, g, use_reentrant=False))
-            else:
-                parts.append(chunk_fn(idx, length, g))
-        features = parts[0] if len(parts) == 1 else torch.cat(parts)
-        perm = chunks[0][0] if len(chunks) == 1 else torch.cat([c[0] for c in chunks])
-        if len(perm) != num_rows:
-            raise RuntimeError("internal error: rows lost in bucketing")
-        if torch.equal(perm, torch.arange(num_rows, device=perm.device)):
-            return features
-        inverse = torch.empty_like(perm)
-        inverse[perm] = torch.arange(num_rows, device=perm.device)
-        return features[inverse]

@@ -1,8 +1,12 @@
-"""The ``cotprompt`` command line: train, evaluate, predict, list plugins, run the offline demo.
+"""The ``cotprompt`` command line: the parser, built from the command modules, and :func:`main`.
 
-Every subcommand is added by one ``_add_<name>`` function listed in :data:`SUBCOMMANDS`, which
-builds its parser and sets ``handler`` (a function of the parsed arguments returning the exit
-status); adding a command is adding such a function to the list.
+Every command module (listed in :data:`COMMAND_MODULES`, in help order) exposes
+``add_commands(subparsers, common)``, which adds its subcommands with ``parents=[common]`` and
+sets each one's ``handler`` (a function of the parsed arguments returning the exit status):
+``train``, ``eval`` and ``predict`` in :mod:`cotprompt.cli.pipeline`, ``plugins`` in
+:mod:`cotprompt.cli.plugins`, ``demo`` in :mod:`cotprompt.cli.demo`, ``push`` and ``pull`` in
+:mod:`cotprompt.cli.hub`, ``eval-retrieval`` and ``eval-vqa`` in :mod:`cotprompt.cli.tasks`.
+What they share (exit statuses, options, output, logging) is in :mod:`cotprompt.cli._common`.
 
 Every failure is printed as one line ``error: ...`` on stderr, never as a traceback (``--debug``
 adds it): errors that cotprompt raises on purpose (:class:`~cotprompt.errors.CotpromptError`),
@@ -10,13 +14,6 @@ bad usage and any other exception exit with status 2, file-system errors with st
 :func:`cotprompt.cli._common.describe_failure`); ``--device`` is checked before anything is built.
 Results go to stdout (``--json`` for machine-readable output); logs and progress bars go to
 stderr.
-
-This module assembles the parser, runs the entry point :func:`main` and holds the small
-``plugins`` command. The other commands live in their own modules: ``train``, ``eval`` and
-``predict`` in :mod:`cotprompt.cli.pipeline`, ``demo`` in :mod:`cotprompt.cli.demo`, ``push``
-and ``pull`` in :mod:`cotprompt.cli.hub`, ``eval-retrieval`` and ``eval-vqa`` in
-:mod:`cotprompt.cli.tasks`; what they share is in :mod:`cotprompt.cli._common` (exit statuses,
-common options) and :mod:`cotprompt.cli.output` (output helpers, logging).
 """
 
 from __future__ import annotations
@@ -24,75 +21,28 @@ from __future__ import annotations
 import argparse
 import sys
 import traceback
-from collections.abc import Callable
-from typing import Any, NoReturn
+from types import ModuleType
+from typing import NoReturn
 
 from cotprompt._version import __version__
+from cotprompt.cli import demo, hub, pipeline, plugins, tasks
 from cotprompt.cli._common import (
-    EXIT_FAILURE,
-    EXIT_OK,
     EXIT_USAGE,
     Handler,
-    _common_options,
-    _torch_threads,
+    add_top_level_options,
     check_device,
+    common_options,
+    configure_logging,
     describe_failure,
+    torch_threads,
 )
-from cotprompt.cli.demo import (
-    DEMO_OUTPUT,
-    RANDOM_BACKBONE_EPOCHS,
-    RANDOM_BACKBONE_TRAINING,
-    _add_demo,
-    demo_training,
-)
-from cotprompt.cli.hub import add_hub_commands
-from cotprompt.cli.output import _out, _print_json, _table, configure_logging
-from cotprompt.cli.pipeline import TRAIN_OUTPUT, _add_eval, _add_predict, _add_train
-from cotprompt.cli.tasks import add_task_commands
 from cotprompt.errors import one_line
 
-__all__ = [
-    "DEMO_OUTPUT",
-    "EXIT_FAILURE",
-    "EXIT_OK",
-    "EXIT_USAGE",
-    "RANDOM_BACKBONE_EPOCHS",
-    "RANDOM_BACKBONE_TRAINING",
-    "SUBCOMMANDS",
-    "TRAIN_OUTPUT",
-    "Handler",
-    "build_parser",
-    "configure_logging",
-    "demo_training",
-    "main",
-]
+__all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
-
-def _add_plugins(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    parser = subparsers.add_parser(
-        "plugins", parents=[common], help="list the registered components",
-        description=(
-            "List every registered backbone, generator, tuner and aggregator with the package "
-            "providing it. Plugins that failed to load are reported on stderr."
-        ),
-    )
-    parser.add_argument(
-        "--json", action="store_true",
-        help="print a JSON list of {kind, name, package, version, plugin, class}",
-    )
-    parser.set_defaults(handler=_cmd_plugins)
-
-
-#: The subcommands, in help order. To add one, write ``_add_<name>(subparsers, common)``.
-SUBCOMMANDS: list[Callable[[Any, argparse.ArgumentParser], None]] = [
-    _add_train,
-    _add_eval,
-    _add_predict,
-    _add_plugins,
-    _add_demo,
-    add_hub_commands,
-    add_task_commands,
-]
+#: The command modules, in help order. To add commands, write a module with
+#: ``add_commands(subparsers, common)`` and list it here.
+COMMAND_MODULES: list[ModuleType] = [pipeline, plugins, demo, hub, tasks]
 
 
 class _Parser(argparse.ArgumentParser):
@@ -104,7 +54,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The ``cotprompt`` argument parser with every subcommand of :data:`SUBCOMMANDS`."""
+    """The ``cotprompt`` argument parser with the subcommands of every module of
+    :data:`COMMAND_MODULES`."""
     parser = _Parser(
         prog="cotprompt",
         description=(
@@ -114,48 +65,13 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `cotprompt COMMAND --help` for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"cotprompt {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help=argparse.SUPPRESS)
-    parser.add_argument("-q", "--quiet", action="store_true", default=False, help=argparse.SUPPRESS)
-    parser.add_argument("--debug", action="store_true", default=False, help=argparse.SUPPRESS)
-    _add_subparsers(parser)
-    return parser
-
-
-def _add_subparsers(parser: argparse.ArgumentParser) -> None:
+    add_top_level_options(parser)
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     subparsers.required = True
-    common = _common_options()
-    for add in SUBCOMMANDS:
-        add(subparsers, common)
-
-
-def _cmd_plugins(args: argparse.Namespace) -> int:
-    from cotprompt.plugins.registry import get_registry
-
-    registry = get_registry()
-    for failure in registry.failures:
-        sys.stderr.write(
-            f"warning: plugin {failure.name!r} (package {failure.package}) failed to load and "
-            f"was skipped: {failure.error}\n"
-        )
-        if getattr(args, "debug", False) and failure.traceback:
-            sys.stderr.write(failure.traceback)
-    for duplicate in registry.duplicates:
-        sys.stderr.write(
-            f"warning: {duplicate.kind} {duplicate.name!r} is registered by "
-            f"{duplicate.kept.package} and {duplicate.ignored.package}; using "
-            f"{duplicate.kept.package}'s\n"
-        )
-    components = registry.to_json_list()
-    if args.json:
-        _print_json(components)
-        return EXIT_OK
-    rows = [(c["kind"], c["name"], c["package"], c["version"] or "-") for c in components]
-    _out(_table(("kind", "name", "package", "version"), rows, (False, False, False, False)))
-    return EXIT_OK
-
-
-# -- entry point ------------------------------------------------------------------------------
+    common = common_options()
+    for module in COMMAND_MODULES:
+        module.add_commands(subparsers, common)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -180,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if getattr(args, "device", None) is not None:
             args.device = check_device(args.device)
-        with _torch_threads(getattr(args, "threads", None)):
+        with torch_threads(getattr(args, "threads", None)):
             return handler(args)
     except KeyboardInterrupt:
         sys.stderr.write("interrupted\n")

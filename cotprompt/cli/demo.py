@@ -2,34 +2,42 @@
 
 It trains CoOp, CoCoOp and CoT-PT few-shot on one shared backbone, prints zero-shot against
 tuned accuracy, saves every artifact, reloads one and checks that its predictions match.
-:func:`demo_training` gives the training options it uses for each method.
+:func:`add_commands` adds it to the ``cotprompt`` parser; :func:`demo_training` gives the
+training options it uses for each method.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cotprompt.cli._common import EXIT_OK, _add_device, _torch_threads
-from cotprompt.cli.output import _out, _print_json, _table
+from cotprompt.cli._common import (
+    EXIT_OK,
+    add_device,
+    add_json,
+    logger,
+    print_json,
+    require_positive,
+    table,
+    torch_threads,
+    write,
+)
 from cotprompt.errors import ArtifactError, ConfigError
 
 if TYPE_CHECKING:
     from cotprompt.data.records import ImageClassificationDataset
-    from cotprompt.pipeline.core import CoTPipeline
+    from cotprompt.pipeline import CoTPipeline
     from cotprompt.training.config import TrainingConfig
 
 __all__ = [
     "DEMO_OUTPUT",
     "RANDOM_BACKBONE_EPOCHS",
     "RANDOM_BACKBONE_TRAINING",
+    "add_commands",
     "demo_training",
 ]
-
-logger = logging.getLogger("cotprompt.cli.app")  # the command line's logger, shared by its modules
 
 DEMO_OUTPUT = "cotprompt-demo-output"
 
@@ -47,6 +55,16 @@ RANDOM_BACKBONE_TRAINING: dict[str, Any] = {
 #: Demo epochs per method on a random-weight backbone (chosen to finish in well under 2 minutes
 #: on 2 CPU cores; CoT-PT runs K=3 image-conditioned steps, so it gets fewer).
 RANDOM_BACKBONE_EPOCHS: dict[str, int] = {"coop": 150, "cocoop": 60, "cotpt": 15}
+
+
+def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``demo`` to the ``cotprompt`` parser.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers()`` returned.
+        common: The parent parser of the options every subcommand accepts.
+    """
+    _add_demo(subparsers, common)
 
 
 def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -94,8 +112,8 @@ def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--output", default=DEMO_OUTPUT, metavar="DIR",
         help=f"where the artifacts go, one folder per method (default: ./{DEMO_OUTPUT})",
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON summary")
-    _add_device(parser, threads_default=f"1 for {TINY_MODEL}, whose tiny matrices gain nothing "
+    add_json(parser, "print a JSON summary")
+    add_device(parser, threads_default=f"1 for {TINY_MODEL}, whose tiny matrices gain nothing "
                 "from more; torch's default otherwise")
     parser.set_defaults(handler=_cmd_demo)
 
@@ -111,7 +129,7 @@ def _parse_pretrained(value: str | None, model: str) -> str | None:
 def _parse_methods(value: str) -> list[str]:
     import difflib
 
-    from cotprompt.pipeline.core import METHODS
+    from cotprompt.pipeline import METHODS
 
     methods = [m.strip() for m in value.split(",") if m.strip()]
     if not methods:
@@ -163,15 +181,12 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from cotprompt.backbones.open_clip_backbone import TINY_MODELS
 
     methods = _parse_methods(args.methods)
-    if args.shots < 1:
-        raise ConfigError(f"--shots must be >= 1, got {args.shots}")
-    if args.epochs is not None and args.epochs < 1:
-        raise ConfigError(f"--epochs must be >= 1, got {args.epochs}")
-    if args.test_images is not None and args.test_images < 1:
-        raise ConfigError(f"--test-images must be >= 1, got {args.test_images}")
+    require_positive("--shots", args.shots)
+    require_positive("--epochs", args.epochs)
+    require_positive("--test-images", args.test_images)
     pretrained = _parse_pretrained(args.pretrained, args.model)
     if args.threads is None and args.model in TINY_MODELS:
-        with _torch_threads(1):
+        with torch_threads(1):
             return _run_demo(args, methods, pretrained)
     return _run_demo(args, methods, pretrained)
 
@@ -179,7 +194,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _run_demo(args: argparse.Namespace, methods: list[str], pretrained: str | None) -> int:
     from cotprompt.data import digits_dataset, few_shot
     from cotprompt.io import check_writable
-    from cotprompt.pipeline.core import CoTPipeline
+    from cotprompt.pipeline import CoTPipeline
     from cotprompt.plugins.registry import get_registry
 
     random_backbone = pretrained is None
@@ -261,30 +276,30 @@ def _run_demo(args: argparse.Namespace, methods: list[str], pretrained: str | No
         "seconds": round(time.perf_counter() - started, 2),
     }
     if args.json:
-        _print_json(summary)
+        print_json(summary)
         return EXIT_OK
-    _out(
+    write(
         f"cotprompt demo: {args.model} (pretrained: {pretrained or 'none, random weights'}), "
         f"digits, {args.shots} shots x {train.num_classes} classes = {len(train)} training "
         f"images, {len(test)} test images"
     )
-    _out()
+    write()
     table_rows = [
         (r["method"], r["epochs"], f"{r['zero_shot_accuracy']:.2f}",
          f"{r['tuned_accuracy']:.2f}", f"{r['train_seconds']:.1f}")
         for r in rows
     ]
-    _out(_table(("method", "epochs", "zero-shot acc %", "tuned acc %", "train s"),
+    write(table(("method", "epochs", "zero-shot acc %", "tuned acc %", "train s"),
                 table_rows, (False, True, True, True, True)))
     if random_backbone:
-        _out("(random-weight backbone: the prompts learn, but accuracies stay far below what "
-             "pretrained CLIP reaches; try --model ViT-B-16 --pretrained openai for real numbers)")
-    _out()
-    _out(f"artifacts saved under {output}/: " + ", ".join(methods))
-    _out(f"reloaded {output / method} with CoTPipeline.from_pretrained; predictions on "
-         f"{len(samples)} test images:")
+        write("(random-weight backbone: the prompts learn, but accuracies stay far below what "
+              "pretrained CLIP reaches; try --model ViT-B-16 --pretrained openai for real numbers)")
+    write()
+    write(f"artifacts saved under {output}/: " + ", ".join(methods))
+    write(f"reloaded {output / method} with CoTPipeline.from_pretrained; predictions on "
+          f"{len(samples)} test images:")
     for sample in samples:
-        _out(f"  true {sample['true']:<6} -> {sample['predicted']:<6} ({sample['score']:.3f})")
-    _out("the reloaded pipeline's predictions equal the in-memory ones "
-         f"(total {summary['seconds']:.0f} s)")
+        write(f"  true {sample['true']:<6} -> {sample['predicted']:<6} ({sample['score']:.3f})")
+    write("the reloaded pipeline's predictions equal the in-memory ones "
+          f"(total {summary['seconds']:.0f} s)")
     return EXIT_OK

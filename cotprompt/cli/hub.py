@@ -1,9 +1,9 @@
 """``cotprompt push`` and ``cotprompt pull``: the Hugging Face Hub subcommands.
 
-:func:`add_hub_commands` adds both to the ``cotprompt`` parser. Each sets ``handler`` (a function
-of the parsed arguments returning the exit status), as the other subcommands of
-:mod:`cotprompt.cli.app` do; errors are raised as :class:`~cotprompt.errors.CotpromptError` for the
-command line's common error handling. Results go to stdout (``--json`` for a JSON object).
+:func:`add_commands` adds both to the ``cotprompt`` parser: each ``_add_<name>`` function builds a
+command's parser and sets its ``handler`` to the ``_cmd_<name>`` function. Errors are raised as
+:class:`~cotprompt.errors.CotpromptError` for the command line's common error handling. Results
+go to stdout (``--json`` for a JSON object).
 
     cotprompt push ./my-prompts alice/eurosat-coop [--revision dev] [--private | --public]
         [--create-pr]
@@ -13,29 +13,30 @@ command line's common error handling. Results go to stdout (``--json`` for a JSO
 from __future__ import annotations
 
 import argparse
-import sys
 from typing import Any
 
-from cotprompt.cli.output import _json_text
+from cotprompt.cli._common import EXIT_OK, add_json, print_json, write
+
+__all__ = ["add_commands"]
 
 _TOKEN_HELP = "Hub token (default: HF_TOKEN or the token saved by `hf auth login`)"
 
 
-def _write(text: str) -> None:
-    sys.stdout.write(text + "\n")
-
-
-def add_hub_commands(subparsers: Any, common: argparse.ArgumentParser | None = None) -> None:
-    """Add ``push`` and ``pull`` to an argparse subparsers object.
+def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``push`` and ``pull`` (in this order) to the ``cotprompt`` parser.
 
     Args:
         subparsers: What ``ArgumentParser.add_subparsers()`` returned.
-        common: Optional parent parser of options shared by every subcommand.
+        common: The parent parser of the options every subcommand accepts.
     """
-    parents = [common] if common is not None else []
+    _add_push(subparsers, common)
+    _add_pull(subparsers, common)
+
+
+def _add_push(subparsers: Any, common: argparse.ArgumentParser) -> None:
     push = subparsers.add_parser(
         "push",
-        parents=parents,
+        parents=[common],
         help="upload a saved pipeline folder to the Hugging Face Hub",
         description=(
             "Upload config, weights and model card of a folder written by save_pretrained (or "
@@ -73,12 +74,14 @@ def add_hub_commands(subparsers: Any, common: argparse.ArgumentParser | None = N
         action="store_true",
         help="open a pull request instead of committing to the branch",
     )
-    push.add_argument("--json", action="store_true", help="print a JSON summary")
-    push.set_defaults(handler=run_push)
+    add_json(push, "print a JSON summary")
+    push.set_defaults(handler=_cmd_push)
 
+
+def _add_pull(subparsers: Any, common: argparse.ArgumentParser) -> None:
     pull = subparsers.add_parser(
         "pull",
-        parents=parents,
+        parents=[common],
         help="download and check a pipeline from the Hugging Face Hub",
         description=(
             "Download an artifact (config, weights, model card; nothing else) into the Hub cache "
@@ -95,12 +98,11 @@ def add_hub_commands(subparsers: Any, common: argparse.ArgumentParser | None = N
         metavar="DIR",
         help="also copy the files to this folder (loadable with from_pretrained)",
     )
-    pull.add_argument("--json", action="store_true", help="print a JSON summary")
-    pull.set_defaults(handler=run_pull)
+    add_json(pull, "print a JSON summary")
+    pull.set_defaults(handler=_cmd_pull)
 
 
-def run_push(args: argparse.Namespace) -> int:
-    """``cotprompt push``: returns the exit status (0)."""
+def _cmd_push(args: argparse.Namespace) -> int:
     from cotprompt.hub import push_folder
 
     info = push_folder(
@@ -119,16 +121,15 @@ def run_push(args: argparse.Namespace) -> int:
         "pr_url": getattr(info, "pr_url", None),
     }
     if args.json:
-        _write(_json_text(summary))
+        print_json(summary)
     else:
-        _write(f"pushed {args.folder} to {args.repo_id}: {summary['commit_url']}")
+        write(f"pushed {args.folder} to {args.repo_id}: {summary['commit_url']}")
         if summary["pr_url"]:
-            _write(f"pull request: {summary['pr_url']}")
-    return 0
+            write(f"pull request: {summary['pr_url']}")
+    return EXIT_OK
 
 
-def run_pull(args: argparse.Namespace) -> int:
-    """``cotprompt pull``: returns the exit status (0)."""
+def _cmd_pull(args: argparse.Namespace) -> int:
     from cotprompt.hub import pull
 
     pulled = pull(args.repo_id, revision=args.revision, token=args.token, local_dir=args.local_dir)
@@ -141,10 +142,10 @@ def run_pull(args: argparse.Namespace) -> int:
         "tuner": pulled.config["tuner"]["name"],
     }
     if args.json:
-        _write(_json_text(summary))
+        print_json(summary)
     else:
-        _write(
+        write(
             f"pulled {args.repo_id} at commit {summary['commit']} into {summary['folder']} "
             f"({summary['tuner']}, {summary['labels']} labels)"
         )
-    return 0
+    return EXIT_OK

@@ -1,32 +1,50 @@
 """The ``cotprompt train``, ``eval`` and ``predict`` commands: train a pipeline from a config
 file, measure a saved pipeline's accuracy on a labelled dataset, predict the labels of images.
 
-Each ``_add_<name>`` function adds its parser to the ``cotprompt`` command line
-(:data:`cotprompt.cli.app.SUBCOMMANDS`) and sets ``handler`` to the ``_cmd_<name>`` function.
+:func:`add_commands` adds them to the ``cotprompt`` parser: each ``_add_<name>`` function builds
+a command's parser and sets its ``handler`` to the ``_cmd_<name>`` function.
 """
 
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cotprompt.cli._common import EXIT_OK, _add_allow_pickle, _add_device
-from cotprompt.cli.output import _out, _print_json, _table
+from cotprompt.cli._common import (
+    EXIT_OK,
+    add_allow_pickle,
+    add_device,
+    add_json,
+    load_pipeline,
+    logger,
+    print_json,
+    require_positive,
+    table,
+    write,
+)
 from cotprompt.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
     from cotprompt.data.records import ImageClassificationDataset
-    from cotprompt.evaluation.metrics import EvaluationResult
-    from cotprompt.pipeline.core import CoTPipeline, Prediction
+    from cotprompt.pipeline import CoTPipeline, Prediction
 
-__all__ = ["TRAIN_OUTPUT"]
-
-logger = logging.getLogger("cotprompt.cli.app")  # the command line's logger, shared by its modules
+__all__ = ["TRAIN_OUTPUT", "add_commands"]
 
 TRAIN_OUTPUT = "cotprompt-output"
+
+
+def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
+    """Add ``train``, ``eval`` and ``predict`` (in this order) to the ``cotprompt`` parser.
+
+    Args:
+        subparsers: What ``ArgumentParser.add_subparsers()`` returned.
+        common: The parent parser of the options every subcommand accepts.
+    """
+    _add_train(subparsers, common)
+    _add_eval(subparsers, common)
+    _add_predict(subparsers, common)
 
 
 def _add_train(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -53,13 +71,13 @@ def _add_train(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="the run's seed, instead of the config's `training.seed` and `data.seed`: "
         "parameter initialisation, few-shot sample, shuffling, augmentation",
     )
-    parser.add_argument("--json", action="store_true", help="print a JSON summary")
-    _add_allow_pickle(parser)
+    add_json(parser, "print a JSON summary")
+    add_allow_pickle(parser)
     parser.add_argument(
         "--trust-remote-code", action="store_true",
         help="let the `lm` generator run its model repository's code (never set by a file)",
     )
-    _add_device(parser)
+    add_device(parser)
     parser.set_defaults(handler=_cmd_train)
 
 
@@ -97,9 +115,9 @@ def _add_eval(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-class", action="store_true", help="print per-class accuracy")
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
     parser.add_argument("--revision", help="Hub branch, tag or commit of ARTIFACT")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    _add_allow_pickle(parser)
-    _add_device(parser)
+    add_json(parser)
+    add_allow_pickle(parser)
+    add_device(parser)
     parser.set_defaults(handler=_cmd_eval)
 
 
@@ -124,9 +142,9 @@ def _add_predict(subparsers: Any, common: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
     parser.add_argument("--revision", help="Hub branch, tag or commit of ARTIFACT")
-    parser.add_argument("--json", action="store_true", help="print JSON")
-    _add_allow_pickle(parser)
-    _add_device(parser)
+    add_json(parser)
+    add_allow_pickle(parser)
+    add_device(parser)
     parser.set_defaults(handler=_cmd_predict)
 
 
@@ -140,8 +158,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     from cotprompt.data.spec import DataSpec, build_datasets
     from cotprompt.io import check_writable
+    from cotprompt.pipeline import CoTPipeline
     from cotprompt.pipeline.config_files import load_pipeline_config, read_mapping
-    from cotprompt.pipeline.core import CoTPipeline
     from cotprompt.plugins.registry import get_registry
     from cotprompt.types import Task
 
@@ -230,20 +248,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
     }
     if args.json:
-        _print_json(summary)
+        print_json(summary)
         return EXIT_OK
     loss = summary["final_loss"]
-    _out(
+    write(
         f"trained {config.tuner.name} on {len(train)} images ({train.num_classes} classes), "
         f"{training.epochs} epochs in {result.seconds:.1f} s"
         + (f"; final loss {loss:.4f}" if isinstance(loss, float) else "")
     )
     if tuned is not None and zero_shot is not None:
-        _out(
+        write(
             f"test accuracy: zero-shot {zero_shot.accuracy:.2f}%, tuned {tuned.accuracy:.2f}% "
             f"(mean per class {tuned.mean_per_class_accuracy:.2f}%) on {tuned.num_samples} images"
         )
-    _out(f"saved to {saved}")
+    write(f"saved to {saved}")
     return EXIT_OK
 
 
@@ -292,46 +310,38 @@ def _bind_dataset_classes(pipeline: CoTPipeline, dataset: ImageClassificationDat
         pipeline.set_classes(dataset.class_names)
 
 
-def _result_dict(result: EvaluationResult) -> dict[str, Any]:
-    return result.to_dict()
-
-
 def _cmd_eval(args: argparse.Namespace) -> int:
-    from cotprompt.pipeline.core import CoTPipeline
-
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    require_positive("--batch-size", args.batch_size)
     dataset = _eval_dataset(args)
-    pipeline = CoTPipeline.from_pretrained(args.artifact, revision=args.revision,
-                                           device=args.device, allow_pickle=args.allow_pickle)
+    pipeline = load_pipeline(args)
     _bind_dataset_classes(pipeline, dataset)
     results = {"tuned": pipeline.evaluate(dataset, batch_size=args.batch_size)}
     if args.zero_shot:
         results["zero_shot"] = pipeline.evaluate(dataset, batch_size=args.batch_size,
                                                  zero_shot=True)
     if args.json:
-        _print_json({
+        print_json({
             "artifact": str(args.artifact),
             "num_images": len(dataset),
             "num_classes": dataset.num_classes,
-            "results": {name: _result_dict(r) for name, r in results.items()},
+            "results": {name: r.to_dict() for name, r in results.items()},
         })
         return EXIT_OK
-    _out(f"{args.artifact}: {len(dataset)} images, {dataset.num_classes} classes")
+    write(f"{args.artifact}: {len(dataset)} images, {dataset.num_classes} classes")
     rows = [
         (name.replace("_", "-"), f"{r.accuracy:.2f}", f"{r.mean_per_class_accuracy:.2f}")
         for name, r in results.items()
     ]
-    _out(_table(("classifier", "accuracy %", "mean per class %"), rows, (False, True, True)))
+    write(table(("classifier", "accuracy %", "mean per class %"), rows, (False, True, True)))
     if args.per_class:
-        _out()
+        write()
         names = list(results)
         per_class_rows = [
             (label, *(_percent(results[n].per_class.get(label)) for n in names))
             for label in results["tuned"].per_class
         ]
         headers = ("class", *(f"{n.replace('_', '-')} %" for n in names))
-        _out(_table(headers, per_class_rows, (False, *([True] * len(names)))))
+        write(table(headers, per_class_rows, (False, *([True] * len(names)))))
     return EXIT_OK
 
 
@@ -387,16 +397,11 @@ def _prediction_dict(image: str, prediction: Prediction) -> dict[str, Any]:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from cotprompt.pipeline.core import CoTPipeline
-
-    if args.top_k < 1:
-        raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")
-    if args.batch_size < 1:
-        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    require_positive("--top-k", args.top_k)
+    require_positive("--batch-size", args.batch_size)
     skip = args.on_bad_image == "skip"
     paths = _expand_images(args.images, missing_ok=skip)
-    pipeline = CoTPipeline.from_pretrained(args.artifact, revision=args.revision,
-                                           device=args.device, allow_pickle=args.allow_pickle)
+    pipeline = load_pipeline(args)
     predictions = pipeline.predict([str(p) for p in paths], top_k=args.top_k,
                                    batch_size=args.batch_size, zero_shot=args.zero_shot,
                                    on_bad_image=args.on_bad_image)
@@ -418,7 +423,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     ]
     skipped = [record for record in records if record.get("skipped")]  # warned by predict
     if args.json:
-        _print_json(records)
+        print_json(records)
         return EXIT_OK
     rows = [
         (
@@ -430,10 +435,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         for record in records
         if not record.get("skipped")
     ]
-    _out(_table(("image", "label", "score", "next"), rows, (False, False, True, False)))
+    write(table(("image", "label", "score", "next"), rows, (False, False, True, False)))
     if skipped:
-        _out(f"skipped {len(skipped)} image(s) that could not be read:")
+        write(f"skipped {len(skipped)} image(s) that could not be read:")
         for record in skipped:
-            _out(f"  {record['error']}")
+            write(f"  {record['error']}")
     return EXIT_OK
 

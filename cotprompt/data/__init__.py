@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cotprompt.data.images import load_image, verify_images
+from cotprompt.data.images import load_image
 from cotprompt.data.records import ImageClassificationDataset, ImageRecord, Transform
 from cotprompt.data.sampling import base_new_split, few_shot, subsample_classes
 from cotprompt.data.sources import (
@@ -13,6 +13,7 @@ from cotprompt.data.sources import (
     from_csv,
     from_folder,
 )
+from cotprompt.data.verify import verify_images
 
 __all__ = [
     "DIGIT_NAMES",

@@ -21,10 +21,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from cotprompt.data.images import verify_images
 from cotprompt.data.records import ImageClassificationDataset
 from cotprompt.data.sampling import base_new_split, few_shot, subsample_classes
 from cotprompt.data.sources import digits_dataset, from_coop_split, from_csv, from_folder
+from cotprompt.data.verify import verify_images
 from cotprompt.errors import ConfigError, DataError
 
 __all__ = ["DataFormat", "DataSpec", "build_datasets"]

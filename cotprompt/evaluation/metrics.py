@@ -187,3 +187,8 @@ class EvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dictionary of the fields."""
         return asdict(self)
+
+    def metrics(self) -> dict[str, float]:
+        """What an artifact records for an evaluated split (the model card's figures)."""
+        return {"accuracy": self.accuracy,
+                "mean_per_class_accuracy": self.mean_per_class_accuracy}

@@ -26,18 +26,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 from tqdm.auto import tqdm
 
 from cotprompt.config import ComponentConfig, caller_only, machine_local
 from cotprompt.errors import ConfigError
 from cotprompt.generators.lm_cache import GenerationCache, default_cache_dir
+from cotprompt.generators.lm_steps import LMStep, compose_texts, default_lm_steps
 from cotprompt.generators.postprocess import (
     TokenBudget,
-    clean_generation,
-    contains_name,
-    count_words,
-    dedupe,
     fill,
     template_fields,
     zero_shot_texts,
@@ -55,61 +52,6 @@ INSTALL_HINT = 'pip install "cotprompt[lm]"'
 
 #: Version of the per-row seeding scheme; part of the cache key.
 SEEDING_SCHEME = "gumbel-lowbias32-sha256-v1"
-
-
-class LMStep(BaseModel):
-    """One chain step of the ``lm`` generator.
-
-    Args:
-        name: Step name.
-        instruction: What the language model continues, with ``{class}`` and ``{article}``
-            (``a``/``an``). ``None`` makes a plain template step that runs no model.
-        template: The step text, with ``{class}``, ``{article}`` and (for steps with an
-            instruction) ``{generated}``, the cleaned continuation. Default: ``"{generated}."``
-            with an instruction, else ``"{class}."``.
-        num_texts: Texts per class for this step (default: the generator's ``num_texts``).
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(min_length=1)
-    instruction: str | None = None
-    template: str = ""
-    num_texts: int | None = Field(default=None, ge=1)
-
-    @model_validator(mode="after")
-    def _check_fields(self) -> LMStep:
-        if not self.template:
-            self.template = "{class}." if self.instruction is None else "{generated}."
-        fields = template_fields(self.template)
-        allowed = {"class", "article", "generated"}
-        if self.instruction is None:
-            allowed.discard("generated")
-        else:
-            unknown = template_fields(self.instruction) - {"class", "article"}
-            if unknown:
-                raise ValueError(f"instruction of step {self.name!r} uses unknown field(s) "
-                                 f"{sorted(unknown)}; use {{class}} and {{article}}")
-            if "generated" not in fields:
-                raise ValueError(f"template of step {self.name!r} must contain {{generated}}")
-        if fields - allowed:
-            raise ValueError(f"template of step {self.name!r} uses unknown field(s) "
-                             f"{sorted(fields - allowed)}; allowed: {sorted(allowed)}")
-        return self
-
-
-def default_lm_steps() -> list[LMStep]:
-    """The default chain, coarse to fine (a reconstruction: CoT-PT's prompts are unpublished):
-    the class name, what kind of thing it is, and what it looks like."""
-    return [
-        LMStep(name="class", template="{class}."),
-        LMStep(name="kind",
-               instruction="Q: What kind of thing is {article} {class}?\nA: It is a kind of",
-               template="{class}, a kind of {generated}."),
-        LMStep(name="appearance",
-               instruction="Q: What does {article} {class} look like?\nA: It has",
-               template="{class}, which has {generated}."),
-    ]
 
 
 class LMGeneratorConfig(ComponentConfig):
@@ -415,44 +357,16 @@ class LMGenerator:
                 ) -> tuple[str, ...]:
         """Clean, filter, compose and de-duplicate the continuations of one class and step."""
         cfg, stats = self.config, self.stats
-        assert step.instruction is not None
-        texts = []
-        for raw in raws:
-            generated = clean_generation(raw, one_sentence=cfg.one_sentence)
-            if count_words(generated) < cfg.min_words:
-                stats.dropped["too_short"] += 1
-                continue
-            text = fill(step.template, label, generated=generated)
-            if not budget.fits(text):
-                text = self._trim(label, step, generated, budget) if cfg.overlong == "trim" else ""
-                if not text:
-                    stats.dropped["too_long"] += 1
-                    continue
-                stats.trimmed += 1
-            if cfg.require_class_name and not contains_name(text, label):
-                stats.dropped["no_class_name"] += 1
-                continue
-            texts.append(text)
-        unique = dedupe(texts)
-        stats.dropped["duplicate"] += len(texts) - len(unique)
-        if not unique:
+        composed = compose_texts(
+            label, step, raws, budget, one_sentence=cfg.one_sentence, min_words=cfg.min_words,
+            trim=cfg.overlong == "trim", require_class_name=cfg.require_class_name,
+        )
+        stats.dropped.update(composed.dropped)
+        stats.trimmed += composed.trimmed
+        if not composed.texts:
             stats.fallbacks.append((label, step.name))
-            unique = [fill(cfg.fallback_template, label)]
-        return tuple(unique)
-
-    def _trim(self, label: str, step: LMStep, generated: str, budget: TokenBudget) -> str:
-        """The longest word prefix of ``generated`` whose text fits, or ``""``."""
-        words = generated.split()
-        lo, hi, best = 1, len(words) - 1, ""
-        while lo <= hi:  # binary search: more words never take fewer tokens
-            mid = (lo + hi) // 2
-            candidate = " ".join(words[:mid]).rstrip(" ,;:-")
-            text = fill(step.template, label, generated=candidate)
-            if count_words(candidate) >= self.config.min_words and budget.fits(text):
-                best, lo = text, mid + 1
-            else:
-                hi = mid - 1
-        return best
+            return (fill(cfg.fallback_template, label),)
+        return composed.texts
 
     def generate(self, task: Task, backbone: Backbone | None = None) -> PromptChain:
         """Write the chain for ``task`` (texts from the cache where possible).

@@ -47,6 +47,7 @@ from cotprompt.hub.http import (
     endpoint,
     is_offline,
 )
+from cotprompt.hub.mixin import HubMixin
 from cotprompt.hub.push import push_folder, push_to_hub
 
 __all__ = [
@@ -58,6 +59,7 @@ __all__ = [
     "ArtifactError",
     "CotpromptError",
     "HubConnectionError",
+    "HubMixin",
     "PulledArtifact",
     "RetryPolicy",
     "check_artifact",

@@ -13,19 +13,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotprompt.artifact.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME, read_artifact
-from cotprompt.artifact.records import validate_records
+from cotprompt.artifact.checked import check_artifact
+from cotprompt.artifact.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from cotprompt.errors import ArtifactError
 from cotprompt.hub.http import (
     HubConnectionError,
     RetryPolicy,
-    _hub_error,
-    _is_commit,
-    _is_transient,
-    _library_kwargs,
-    _with_retries,
     endpoint,
+    hub_error,
+    is_commit,
     is_offline,
+    is_transient,
+    library_kwargs,
+    with_retries,
 )
 
 logger = logging.getLogger("cotprompt.hub")
@@ -45,34 +45,6 @@ class PulledArtifact:
     folder: Path
     source: dict[str, Any]
     config: dict[str, Any]
-
-
-# -- validation ------------------------------------------------------------------------------
-
-
-def check_artifact(folder: str | Path, *, source: str | None = None) -> dict[str, Any]:
-    """Check a saved artifact without building the model; returns its config.
-
-    Applies the checks loading applies, before anything is built: the config (format version,
-    required entries), every component installed (the error names the package that provides
-    it) with options a file may carry (:func:`cotprompt.artifact.records.validate_records`), and
-    the weights (:func:`cotprompt.artifact.format.verify_weights`: checksum required and matching,
-    tensors as recorded, all values finite). The check against the built model happens in
-    :meth:`CoTPipeline.from_pretrained`.
-
-    Args:
-        folder: The artifact folder.
-        source: How to name it in errors (default: the folder).
-
-    Raises:
-        ArtifactError: Anything missing, corrupt, tampered, non-finite or from a newer format.
-        UnsafeSettingError: A setting only the caller may make.
-        UnknownComponentError: A component's plugin is not installed.
-    """
-    folder = Path(folder)
-    config, _ = read_artifact(folder)
-    validate_records(config, source=source or str(folder / CONFIG_NAME))
-    return config
 
 
 # -- pulling ---------------------------------------------------------------------------------
@@ -97,7 +69,7 @@ def _download(
             token=token,
             cache_dir=cache_dir,
             local_files_only=local_only,
-            **_library_kwargs(),
+            **library_kwargs(),
         )
     )
 
@@ -109,7 +81,7 @@ def _resolve_commit(
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
     url = hf_hub_url(repo_id, CONFIG_NAME, revision=revision)
-    metadata = _with_retries(
+    metadata = with_retries(
         lambda: get_hf_file_metadata(url, token=token),
         f"resolve {repo_id!r} at {revision or 'main'}",
         policy,
@@ -185,7 +157,7 @@ def download_artifact(
         "endpoint": endpoint(),
     }
     try:
-        if is_offline() or _is_commit(revision):
+        if is_offline() or is_commit(revision):
             # Offline, or an immutable commit: the cache answers without any request.
             try:
                 folder = _fetch_files(repo_id, name, token, cache, local_only=True)
@@ -210,11 +182,11 @@ def download_artifact(
     except ArtifactError:
         raise
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
-        if _is_transient(exc):
+        if is_transient(exc):
             raise HubConnectionError(
                 f"lost the connection to {endpoint()} while downloading {repo_id!r}: {exc}"
             ) from exc
-        raise _hub_error(exc, repo_id, revision, "download") from exc
+        raise hub_error(exc, repo_id, revision, "download") from exc
     return folder, {**source, "commit": folder.name}
 
 

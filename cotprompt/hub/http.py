@@ -62,7 +62,7 @@ class RetryPolicy:
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _constants() -> Any:
+def hub_constants() -> Any:
     from huggingface_hub import constants
 
     return constants
@@ -70,17 +70,17 @@ def _constants() -> Any:
 
 def endpoint() -> str:
     """The Hub endpoint in use (``HF_ENDPOINT`` as read by huggingface_hub)."""
-    return str(_constants().ENDPOINT).rstrip("/")
+    return str(hub_constants().ENDPOINT).rstrip("/")
 
 
 def is_offline() -> bool:
     """Whether ``HF_HUB_OFFLINE`` is in effect for huggingface_hub."""
-    constants = _constants()
+    constants = hub_constants()
     check = getattr(constants, "is_offline_mode", None)
     return bool(check() if callable(check) else constants.HF_HUB_OFFLINE)
 
 
-def _transport_errors() -> tuple[type[BaseException], ...]:
+def transport_errors() -> tuple[type[BaseException], ...]:
     """Connection-level exception classes of whichever HTTP client huggingface_hub uses."""
     found: list[type[BaseException]] = [ConnectionError, TimeoutError]
     for module_name, names in (
@@ -96,23 +96,23 @@ def _transport_errors() -> tuple[type[BaseException], ...]:
     return tuple(found)
 
 
-def _status(exc: BaseException) -> int | None:
+def http_status(exc: BaseException) -> int | None:
     response = getattr(exc, "response", None)
     code = getattr(response, "status_code", None)
     return code if isinstance(code, int) else None
 
 
-def _is_transient(exc: BaseException) -> bool:
+def is_transient(exc: BaseException) -> bool:
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
     if isinstance(exc, OfflineModeIsEnabled):
         return False
     if isinstance(exc, HfHubHTTPError):
-        return _status(exc) in _RETRY_STATUS
-    return isinstance(exc, _transport_errors())
+        return http_status(exc) in _RETRY_STATUS
+    return isinstance(exc, transport_errors())
 
 
-def _with_retries(call: Callable[[], T], what: str, policy: RetryPolicy | None = None) -> T:
+def with_retries(call: Callable[[], T], what: str, policy: RetryPolicy | None = None) -> T:
     """Run ``call``, retrying transient failures; raise :class:`HubConnectionError` at the end."""
     policy = policy or RetryPolicy.from_env()
     wait = policy.wait
@@ -120,10 +120,10 @@ def _with_retries(call: Callable[[], T], what: str, policy: RetryPolicy | None =
         try:
             return call()
         except Exception as exc:
-            if not _is_transient(exc):
+            if not is_transient(exc):
                 raise
             if attempt == policy.attempts:
-                status = _status(exc)
+                status = http_status(exc)
                 reason = f"HTTP {status}" if status else f"{type(exc).__name__}: {exc}"
                 raise HubConnectionError(
                     f"cannot {what}: the Hub at {endpoint()} did not answer properly after "
@@ -143,7 +143,7 @@ def _with_retries(call: Callable[[], T], what: str, policy: RetryPolicy | None =
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _hub_error(
+def hub_error(
     exc: BaseException, repo_id: str, revision: str | None, action: str
 ) -> ArtifactError:
     """A cotprompt error with a clear message for a huggingface_hub failure."""
@@ -157,7 +157,7 @@ def _hub_error(
     )
 
     where = f"{repo_id!r}" + (f" (revision {revision!r})" if revision else "")
-    status = _status(exc)
+    status = http_status(exc)
     writing = action.startswith("push")
     if isinstance(exc, GatedRepoError):
         message = f"{where} is gated: accept its conditions on the Hub and pass a token"
@@ -200,13 +200,13 @@ def _hub_error(
     return ArtifactError(message)
 
 
-def _library_kwargs() -> dict[str, str]:
+def library_kwargs() -> dict[str, str]:
     from cotprompt._version import __version__
 
     return {"library_name": "cotprompt", "library_version": __version__}
 
 
-def _is_commit(revision: str | None) -> bool:
+def is_commit(revision: str | None) -> bool:
     return (
         revision is not None
         and len(revision) == _COMMIT_RE_LEN

@@ -11,26 +11,24 @@ import json
 import logging
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
+from cotprompt.artifact.checked import check_artifact
 from cotprompt.artifact.format import ARTIFACT_FILES, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
 from cotprompt.errors import ArtifactError
 from cotprompt.folder_commit import reading, recover, resolve
-from cotprompt.hub.download import check_artifact
 from cotprompt.hub.http import (
     HubConnectionError,
     RetryPolicy,
-    _hub_error,
-    _is_transient,
-    _library_kwargs,
-    _with_retries,
     endpoint,
+    hub_error,
+    is_transient,
+    library_kwargs,
+    with_retries,
 )
 
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
-
-    from cotprompt.pipeline.core import CoTPipeline
 
 logger = logging.getLogger("cotprompt.hub")
 
@@ -49,7 +47,7 @@ def _existing_card(
 
     with tempfile.TemporaryDirectory(prefix="cotprompt-card-") as tmp:
         try:
-            path = _with_retries(
+            path = with_retries(
                 lambda: api.hf_hub_download(
                     repo_id, CARD_NAME, revision=revision, token=token, cache_dir=tmp
                 ),
@@ -141,16 +139,16 @@ def push_folder(
     with reading(folder):  # a save into the folder waits: the bytes uploaded are the checked ones
         config = check_artifact(folder)
         files, local_card = _checked_files(folder, config)
-    api = HfApi(**_library_kwargs())
+    api = HfApi(**library_kwargs())
     branch = revision if revision and revision != "main" else None
     try:
-        _with_retries(
+        with_retries(
             lambda: api.create_repo(repo_id, token=token, private=private, exist_ok=True),
             f"create the repository {repo_id!r}",
             retry,
         )
         if branch and not branch.startswith("refs/pr/"):
-            _with_retries(
+            with_retries(
                 lambda: api.create_branch(repo_id, branch=branch, token=token, exist_ok=True),
                 f"create the branch {branch!r} of {repo_id!r}",
                 retry,
@@ -179,13 +177,13 @@ def push_folder(
     except ArtifactError:
         raise
     except (HfHubHTTPError, OSError, ValueError) as exc:
-        if _is_transient(exc):
+        if is_transient(exc):
             raise HubConnectionError(
                 f"lost the connection to {endpoint()} while pushing to {repo_id!r}: {exc}"
             ) from exc
-        raise _hub_error(exc, repo_id, revision, "push to") from exc
+        raise hub_error(exc, repo_id, revision, "push to") from exc
     except Exception as exc:
-        if _is_transient(exc):
+        if is_transient(exc):
             raise HubConnectionError(
                 f"lost the connection to {endpoint()} while pushing to {repo_id!r}: {exc}"
             ) from exc
@@ -194,8 +192,14 @@ def push_folder(
     return info
 
 
+class SavesPretrained(Protocol):
+    """What :func:`push_to_hub` pushes: anything that saves itself to a folder."""
+
+    def save_pretrained(self, directory: str | Path) -> Path: ...
+
+
 def push_to_hub(
-    pipeline: CoTPipeline,
+    obj: SavesPretrained,
     repo_id: str,
     *,
     token: str | bool | None = None,
@@ -204,14 +208,14 @@ def push_to_hub(
     commit_message: str | None = None,
     create_pr: bool = False,
 ) -> CommitInfo:
-    """Save ``pipeline`` to a temporary folder and push it with :func:`push_folder`.
+    """Save ``obj`` (a pipeline) to a temporary folder and push it with :func:`push_folder`.
 
     ``private`` is passed on as is: ``None`` (default) leaves the visibility of a new
     repository to the Hub's default for the namespace, ``True``/``False`` make it
     private/public.
     """
     with tempfile.TemporaryDirectory(prefix="cotprompt-push-") as tmp:
-        folder = pipeline.save_pretrained(Path(tmp) / "artifact")
+        folder = obj.save_pretrained(Path(tmp) / "artifact")
         return push_folder(
             folder,
             repo_id,

@@ -1,12 +1,11 @@
 """Pipeline configuration: component kinds, the classic method presets (``METHODS``),
-:class:`PipelineConfig`, the :class:`Prediction` result type, and resolving configs and presets
-into components / ``CoTPipeline.create`` arguments."""
+:class:`PipelineConfig`, and resolving configs and presets into components /
+``CoTPipeline.create`` arguments (:class:`Prediction` is re-exported from
+:mod:`cotprompt.pipeline.predictions`)."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -58,23 +57,6 @@ class PipelineConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
 
-@dataclass(frozen=True)
-class Prediction:
-    """One image's prediction.
-
-    Attributes:
-        label: The most likely label.
-        index: Its index in the pipeline's labels.
-        score: Its softmax probability.
-        top_k: ``(label, probability)`` pairs, most likely first.
-    """
-
-    label: str
-    index: int
-    score: float
-    top_k: tuple[tuple[str, float], ...]
-
-
 def build_components(given: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
     """Components by kind from ``{kind: (name or object, options)}`` (names via the registry).
 
@@ -94,21 +76,23 @@ def build_components(given: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
     return built
 
 
-def config_create_kwargs(config: PipelineConfig | Mapping[str, Any] | str | Path,
-                         *, caller_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """``CoTPipeline.create`` arguments from a config, a mapping, or a YAML/JSON file path (an
-    untrusted file: see :func:`cotprompt.pipeline.config_files.load_pipeline_config`)."""
-    from cotprompt.pipeline.config_files import load_pipeline_config
+#: The generator of each task kind other than classification, by registered name.
+TASK_GENERATORS = {"retrieval": "caption", "vqa": "question-answer"}
 
-    if not isinstance(config, PipelineConfig):
-        config = load_pipeline_config(config, caller_options=caller_options)
-    return {
-        "backbone": config.backbone.name, "backbone_config": config.backbone.config,
-        "generator": config.generator.name, "generator_config": config.generator.config,
-        "tuner": config.tuner.name, "tuner_config": config.tuner.config,
-        "aggregator": config.aggregator.name, "aggregator_config": config.aggregator.config,
-        "training": config.training,
-    }
+
+def choose_preset(what: str, value: str, choices: Mapping[str, Any] | list[str]) -> None:
+    """Refuse an unknown preset name, suggesting the closest one.
+
+    Raises:
+        ConfigError: ``value`` is not among ``choices``.
+    """
+    if value in choices:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise ConfigError(f"unknown {what} {value!r}; choose one of {sorted(choices)}{hint}")
 
 
 def method_create_kwargs(
@@ -118,20 +102,34 @@ def method_create_kwargs(
     pretrained: str | None,
     backbone: Any,
     tuner_config: Mapping[str, Any] | None,
+    task: str = "classification",
+    generator_config: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``CoTPipeline.create`` component arguments of a preset of :data:`METHODS`."""
-    if method not in METHODS:
-        import difflib
+    """``CoTPipeline.create`` component arguments of a preset of :data:`METHODS` for ``task``.
 
-        close = difflib.get_close_matches(method, list(METHODS), n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"unknown method {method!r}; choose one of {sorted(METHODS)}{hint}")
+    The tuner and aggregator are the method's; the generator is the method's for
+    classification, else the task's (:data:`TASK_GENERATORS`), with its three-step ``cot``
+    preset for ``cotpt``.
+
+    Raises:
+        ConfigError: Unknown method or task (with the closest name).
+    """
+    choose_preset("method", method, METHODS)
+    if task != "classification":
+        choose_preset("task", task, TASK_GENERATORS)
     specs = METHODS[method]
+    if task == "classification":
+        generator = specs["generator"].name
+        generator_options = {**specs["generator"].config, **(generator_config or {})}
+    else:
+        generator = TASK_GENERATORS[task]
+        generator_options = {**({"preset": "cot"} if method == "cotpt" else {}),
+                             **(generator_config or {})}
     return {
         "backbone": backbone if backbone is not None else "open_clip",
         "backbone_config": None if backbone is not None else {
             "model_name": model_name, "pretrained": pretrained},
-        "generator": specs["generator"].name, "generator_config": specs["generator"].config,
+        "generator": generator, "generator_config": generator_options,
         "tuner": specs["tuner"].name,
         "tuner_config": {**specs["tuner"].config, **(tuner_config or {})},
         "aggregator": specs["aggregator"].name, "aggregator_config": specs["aggregator"].config,

@@ -1,23 +1,21 @@
-"""Reading pipeline configs from YAML or JSON files."""
+"""Reading pipeline configs from YAML or JSON files (untrusted), and turning a config into
+``CoTPipeline.create`` arguments."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
 
 from cotprompt.config import validate_untrusted
 from cotprompt.errors import ConfigError, UnknownComponentError
+from cotprompt.pipeline.config import PipelineConfig
 from cotprompt.plugins.records import KINDS
 from cotprompt.plugins.registry import get_registry
-
-if TYPE_CHECKING:
-    from cotprompt.pipeline.core import PipelineConfig
-
 
 #: Sections of a ``cotprompt train`` config that describe no pipeline component.
 _TRAIN_ONLY = ("data", "output")
@@ -52,7 +50,7 @@ def load_pipeline_config(
     file_source: str | None = None,
     caller_options: Mapping[str, Any] | None = None,
 ) -> PipelineConfig:
-    """Validate a mapping or a file into a :class:`~cotprompt.pipeline.core.PipelineConfig`.
+    """Validate a mapping or a file into a :class:`~cotprompt.PipelineConfig`.
 
     Relative paths of the components read from a file (the backbone's ``pretrained`` file,
     a ``local-dir:`` model folder, ``cache_dir``) are resolved against the file's folder, as
@@ -74,8 +72,6 @@ def load_pipeline_config(
         ConfigError: Invalid options (one line per problem).
         UnsafeSettingError: The file sets what only the caller may set.
     """
-    from cotprompt.pipeline.core import PipelineConfig
-
     if not isinstance(source, Mapping):
         file_source = str(source)
     data = dict(source) if isinstance(source, Mapping) else read_mapping(source)
@@ -147,3 +143,18 @@ def _apply_caller_options(config: PipelineConfig, caller_options: Mapping[str, A
         for name, value in caller_options.items():
             if name in cls.Config.model_fields:
                 spec.config[name] = value
+
+
+def config_create_kwargs(config: PipelineConfig | Mapping[str, Any] | str | Path,
+                         *, caller_options: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``CoTPipeline.create`` arguments from a config, a mapping, or a YAML/JSON file path (an
+    untrusted file: see :func:`cotprompt.pipeline.config_files.load_pipeline_config`)."""
+    if not isinstance(config, PipelineConfig):
+        config = load_pipeline_config(config, caller_options=caller_options)
+    return {
+        "backbone": config.backbone.name, "backbone_config": config.backbone.config,
+        "generator": config.generator.name, "generator_config": config.generator.config,
+        "tuner": config.tuner.name, "tuner_config": config.tuner.config,
+        "aggregator": config.aggregator.name, "aggregator_config": config.aggregator.config,
+        "training": config.training,
+    }

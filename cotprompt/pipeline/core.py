@@ -1,13 +1,15 @@
 """``CoTPipeline``: backbone + generator + tuner + aggregator, trained and used as one object.
 
 This module holds the pipeline's construction, training and inference. Saving and loading
-artifacts live in :mod:`cotprompt.pipeline.serialization`; the config model and method presets in
-:mod:`cotprompt.pipeline.config` (re-exported here).
+artifacts live in :mod:`cotprompt.pipeline.serialization` (the Hub in
+:class:`~cotprompt.hub.HubMixin`);
+the config model and method presets in :mod:`cotprompt.pipeline.config`; how each kind of
+dataset trains and evaluates in the task heads (:mod:`cotprompt.pipeline.heads`).
 """
 
 from __future__ import annotations
 
-import os
+import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
@@ -17,31 +19,45 @@ import torch.nn.functional as F
 from pydantic import BaseModel
 from torch import Tensor
 
+from cotprompt.backbones.zero_shot import zero_shot_classifier, zero_shot_logits
 from cotprompt.data.records import ImageClassificationDataset
-from cotprompt.errors import ConfigError, DataError, NumericalError
+from cotprompt.errors import ConfigError, DataError, TrainingError
+from cotprompt.evaluation.finite import check_finite_scores
 from cotprompt.evaluation.metrics import EvaluationResult
 from cotprompt.model import PromptModel
-from cotprompt.pipeline import serialization as pipeline_io
+from cotprompt.pipeline.artifacts import ArtifactMixin
 from cotprompt.pipeline.config import (
     PipelineConfig,
-    Prediction,
     build_components,
-    config_create_kwargs,
     method_create_kwargs,
 )
+from cotprompt.pipeline.config_files import config_create_kwargs
+from cotprompt.pipeline.heads import TaskHead, task_head_for
 from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
+from cotprompt.pipeline.predictions import (
+    Prediction,
+    describe_item,
+    rank_predictions,
+    readable_batches,
+)
 from cotprompt.training.config import TrainingConfig, merge_training
+from cotprompt.training.loop import StepInfo, TrainingResult, make_accelerator, run_training
 from cotprompt.training.seeding import InitRecord, bind_components, record_init, redraw_untrained
-from cotprompt.training.trainer import StepInfo, Trainer, TrainingResult
 from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
-    from cotprompt.tasks import TaskDataset, TaskResult
 
-__all__ = ["CoTPipeline", "check_finite_scores"]
+    from cotprompt.tasks.metrics import RetrievalResult, VQAResult
+    from cotprompt.tasks.retrieval_data import RetrievalDataset
+    from cotprompt.tasks.vqa_data import VQADataset
+
+    TaskDataset = RetrievalDataset | VQADataset
+    TaskResult = RetrievalResult | VQAResult
+
+__all__ = ["CoTPipeline"]
 
 
-class CoTPipeline:
+class CoTPipeline(ArtifactMixin):
     """Few-shot prompt tuning of a frozen vision-language model, end to end.
 
     Build one with :meth:`create` (names or objects), :meth:`from_config` (a config file),
@@ -201,25 +217,12 @@ class CoTPipeline:
         if chain.labels != task.labels:
             raise DataError("the prompt chain's labels differ from the task's labels")
         names_before = set(self.model.trainable_state())
-        bind_components(self, chain, self.training.seed)
+        bind_components(self.model, chain, self.training.seed)
         self.model.to(self.device)
         self.task, self.chain = task, chain
-        record_init(self, self.training.seed, names_before)
+        self._init_record = record_init(self.model, self.training.seed, names_before,
+                                        self._init_record)
         return chain
-
-    def _check_dataset_classes(self, dataset: ImageClassificationDataset) -> None:
-        names = [n.replace("_", " ") for n in dataset.class_names]
-        if self.task is None:
-            self.set_classes(dataset.class_names)
-        elif names != list(self.task.labels):
-            extra = sorted(set(names) - set(self.task.labels))[:5]
-            missing = sorted(set(self.task.labels) - set(names))[:5]
-            raise DataError(
-                "the dataset's classes do not match the pipeline's "
-                f"({len(names)} vs {len(self.task.labels)}; only in the dataset: {extra}, only in "
-                f"the pipeline: {missing}, or a different order). Call "
-                "pipeline.set_classes(dataset.class_names) to use the prompts on these classes"
-            )
 
     # -- training -----------------------------------------------------------------------------
 
@@ -231,71 +234,61 @@ class CoTPipeline:
         training: TrainingConfig | Mapping[str, Any] | None = None,
         resume_from: str | Path | None = None,
         callbacks: Sequence[Callable[[StepInfo], None]] = (),
+        task_head: TaskHead | None = None,
     ) -> TrainingResult:
         """Train the tuner and aggregator on ``train`` (binding its classes if none are bound).
 
         Args:
-            train: Labelled images, typically :func:`~cotprompt.data.few_shot` of a dataset.
-            val: Optional validation set evaluated after every epoch.
+            train: Labelled images, typically :func:`~cotprompt.data.few_shot` of a dataset; or
+                a :class:`~cotprompt.tasks.RetrievalDataset` / :class:`~cotprompt.tasks.VQADataset`.
+            val: Optional validation set (of the same kind) evaluated after every epoch.
             training: Options for this call: a mapping updates the pipeline's options with the
                 keys it gives (and they stay the pipeline's); a ``TrainingConfig`` replaces them.
                 Parameters not trained yet are drawn again when its ``seed`` differs from the
                 one they were drawn with, so that the run is the seed's run.
             resume_from: A checkpoint folder, a folder of checkpoints, or ``"latest"``.
             callbacks: Called with a :class:`StepInfo` after every step.
+            task_head: How to train on ``train`` (default: the registered head that accepts it,
+                see :mod:`cotprompt.pipeline.heads`).
 
         Returns:
             A :class:`TrainingResult` with per-epoch history.
 
         Raises:
-            DataError: Empty classes or a class list that does not match the bound one.
+            DataError: Empty classes, a class list that does not match the bound one, or data no
+                task accepts.
+            ConfigError: ``val`` is of another kind than ``train``.
             TrainingError: NaN loss, or an incompatible checkpoint.
         """
-        from cotprompt.tasks import fit_task, is_task_dataset
-
-        if is_task_dataset(train):  # retrieval / VQA: see cotprompt.tasks
-            return fit_task(self, train, val=val, training=training,  # type: ignore[arg-type]
-                            resume_from=resume_from, callbacks=callbacks)
+        started = time.perf_counter()
+        head = task_head or task_head_for(train)
+        if val is not None and not head.accepts(val):
+            raise ConfigError(f"train is a {type(train).__name__} but val a "
+                              f"{type(val).__name__}")
         config = merge_training(self.training, training)  # given keys update the pipeline's
-        train.check_nonempty_classes()
-        self._check_dataset_classes(train)
-        if val is not None:
-            self._check_dataset_classes(val)
+        accelerator = make_accelerator(config.precision)
+        if not head.data_parallel and accelerator.num_processes > 1:
+            raise TrainingError(f"{head.kind} training runs in one process; launch without "
+                                "accelerate's multi-process mode")
+        self._move(accelerator.device)
+        head.prepare(self, train, val, config)
         if resume_from is None:  # a resumed run takes its parameters from the checkpoint
-            redraw_untrained(self, config.seed)
-        trainer = Trainer(self.model, config)
-        self._move(trainer.accelerator.device)
-        validate = None
-        if val is not None:
-            val_set = val.with_transform(self.backbone.image_transform())
-            # features of a tuned image encoder change every step: encode them at each validation
-            frozen_features = None
-            if not self.tuner.tunes_image_encoder:
-                frozen_features = trainer.encode_dataset(val_set)
-            val_labels = torch.tensor(val.labels)
-
-            def validate() -> dict[str, float]:
-                features = frozen_features
-                if features is None:
-                    features = trainer.encode_dataset(val_set)
-                preds = self._logits_from_features(features).argmax(-1).cpu()
-                return {"val_accuracy": float((preds == val_labels).float().mean() * 100)}
-
-        result = trainer.fit(
-            train,
-            eval_transform=self.backbone.image_transform(train=False),
-            train_transform=self.backbone.image_transform(train=True),
-            validate=validate,
-            resume_from=resume_from,
-            callbacks=callbacks,
-            fingerprint_extra={"labels": list(self.class_names),
-                               "components": self._component_records()},
-        )
+            self._redraw_untrained(config.seed)
+        plan = head.plan(self, train, val, config, accelerator)
+        with head.training_scope(self):
+            result = run_training(self.model, config, accelerator, plan,
+                                  resume_from=resume_from, callbacks=callbacks,
+                                  fingerprint_extra={"components": self.component_records()},
+                                  started=started)
         self.training = config
-        self.training_data = {"num_images": len(train), "num_classes": train.num_classes,
-                              "epochs": config.epochs, "seed": config.seed}
+        self.training_data = head.training_record(train, config, plan)
         self._zero_shot_cache = None
         return result
+
+    def _redraw_untrained(self, seed: int) -> None:
+        record = redraw_untrained(self.model, self.chain, self._init_record, seed)
+        if record is not None:
+            self._init_record = record
 
     def _move(self, device: torch.device) -> None:
         if device != self.device:
@@ -336,7 +329,9 @@ class CoTPipeline:
         return self.model.image_features(pixels)
 
     @torch.no_grad()
-    def _logits_from_features(self, features: Tensor, chunk: int = 256) -> Tensor:
+    def logits_from_features(self, features: Tensor, chunk: int = 256) -> Tensor:
+        """Logits ``[B, C]`` of the learned prompts for normalised image features ``[B, E]``
+        (in chunks of ``chunk`` images)."""
         self.model.eval()
         return torch.cat([self.model(part.to(self.device)) for part in features.split(chunk)])
 
@@ -346,14 +341,9 @@ class CoTPipeline:
         if self.chain is None:
             raise ConfigError("no classes yet: call set_classes() first")
         if self._zero_shot_cache is None or self._zero_shot_cache[0] is not self.chain:
-            texts = [t for label_texts in self.chain.zero_shot for t in label_texts]
-            owner = torch.tensor([c for c, ts in enumerate(self.chain.zero_shot) for _ in ts])
-            encoded = F.normalize(self.backbone.encode_texts(texts).float(), dim=-1)
-            summed = torch.zeros(self.chain.num_labels, encoded.shape[-1], device=encoded.device)
-            summed.index_add_(0, owner.to(encoded.device), encoded)
-            self._zero_shot_cache = (self.chain, F.normalize(summed, dim=-1))
-        text = self._zero_shot_cache[1]
-        return self.backbone.logit_scale.float() * features.to(text.device) @ text.t()
+            classifier = zero_shot_classifier(self.backbone, self.chain.zero_shot)
+            self._zero_shot_cache = (self.chain, classifier)
+        return zero_shot_logits(self.backbone, features, self._zero_shot_cache[1])
 
     def logits(self, images: ImagesInput, *, zero_shot: bool = False, batch_size: int = 64
                ) -> Tensor:
@@ -366,7 +356,7 @@ class CoTPipeline:
         features = self.image_features(images, batch_size, frozen=zero_shot)
         if zero_shot:
             return self.zero_shot_logits(features)
-        return self._logits_from_features(features)
+        return self.logits_from_features(features)
 
     @overload
     def predict(self, images: ImagesInput, *, top_k: int = ..., batch_size: int = ...,
@@ -405,10 +395,6 @@ class CoTPipeline:
             NumericalError: When a logit is NaN or infinite (prompt weights, backbone or image
                 producing NaN/Inf); the message names the images.
         """
-        import logging
-
-        from cotprompt.pipeline.inputs import read_image
-
         if on_bad_image not in ("error", "skip"):
             raise ConfigError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
         if batch_size < 1:
@@ -421,224 +407,47 @@ class CoTPipeline:
         else:
             if self.task is not None and self.task.kind != "classification":
                 self.logits(items[:1], zero_shot=zero_shot)  # refuses, saying what to use
-            log = logging.getLogger("cotprompt.pipeline")
             transform = self.backbone.image_transform(train=False)
             kept, parts = [], []
-            for start in range(0, len(items), batch_size):  # one batch of images in memory
-                batch = []
-                for index in range(start, min(start + batch_size, len(items))):
-                    try:
-                        image = read_image(items[index])  # decoded and shown once, as evaluate
-                    except DataError as exc:
-                        if on_bad_image == "error":
-                            raise
-                        log.warning("skipping image %d: %s", index, exc)
-                        continue
-                    batch.append(transform(image))
-                    kept.append(index)
-                if batch:
-                    pixels = torch.stack(batch)
-                    parts.append(self.image_features(pixels, batch_size, frozen=zero_shot))
-            if not parts:
-                raise DataError(f"none of the {len(items)} image(s) could be read")
-            if len(kept) < len(items):
-                log.warning("skipped %d of %d image(s) that could not be read",
-                            len(items) - len(kept), len(items))
+            for indices, pixels in readable_batches(items, transform, batch_size, on_bad_image):
+                kept += indices
+                parts.append(self.image_features(pixels, batch_size, frozen=zero_shot))
             features = torch.cat(parts)
             logits = (self.zero_shot_logits(features) if zero_shot
-                      else self._logits_from_features(features))
+                      else self.logits_from_features(features))
 
         def describe(i: int) -> str | None:
-            item = None if isinstance(items, Tensor) else items[kept[i]]
-            if isinstance(item, (str, os.PathLike)):
-                return os.fspath(item)
-            return getattr(item, "filename", None) or None  # a PIL image read from a file
+            return None if isinstance(items, Tensor) else describe_item(items[kept[i]])
 
         check_finite_scores(logits, describe, total=len(logits), zero_shot=zero_shot)
-        probs = logits.softmax(-1)
-        k = max(1, min(top_k, len(labels)))
-        values, indices = probs.topk(k, dim=-1)
-        out: list[Prediction | None] = [None] * len(items)
-        for row, (vals, idxs) in enumerate(zip(values.tolist(), indices.tolist(), strict=True)):
-            ranked = tuple((labels[i], float(v)) for i, v in zip(idxs, vals, strict=True))
-            out[kept[row]] = Prediction(label=labels[idxs[0]], index=idxs[0], score=vals[0],
-                                        top_k=ranked)
-        return out
+        return rank_predictions(logits.softmax(-1), labels, top_k, kept, len(items))
 
     def evaluate(self, dataset: ImageClassificationDataset | TaskDataset, *, batch_size: int = 64,
-                 zero_shot: bool = False, split: str | None = None
-                 ) -> EvaluationResult | TaskResult:
+                 zero_shot: bool = False, split: str | None = None,
+                 task_head: TaskHead | None = None) -> EvaluationResult | TaskResult:
         """Accuracy, mean per-class accuracy and per-class accuracy on ``dataset``.
 
         Args:
             dataset: Labelled images over the pipeline's classes (same names, same order).
+            batch_size: Images per image-encoder batch.
             zero_shot: Evaluate the untuned classifier instead.
             split: If given, the metrics are recorded under this name for the model card.
+            task_head: How to evaluate ``dataset`` (default: the registered head that accepts
+                it).
 
         A :class:`~cotprompt.tasks.RetrievalDataset` or :class:`~cotprompt.tasks.VQADataset`
-        is evaluated by :func:`cotprompt.tasks.evaluate_task` instead (recall@k both ways, or
-        VQA accuracy with out-of-vocabulary counts).
+        is evaluated by its task's head instead (recall@k both ways, or VQA accuracy with
+        out-of-vocabulary counts; see :func:`cotprompt.tasks.evaluate_retrieval` and
+        :func:`cotprompt.tasks.evaluate_vqa` for their options).
 
         Raises:
             NumericalError: When a logit is NaN or infinite (prompt weights, backbone or image
                 producing NaN/Inf), instead of reporting an accuracy; the message names the
                 images.
         """
-        from cotprompt.tasks import evaluate_task, is_task_dataset
-
-        if is_task_dataset(dataset):
-            return evaluate_task(self, dataset, batch_size=batch_size,  # type: ignore[arg-type]
-                                 zero_shot=zero_shot, split=split)
-        self._check_dataset_classes(dataset)
-        transform = self.backbone.image_transform(train=False)
-        loader = torch.utils.data.DataLoader(dataset.with_transform(transform),
-                                             batch_size=batch_size, shuffle=False)
-        preds = []
-        seen = 0
+        head = task_head or task_head_for(dataset)
         self.model.eval()
-        with torch.no_grad():
-            for pixels, _ in loader:
-                features = self._encode_pixels(pixels, frozen=zero_shot)
-                logits = (self.zero_shot_logits(features) if zero_shot
-                          else self._logits_from_features(features))
-                check_finite_scores(
-                    logits, lambda i, start=seen: dataset.records[start + i].describe(),
-                    total=len(dataset), zero_shot=zero_shot, offset=seen,
-                    consequence="; no accuracy can be computed",
-                )
-                preds.append(logits.argmax(-1).cpu())
-                seen += len(logits)
-        result = EvaluationResult.from_predictions(torch.cat(preds), dataset.labels,
-                                                   self.class_names)
+        result = head.evaluate(self, dataset, batch_size=batch_size, zero_shot=zero_shot)
         if split is not None:
-            self.metrics[split] = {"accuracy": result.accuracy,
-                                   "mean_per_class_accuracy": result.mean_per_class_accuracy}
-        return result
-
-    # -- saving and loading -------------------------------------------------------------------
-
-    def _component_records(self) -> dict[str, dict[str, Any]]:
-        return pipeline_io.component_records(self)
-
-    def artifact_config(self) -> dict[str, Any]:
-        """The JSON config describing this pipeline (without the weights entry)."""
-        return pipeline_io.pipeline_config(self)
-
-    def save_pretrained(self, directory: str | Path) -> Path:
-        """Write config, weights (trainable tensors only) and model card to ``directory``.
-
-        Files are replaced atomically; custom text in an existing ``README.md`` is kept.
-
-        Returns:
-            The folder.
-        """
-        return pipeline_io.save_pipeline(self, directory)
-
-    def push_to_hub(
-        self,
-        repo_id: str,
-        *,
-        token: str | None = None,
-        private: bool | None = None,
-        revision: str | None = None,
-        commit_message: str | None = None,
-        create_pr: bool = False,
-    ) -> Any:
-        """Upload config, weights and model card to a Hub repository in one commit.
-
-        Creates the repository (and the ``revision`` branch) if needed; keeps the custom text of
-        the repository's model card. See :func:`cotprompt.hub.push_to_hub`.
-
-        Args:
-            repo_id: ``namespace/name``.
-            token: Hub token with write access; default the usual huggingface_hub settings.
-            private: Visibility of a repository this push creates: ``True`` private, ``False``
-                public, ``None`` (default) the Hub's default for the namespace. An existing
-                repository keeps its visibility.
-            revision: Branch to commit to (default ``main``).
-            commit_message: Default: a summary of the pipeline.
-            create_pr: Open a pull request instead of committing to the branch.
-
-        Returns:
-            The ``huggingface_hub.CommitInfo`` (``commit_url``, ``oid``, ``pr_url``).
-        """
-        from cotprompt.hub import push_to_hub
-
-        return push_to_hub(self, repo_id, token=token, private=private, revision=revision,
-                           commit_message=commit_message, create_pr=create_pr)
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        path_or_repo_id: str | Path,
-        *,
-        revision: str | None = None,
-        token: str | None = None,
-        backbone: Any = None,
-        device: str | torch.device | None = None,
-        allow_pickle: bool = False,
-    ) -> CoTPipeline:
-        """Load a saved pipeline from a folder or a Hugging Face Hub repository.
-
-        The artifact is untrusted: its config is validated before anything is fetched or built
-        (no caller-only opt-ins, no free-form loader arguments, backbone weights only from a
-        known open_clip tag or safetensors), the weights checksum is required, and NaN/Inf
-        weights are refused. A save that was interrupted is recovered first (logged).
-
-        Args:
-            path_or_repo_id: A local folder, or a Hub repository id (``user/name``).
-            revision: Hub branch, tag or commit.
-            token: Hub token (default: the usual huggingface_hub settings).
-            backbone: An already built backbone to reuse; it must match the saved spec.
-            device: Where to run.
-            allow_pickle: The caller's opt-in to backbone or language-model weights that are
-                pickle-based (``torch.save`` files, TorchScript archives other than OpenAI's
-                published CLIP files); such files can run code. A loaded file can never set it.
-
-        Raises:
-            ArtifactError: Missing/corrupt/tampered files, newer format, mismatching or
-                non-finite weights, malformed records.
-            UnsafeSettingError: The artifact carries a setting only the caller may make.
-            ConfigError: The backbone's weights need ``allow_pickle`` (one line saying so).
-            UnknownComponentError: A component's plugin is not installed (names the package).
-        """
-        return pipeline_io.load_pipeline(cls, path_or_repo_id, revision=revision, token=token,
-                                         backbone=backbone, device=device,
-                                         allow_pickle=allow_pickle)
-
-
-def check_finite_scores(
-    logits: Tensor,
-    describe: Callable[[int], str | None],
-    *,
-    total: int,
-    zero_shot: bool,
-    offset: int = 0,
-    consequence: str = "",
-) -> None:
-    """Refuse NaN/Inf logits ``[B, C]`` rather than turn them into a label or an accuracy.
-
-    Args:
-        logits: The scores of a batch.
-        describe: Batch row -> a name for the image (a path), or ``None``.
-        total: The number of images in the whole request (named in the message).
-        zero_shot: Whether the untuned classifier produced them (names the cause).
-        offset: Index of the batch's first image in the request.
-        consequence: Appended to the message.
-
-    Raises:
-        NumericalError: Naming up to three images whose scores are not finite.
-    """
-    bad = (~torch.isfinite(logits).all(dim=-1)).nonzero().flatten().tolist()
-    if not bad:
-        return
-    shown = []
-    for i in bad[:3]:
-        name = describe(i)
-        shown.append(f"image {offset + i} ({name})" if name else f"image {offset + i}")
-    more = f" and {len(bad) - len(shown)} more" if len(bad) > len(shown) else ""
-    cause = "the backbone produces" if zero_shot else "the prompts or the backbone produce"
-    raise NumericalError(
-        f"non-finite scores for {', '.join(shown)}{more} (of {total} images): {cause} NaN/Inf"
-        f"{consequence}"
-    )
+            self.metrics[split] = result.metrics()
+        return result  # type: ignore[return-value]

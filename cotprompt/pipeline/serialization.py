@@ -1,10 +1,11 @@
-"""Artifact (de)serialisation of a :class:`~cotprompt.pipeline.core.CoTPipeline`: component records,
-the artifact config, saving to a folder and loading from a folder or Hub repository."""
+"""Artifact (de)serialisation for :class:`~cotprompt.pipeline.CoTPipeline`: component records, the
+artifact config, saving a folder, and opening one (checked, components built) to load from."""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,20 +14,22 @@ import yaml
 from pydantic import BaseModel
 
 from cotprompt import artifact
+from cotprompt.artifact.checked import CheckedArtifact, read_checked
 from cotprompt.artifact.model_card import render_card
-from cotprompt.artifact.records import ComponentChoice, validate_records
+from cotprompt.artifact.records import ComponentChoice
 from cotprompt.backbones.weights_source import model_quick_gelu
 from cotprompt.config import config_record
 from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError, one_line
 from cotprompt.generators.stored import StoredChainGenerator
 from cotprompt.pipeline.config import KINDS
 from cotprompt.plugins.registry import get_registry
-from cotprompt.types import PromptChain
+from cotprompt.training.config import TrainingConfig
+from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline.core import CoTPipeline
+    from cotprompt.backbones.base import Backbone
 
-logger = logging.getLogger("cotprompt.pipeline.core")
+logger = logging.getLogger("cotprompt.pipeline")
 
 
 def _load_generator(registry: Any, choice: ComponentChoice, config: Mapping[str, Any]) -> Any:
@@ -64,39 +67,43 @@ def _component_record(kind: str, component: Any) -> dict[str, Any]:
     return record
 
 
-def component_records(pipeline: CoTPipeline) -> dict[str, dict[str, Any]]:
-    """The saved record (name, package, config) of each of the pipeline's components."""
-    records = {kind: _component_record(kind, getattr(pipeline, kind)) for kind in KINDS}
-    return records
+def component_records(components: Mapping[str, object]) -> dict[str, dict[str, Any]]:
+    """The saved record (name, package, config) of each component, by kind."""
+    return {kind: _component_record(kind, components[kind]) for kind in KINDS}
 
 
-def pipeline_config(pipeline: CoTPipeline) -> dict[str, Any]:
-    """The JSON config describing ``pipeline`` (without the weights entry)."""
-    if pipeline.task is None or pipeline.chain is None:
-        raise ConfigError("nothing to save: the pipeline has no classes yet")
+def artifact_config(
+    *,
+    components: dict[str, dict[str, Any]],
+    task: Task,
+    chain: PromptChain,
+    training: TrainingConfig,
+    training_data: Mapping[str, Any] | None,
+    metrics: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The JSON config of an artifact (without the weights entry), in its key order."""
     config: dict[str, Any] = {
-        **pipeline._component_records(),
-        "task": {"kind": pipeline.task.kind, "labels": list(pipeline.task.labels),
-                 "dataset": pipeline.task.dataset},
-        "chain": pipeline.chain.to_dict(),
-        "training": config_record(pipeline.training),
+        **components,
+        "task": {"kind": task.kind, "labels": list(task.labels), "dataset": task.dataset},
+        "chain": chain.to_dict(),
+        "training": config_record(training),
     }
-    if pipeline.training_data:
-        config["training_data"] = pipeline.training_data
-    if pipeline.metrics:
-        config["metrics"] = pipeline.metrics
+    if training_data:
+        config["training_data"] = dict(training_data)
+    if metrics:
+        config["metrics"] = dict(metrics)
     return config
 
 
-def save_pipeline(pipeline: CoTPipeline, directory: str | Path) -> Path:
-    """Write config, weights (trainable tensors only) and model card to ``directory``.
+def save_artifact(directory: str | Path, config: dict[str, Any],
+                  tensors: dict[str, torch.Tensor]) -> Path:
+    """Write config, weights and model card to ``directory`` (all or nothing).
 
     The custom text of an existing ``README.md`` is kept; a ``README.md`` that is a symbolic link
     is not followed (its target could be any file): it is treated as absent, with a warning, and
     the save replaces the link with a regular file.
     """
     directory = Path(directory)
-    config = pipeline.artifact_config()
     card_path = directory / artifact.CARD_NAME
     existing: str | None = None
     if card_path.is_symlink():
@@ -106,46 +113,56 @@ def save_pipeline(pipeline: CoTPipeline, directory: str | Path) -> Path:
         try:
             existing = card_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            return _save_keeping_card(pipeline, directory, config, card_path, exc)
+            return _save_keeping_card(directory, config, tensors, card_path, exc)
     try:
         card = render_card(config, existing)
     except (ValueError, yaml.YAMLError) as exc:  # a user's README whose header is not a card's
-        return _save_keeping_card(pipeline, directory, config, card_path, exc)
-    return artifact.write_artifact(directory, config, pipeline.model.trainable_state(), card)
+        return _save_keeping_card(directory, config, tensors, card_path, exc)
+    return artifact.write_artifact(directory, config, tensors, card)
 
 
-def _save_keeping_card(pipeline: CoTPipeline, directory: Path, config: dict[str, Any],
+def _save_keeping_card(directory: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor],
                        card_path: Path, reason: Exception) -> Path:
     """Save config and weights, leaving a ``README.md`` that is not a readable card as it is."""
     logger.warning("%s cannot be read as a model card (%s); it is left as it is", card_path,
                    one_line(reason, 200))
-    return artifact.write_artifact(directory, config, pipeline.model.trainable_state(), None)
+    return artifact.write_artifact(directory, config, tensors, None)
 
 
-def load_pipeline(
-    cls: type[CoTPipeline],
-    path_or_repo_id: str | Path,
-    *,
-    revision: str | None = None,
-    token: str | None = None,
-    backbone: Any = None,
-    device: str | torch.device | None = None,
-    allow_pickle: bool = False,
-) -> CoTPipeline:
-    """Load a saved pipeline (as ``cls``) from a folder or a Hugging Face Hub repository.
+@dataclass(frozen=True)
+class OpenedArtifact:
+    """An artifact checked and its components built (see :func:`open_artifact`).
 
-    See :meth:`cotprompt.pipeline.core.CoTPipeline.from_pretrained`.
+    Attributes:
+        checked: Config, weights and validated records.
+        components: The built components by kind (``backbone``, ``generator``, ...).
     """
-    from cotprompt.hub import resolve_artifact
 
-    directory, origin = resolve_artifact(path_or_repo_id, revision=revision, token=token)
-    # every check that needs no model comes before the (possibly large) backbone is built
-    config, tensors = artifact.read_artifact(directory)
+    checked: CheckedArtifact
+    components: dict[str, Any]
+
+
+def open_artifact(
+    directory: Path,
+    origin: Mapping[str, Any],
+    *,
+    backbone: Backbone | None = None,
+    allow_pickle: bool = False,
+) -> OpenedArtifact:
+    """Check an artifact folder and build its components (see
+    :meth:`cotprompt.pipeline.CoTPipeline.from_pretrained`): every check that needs no model
+    comes before the (possibly large) backbone is built.
+
+    Raises:
+        ArtifactError: Failed checks, or a given backbone other than the recorded one.
+    """
     source = _describe(origin, directory)
-    records = validate_records(
-        config, source=source, caller_options={"allow_pickle": True} if allow_pickle else None,
+    checked = read_checked(
+        directory, source=source,
+        caller_options={"allow_pickle": True} if allow_pickle else None,
         skip=("backbone",) if backbone is not None else (),
     )
+    config = checked.config
     if backbone is not None:
         record, spec = config["backbone"], backbone.spec()
         recorded = record.get("config") if isinstance(record.get("config"), Mapping) else {}
@@ -158,24 +175,27 @@ def load_pipeline(
             )
     registry = get_registry()
     built: dict[str, Any] = {"backbone": backbone} if backbone is not None else {}
-    for kind, choice in records.components.items():
+    for kind, choice in checked.records.components.items():
         if kind == "generator":
             built[kind] = _load_generator(registry, choice, config)
         else:
             built[kind] = registry.create(kind, choice.name, choice.config,
                                           package=choice.package)
     _warn_if_activation_changed(config["backbone"], built["backbone"], source)
-    pipeline = cls(**built, training=records.training, device=device)
-    pipeline.set_classes(records.task, records.chain)
-    expected = pipeline.model.trainable_state()
-    artifact.check_fits_model(directory, tensors, expected)
+    return OpenedArtifact(checked, built)
+
+
+def restore_weights(directory: Path, tensors: Mapping[str, torch.Tensor],
+                    expected: Mapping[str, torch.Tensor]) -> None:
+    """Copy the saved tensors into the model's (``expected``), after checking that they fit it.
+
+    Raises:
+        ArtifactError: Names, shapes or dtypes that do not fit the built model.
+    """
+    artifact.check_fits_model(directory, dict(tensors), dict(expected))
     with torch.no_grad():
         for name, value in expected.items():
             value.copy_(tensors[name].to(value.device))
-    pipeline.metrics = records.metrics
-    pipeline.training_data = records.training_data
-    pipeline.source = origin
-    return pipeline
 
 
 def _warn_if_activation_changed(record: Mapping[str, Any], backbone: Any, source: str) -> None:

@@ -19,7 +19,7 @@ from cotprompt.plugins.records import (
     ENTRY_POINT_GROUP,
     Kind,
     PluginFailure,
-    _builtin_version,
+    builtin_version,
     normalize_package_name,
 )
 
@@ -58,7 +58,7 @@ def unknown_component_message(
     if package is not None:
         if normalize_package_name(package) == BUILTIN_PACKAGE:
             lines.append(
-                f"It was a built-in of cotprompt; this is cotprompt {_builtin_version()}: "
+                f"It was a built-in of cotprompt; this is cotprompt {builtin_version()}: "
                 "install the cotprompt version that provides it "
                 "(`pip install -U cotprompt`)."
             )

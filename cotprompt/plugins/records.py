@@ -2,11 +2,12 @@
 
 The data the :class:`~cotprompt.plugins.registry.Registry` collects (:class:`ComponentInfo`,
 :class:`PluginFailure`, :class:`DuplicateComponent`), the constants that name component kinds,
-hooks, the entry-point group and the strict-mode variable, the helpers that find the
-distribution (package name and version) providing a module, and the check that an object a
-plugin registers is a valid component class (:class:`InvalidComponentError` otherwise).
+hooks, the entry-point group and the strict-mode variable, the error raised for an invalid
+component class (:class:`InvalidComponentError`), and the helpers that find the distribution
+(package name and version) providing a module.
 
-Everything here is re-exported by :mod:`cotprompt.plugins.registry`; import it from there.
+The records and constants are re-exported by :mod:`cotprompt.plugins.registry`; import them from
+there.
 """
 
 from __future__ import annotations
@@ -15,16 +16,13 @@ import importlib.metadata
 import os
 import re
 import sys
-import traceback as traceback_module
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from pydantic import BaseModel
-
 from cotprompt import hookspecs
-from cotprompt.errors import PluginError, UnknownComponentError
+from cotprompt.errors import PluginError
 
 __all__ = [
     "BUILTINS_MODULE",
@@ -38,6 +36,9 @@ __all__ = [
     "InvalidComponentError",
     "Kind",
     "PluginFailure",
+    "builtin_version",
+    "clear_distribution_cache",
+    "distribution_of_module",
     "normalize_package_name",
     "strict_from_env",
 ]
@@ -65,14 +66,6 @@ BUILTIN_PACKAGE = "cotprompt"
 
 STRICT_ENV_VAR = "COTPROMPT_STRICT_PLUGINS"
 """Environment variable: when true (``1``, ``true``, ``yes``, ``on``), plugin failures raise."""
-
-# Methods a class of each kind must have (backbones have no protocol here yet).
-_REQUIRED_METHODS: dict[Kind, tuple[str, ...]] = {
-    "backbone": (),
-    "generator": ("generate",),
-    "tuner": ("bind", "encode_images", "encode_text"),
-    "aggregator": ("bind",),
-}
 
 
 @dataclass(frozen=True)
@@ -199,7 +192,13 @@ def _packages_distributions() -> Mapping[str, list[str]]:
     return importlib.metadata.packages_distributions()
 
 
-def _distribution_of_module(module_name: str) -> tuple[str, str | None]:
+def clear_distribution_cache() -> None:
+    """Forget the cached map of top-level modules to distributions that
+    :func:`distribution_of_module` reads (after installing a package at run time)."""
+    _packages_distributions.cache_clear()
+
+
+def distribution_of_module(module_name: str) -> tuple[str, str | None]:
     """The (normalised distribution name, version) that provides ``module_name``.
 
     Falls back to the top-level module name (and no version) for modules outside any
@@ -207,7 +206,7 @@ def _distribution_of_module(module_name: str) -> tuple[str, str | None]:
     """
     top = module_name.partition(".")[0]
     if top == BUILTIN_PACKAGE:
-        return BUILTIN_PACKAGE, _builtin_version()
+        return BUILTIN_PACKAGE, builtin_version()
     loaded = sys.modules.get(top)
     if loaded is not None and getattr(loaded, "__file__", None) is None:
         # built in memory (not from any file, so not from any distribution): skip the scan
@@ -223,57 +222,8 @@ def _distribution_of_module(module_name: str) -> tuple[str, str | None]:
     return normalize_package_name(top), None
 
 
-def _builtin_version() -> str:
+def builtin_version() -> str:
+    """The version of cotprompt itself (the version of its built-in components)."""
     from cotprompt._version import __version__
 
     return __version__
-
-
-def _describe_exception(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _format_traceback(exc: BaseException) -> str:
-    return "".join(traceback_module.format_exception(type(exc), exc, exc.__traceback__))
-
-
-def _validate_component(kind: Kind, obj: object) -> type:
-    """Check that ``obj`` is a valid component class of ``kind``.
-
-    Raises:
-        InvalidComponentError: With a message saying what is wrong.
-    """
-    hook = HOOK_NAMES[kind]
-    if not isinstance(obj, type):
-        raise InvalidComponentError(f"{hook} registered {obj!r}, which is not a class")
-    where = f"{obj.__module__}.{obj.__qualname__}"
-    name = getattr(obj, "name", None)
-    if not isinstance(name, str) or not name.strip():
-        raise InvalidComponentError(
-            f"{kind} class {where} needs a class attribute `name: str` (non-empty), got {name!r}"
-        )
-    config = getattr(obj, "Config", None)
-    if config is None:
-        raise InvalidComponentError(
-            f"{kind} class {where} ({name!r}) needs a class attribute `Config`, "
-            "a pydantic BaseModel subclass describing its options"
-        )
-    if not (isinstance(config, type) and issubclass(config, BaseModel)):
-        raise InvalidComponentError(
-            f"{kind} class {where} ({name!r}): `Config` must be a pydantic BaseModel subclass, "
-            f"got {config!r}"
-        )
-    missing = [m for m in _REQUIRED_METHODS[kind] if not callable(getattr(obj, m, None))]
-    if missing:
-        raise InvalidComponentError(
-            f"{kind} class {where} ({name!r}) lacks method(s) {', '.join(missing)} "
-            f"required of a {kind}; was it registered with the right hook ({hook})?"
-        )
-    return obj
-
-
-def _check_kind(kind: str) -> None:
-    if kind not in HOOK_NAMES:
-        raise UnknownComponentError(
-            f"unknown component kind {kind!r}; expected one of {', '.join(KINDS)}"
-        )

@@ -14,9 +14,10 @@ first) and the clash is reported in :attr:`Registry.duplicates`.
 
 Most code uses the cached :func:`get_registry` and :func:`create_component`.
 
-This module holds the loading and lookup of components; the records it collects, the kind and
-hook constants and the component checks live in :mod:`cotprompt.plugins.records`, its error
-messages in :mod:`cotprompt.plugins.messages`. Every public name of those is re-exported here.
+This module holds the lookup and creation of components; loading the plugins and checking what
+they register lives in :mod:`cotprompt.plugins.loading`, the records it collects and the kind
+and hook constants in :mod:`cotprompt.plugins.records`, its error messages in
+:mod:`cotprompt.plugins.messages`. The records and constants are re-exported here.
 """
 
 from __future__ import annotations
@@ -25,18 +26,17 @@ import importlib
 import importlib.metadata
 import logging
 import threading
-import types
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pluggy
 from pydantic import BaseModel, ValidationError
 
-from cotprompt import hookspecs
-from cotprompt.errors import ConfigError, PluginError, UnknownComponentError
+from cotprompt.errors import ConfigError, UnknownComponentError
+from cotprompt.plugins.loading import PluginLoader, entry_point_sort_key
 from cotprompt.plugins.messages import unknown_component_message, validation_message
 from cotprompt.plugins.records import (
-    BUILTIN_PACKAGE,
+    BUILTIN_PACKAGE,  # noqa: F401 - re-exported: imported from here (tests/test_docs.py)
     BUILTINS_MODULE,
     ENTRY_POINT_GROUP,
     HOOK_NAMES,
@@ -47,13 +47,7 @@ from cotprompt.plugins.records import (
     InvalidComponentError,
     Kind,
     PluginFailure,
-    _builtin_version,
-    _check_kind,
-    _describe_exception,
-    _distribution_of_module,
-    _format_traceback,
-    _packages_distributions,
-    _validate_component,
+    clear_distribution_cache,
     normalize_package_name,
     strict_from_env,
 )
@@ -76,6 +70,13 @@ __all__ = [
 ]
 
 logger = logging.getLogger("cotprompt.plugins")  # the documented logger name
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in HOOK_NAMES:
+        raise UnknownComponentError(
+            f"unknown component kind {kind!r}; expected one of {', '.join(KINDS)}"
+        )
 
 
 class Registry:
@@ -111,195 +112,19 @@ class Registry:
         strict: bool | None = None,
     ) -> None:
         self._strict = strict_from_env() if strict is None else strict
-        self._pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
-        self._pm.add_hookspecs(hookspecs)
-        self._components: dict[tuple[Kind, str], ComponentInfo] = {}
-        self._failures: list[PluginFailure] = []
-        self._duplicates: list[DuplicateComponent] = []
+        loader = PluginLoader(strict=self._strict)
+        self._pm: pluggy.PluginManager = loader.plugin_manager
+        self._components: dict[tuple[Kind, str], ComponentInfo] = loader.components
+        self._failures: list[PluginFailure] = loader.failures
+        self._duplicates: list[DuplicateComponent] = loader.duplicates
 
-        self._load_builtins(builtins)
+        loader.load_builtins(builtins)
         if entry_points is None:
             entry_points = importlib.metadata.entry_points(group=ENTRY_POINT_GROUP)
-        for ep in sorted(entry_points, key=self._entry_point_sort_key):
-            self._load_entry_point(ep)
+        for ep in sorted(entry_points, key=entry_point_sort_key):
+            loader.load_entry_point(ep)
         for obj in extra_plugins:
-            plugin_name = getattr(obj, "__name__", None) or type(obj).__name__
-            if not isinstance(obj, types.ModuleType):
-                package, version = _distribution_of_module(obj.__module__)
-            elif getattr(obj, "__file__", None) is None:
-                # a module built in memory (in a test): it belongs to no distribution
-                package, version = normalize_package_name(obj.__name__.partition(".")[0]), None
-            else:
-                package, version = _distribution_of_module(obj.__name__)
-            self._add_plugin(obj, plugin_name, package, version)
-
-    # -- loading ----------------------------------------------------------------------------
-
-    @staticmethod
-    def _entry_point_sort_key(ep: importlib.metadata.EntryPoint) -> tuple[str, str]:
-        dist = getattr(ep, "dist", None)
-        return (normalize_package_name(dist.name) if dist is not None else "", ep.name)
-
-    def _load_builtins(self, builtins: str | object | None) -> None:
-        if builtins is None:
-            return
-        if isinstance(builtins, str):
-            try:
-                obj = importlib.import_module(builtins)
-            except ModuleNotFoundError as exc:
-                if exc.name == builtins:
-                    logger.debug("no built-in components: module %s not found", builtins)
-                    return
-                self._fail(builtins, BUILTIN_PACKAGE, exc)
-                return
-            except KeyboardInterrupt:
-                raise
-            except BaseException as exc:  # SystemExit too: a plugin must not end the program
-                self._fail(builtins, BUILTIN_PACKAGE, exc)
-                return
-            plugin_name = builtins
-        else:
-            obj = builtins
-            plugin_name = BUILTINS_MODULE
-        self._add_plugin(obj, plugin_name, BUILTIN_PACKAGE, _builtin_version())
-
-    def _load_entry_point(self, ep: importlib.metadata.EntryPoint) -> None:
-        dist = getattr(ep, "dist", None)
-        if dist is not None:
-            package = normalize_package_name(dist.name)
-            version: str | None = dist.version
-        else:
-            package, version = _distribution_of_module(ep.value.partition(":")[0])
-        try:
-            obj = ep.load()
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # SystemExit too: a plugin must not end the program
-            self._fail(ep.name, package, exc)
-            return
-        self._add_plugin(obj, ep.name, package, version)
-
-    def _add_plugin(self, obj: object, plugin_name: str, package: str, version: str | None) -> None:
-        """Register one plugin object and collect what its hooks register, atomically."""
-        if self._pm.is_registered(obj):
-            logger.warning(
-                "plugin %r (package %s) is the same object as plugin %r; skipped",
-                plugin_name,
-                package,
-                self._pm.get_name(obj),
-            )
-            return
-        pm_name = plugin_name
-        if self._pm.has_plugin(pm_name):  # two distributions using the same entry-point name
-            pm_name = f"{package}:{plugin_name}"
-        try:
-            self._pm.register(obj, name=pm_name)
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # pluggy.PluginValidationError, ValueError, SystemExit...
-            if self._pm.is_registered(obj):
-                self._pm.unregister(obj)
-            self._fail(plugin_name, package, exc)
-            return
-        self._warn_unknown_hooks(obj, plugin_name, package)
-
-        staged: dict[tuple[Kind, str], ComponentInfo] = {}
-        others = [p for p in self._pm.get_plugins() if p is not obj]
-        try:
-            for kind in KINDS:
-                caller = self._pm.subset_hook_caller(HOOK_NAMES[kind], remove_plugins=others)
-                caller(register=self._make_register(kind, staged, plugin_name, package, version))
-        except KeyboardInterrupt:
-            raise
-        except BaseException as exc:  # SystemExit too: a plugin must not end the program
-            self._pm.unregister(obj)
-            self._fail(plugin_name, package, exc)
-            return
-
-        if not staged:
-            logger.warning("plugin %r (package %s) registered no components", plugin_name, package)
-        for key, info in staged.items():
-            existing = self._components.get(key)
-            if existing is None:
-                self._components[key] = info
-            elif existing.cls is not info.cls:
-                self._duplicates.append(
-                    DuplicateComponent(kind=key[0], name=key[1], kept=existing, ignored=info)
-                )
-                logger.warning(
-                    "%s %r is registered by both %s (plugin %r) and %s (plugin %r); "
-                    "using the one from %s",
-                    key[0],
-                    key[1],
-                    existing.package,
-                    existing.plugin,
-                    info.package,
-                    info.plugin,
-                    existing.package,
-                )
-
-    def _make_register(
-        self,
-        kind: Kind,
-        staged: dict[tuple[Kind, str], ComponentInfo],
-        plugin_name: str,
-        package: str,
-        version: str | None,
-    ) -> Callable[[type], None]:
-        def register(cls: type) -> None:
-            component = _validate_component(kind, cls)
-            name: str = component.name  # type: ignore[attr-defined]
-            previous = staged.get((kind, name))
-            if previous is not None and previous.cls is not component:
-                raise InvalidComponentError(
-                    f"{kind} name {name!r} registered twice with different classes "
-                    f"({previous.class_path} and {component.__module__}:"
-                    f"{component.__qualname__})"
-                )
-            staged[(kind, name)] = ComponentInfo(
-                kind=kind,
-                name=name,
-                package=package,
-                version=version,
-                cls=component,
-                plugin=plugin_name,
-            )
-
-        return register
-
-    def _warn_unknown_hooks(self, obj: object, plugin_name: str, package: str) -> None:
-        for caller in self._pm.get_hookcallers(obj) or []:
-            if caller.spec is not None:
-                continue
-            if all(impl.optionalhook for impl in caller.get_hookimpls() if impl.plugin is obj):
-                continue
-            logger.warning(
-                "plugin %r (package %s) implements unknown hook %r (ignored); known hooks: %s",
-                plugin_name,
-                package,
-                caller.name,
-                ", ".join(HOOK_NAMES.values()),
-            )
-
-    def _fail(self, plugin_name: str, package: str, exc: BaseException) -> None:
-        failure = PluginFailure(
-            name=plugin_name,
-            package=package,
-            error=_describe_plugin_exception(exc),
-            traceback=None if isinstance(exc, InvalidComponentError) else _format_traceback(exc),
-        )
-        if self._strict:
-            raise PluginError(
-                f"plugin {plugin_name!r} (package {package}) failed: {failure.error} "
-                f"({STRICT_ENV_VAR} is set, so plugin failures are errors)"
-            ) from exc
-        self._failures.append(failure)
-        logger.warning(
-            "plugin %r (package %s) failed and was skipped: %s",
-            plugin_name,
-            package,
-            failure.error,
-        )
+            loader.load_object(obj)
 
     # -- queries ----------------------------------------------------------------------------
 
@@ -468,14 +293,6 @@ class Registry:
         return sorted(items, key=lambda c: (c.kind, c.name))
 
 
-def _describe_plugin_exception(exc: BaseException) -> str:
-    """One line for a plugin failure; a ``SystemExit`` says which ``sys.exit`` call it was."""
-    if isinstance(exc, SystemExit):
-        code = "" if exc.code is None else repr(exc.code)
-        return f"SystemExit: the plugin called sys.exit({code})"
-    return _describe_exception(exc)
-
-
 _registry: Registry | None = None
 _registry_lock = threading.Lock()
 
@@ -504,7 +321,7 @@ def reset_registry() -> None:
     global _registry
     with _registry_lock:
         _registry = None
-        _packages_distributions.cache_clear()
+        clear_distribution_cache()
         importlib.invalidate_caches()
 
 

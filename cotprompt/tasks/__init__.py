@@ -1,10 +1,12 @@
-"""Task families beyond classification: image-text retrieval and visual question answering.
+"""The tasks: classification, image-text retrieval and visual question answering.
 
-``CoTPipeline.fit`` and ``CoTPipeline.evaluate`` hand a :class:`RetrievalDataset` or a
-:class:`VQADataset` to this package (see :func:`fit_task` and :func:`evaluate_task`); the same
-backbones, tuners, aggregators, artifacts and model cards serve all three tasks. Build a pipeline
-for a task with :func:`for_task`, which picks the task's generator (``caption`` or
-``question-answer``). See ``docs/retrieval.md`` and ``docs/vqa.md``.
+Each is a task head (:mod:`cotprompt.pipeline.heads`) registered here: ``CoTPipeline.fit`` and
+``CoTPipeline.evaluate`` find the head of the dataset they are given
+(:class:`~cotprompt.data.ImageClassificationDataset`, :class:`RetrievalDataset`,
+:class:`VQADataset`) and drive it through one training template; the same backbones, tuners,
+aggregators, artifacts and model cards serve all three. Build a pipeline for a task with
+:func:`for_task`, which picks the task's generator (``caption`` or ``question-answer``). See
+``docs/retrieval.md`` and ``docs/vqa.md``.
 """
 
 from __future__ import annotations
@@ -13,7 +15,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cotprompt.errors import ConfigError
+import torch
+
+from cotprompt.backbones.base import Backbone
+from cotprompt.pipeline.config import TASK_GENERATORS, choose_preset, method_create_kwargs
+from cotprompt.pipeline.core import CoTPipeline
+from cotprompt.pipeline.heads import register_task_head
+from cotprompt.tasks.classification import ClassificationHead
 from cotprompt.tasks.generators import (
     RETRIEVAL,
     VQA,
@@ -31,8 +39,6 @@ from cotprompt.tasks.metrics import (
 from cotprompt.tasks.retrieval import (
     RetrievalEvalConfig,
     caption_logits,
-    evaluate_retrieval,
-    fit_retrieval,
     similarity,
 )
 from cotprompt.tasks.retrieval_data import (
@@ -41,11 +47,10 @@ from cotprompt.tasks.retrieval_data import (
     from_coco_captions,
     from_karpathy,
 )
+from cotprompt.tasks.retrieval_head import RetrievalHead, evaluate_retrieval, fit_retrieval
 from cotprompt.tasks.vqa import (
     VQAEvalConfig,
     answer_logits,
-    evaluate_vqa,
-    fit_vqa,
     predict_answers,
     set_answer_vocabulary,
 )
@@ -55,17 +60,17 @@ from cotprompt.tasks.vqa_data import (
     from_vqa_json,
     normalize_answer,
 )
+from cotprompt.tasks.vqa_head import VQAHead, evaluate_vqa, fit_vqa
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline.core import CoTPipeline
     from cotprompt.training.config import TrainingConfig
-    from cotprompt.training.trainer import StepInfo, TrainingResult
+    from cotprompt.training.loop import StepInfo, TrainingResult
 
 TaskDataset = RetrievalDataset | VQADataset
 TaskResult = RetrievalResult | VQAResult
 
-#: The generator of each task kind, by registered name.
-TASK_GENERATORS = {RETRIEVAL: "caption", VQA: "question-answer"}
+for _head in (ClassificationHead(), RetrievalHead(), VQAHead()):
+    register_task_head(_head)
 
 __all__ = [
     "RETRIEVAL",
@@ -73,15 +78,18 @@ __all__ = [
     "VQA",
     "CaptionGenerator",
     "CaptionGeneratorConfig",
+    "ClassificationHead",
     "QuestionAnswerGenerator",
     "QuestionAnswerGeneratorConfig",
     "RetrievalDataset",
     "RetrievalEvalConfig",
+    "RetrievalHead",
     "RetrievalResult",
     "TaskDataset",
     "TaskResult",
     "VQADataset",
     "VQAEvalConfig",
+    "VQAHead",
     "VQAQuestion",
     "VQAResult",
     "answer_logits",
@@ -121,18 +129,13 @@ def fit_task(
     resume_from: str | Path | None = None,
     callbacks: Sequence[Callable[[StepInfo], None]] = (),
 ) -> TrainingResult:
-    """Train on a retrieval or VQA dataset (``CoTPipeline.fit`` dispatches here).
+    """Train on a retrieval or VQA dataset: ``pipeline.fit`` (kept for its callers).
 
     Raises:
         ConfigError: ``val`` is of another task than ``train``.
     """
-    if val is not None and type(val) is not type(train):
-        raise ConfigError(f"train is a {type(train).__name__} but val a {type(val).__name__}")
-    options = {"val": val, "training": training, "resume_from": resume_from,
-               "callbacks": callbacks}
-    if isinstance(train, RetrievalDataset):
-        return fit_retrieval(pipeline, train, **options)  # type: ignore[arg-type]
-    return fit_vqa(pipeline, train, **options)  # type: ignore[arg-type]
+    return pipeline.fit(train, val=val, training=training, resume_from=resume_from,
+                        callbacks=callbacks)
 
 
 def evaluate_task(
@@ -143,31 +146,28 @@ def evaluate_task(
     zero_shot: bool = False,
     split: str | None = None,
 ) -> TaskResult:
-    """Evaluate on a retrieval or VQA dataset (``CoTPipeline.evaluate`` dispatches here)."""
-    if isinstance(dataset, RetrievalDataset):
-        return evaluate_retrieval(pipeline, dataset, batch_size=batch_size,
-                                  zero_shot=zero_shot, split=split)
-    return evaluate_vqa(pipeline, dataset, batch_size=batch_size, zero_shot=zero_shot,
-                        split=split)
+    """Evaluate on a retrieval or VQA dataset: ``pipeline.evaluate`` (kept for its callers)."""
+    return pipeline.evaluate(dataset, batch_size=batch_size, zero_shot=zero_shot,  # type: ignore[return-value]
+                             split=split)
 
 
 def for_task(
     task: str,
     method: str = "coop",
     *,
-    backbone: Any = None,
+    backbone: Backbone | None = None,
     model_name: str = "ViT-B-16",
     pretrained: str | None = "openai",
     generator_config: Mapping[str, Any] | None = None,
     tuner_config: Mapping[str, Any] | None = None,
     training: TrainingConfig | Mapping[str, Any] | None = None,
-    device: str | Any = None,
+    device: str | torch.device | None = None,
 ) -> CoTPipeline:
     """CoOp, CoCoOp or CoT-PT set up for ``"retrieval"`` or ``"vqa"``.
 
     The tuner and aggregator are the method's (see ``CoTPipeline.for_method``); the generator is
     the task's (``caption`` / ``question-answer``), with its three-step ``cot`` preset for
-    ``cotpt``.
+    ``cotpt`` (:func:`cotprompt.pipeline.config.method_create_kwargs`).
 
     Args:
         task: ``"retrieval"`` or ``"vqa"``.
@@ -180,23 +180,10 @@ def for_task(
         device: Where to run.
 
     Raises:
-        ConfigError: Unknown task or method.
+        ConfigError: Unknown task or method (with the closest name).
     """
-    from cotprompt.pipeline.core import METHODS, CoTPipeline
-
-    if task not in TASK_GENERATORS:
-        raise ConfigError(f"unknown task {task!r}; choose one of {sorted(TASK_GENERATORS)}")
-    if method not in METHODS:
-        raise ConfigError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
-    specs = METHODS[method]
-    generator_options = {**({"preset": "cot"} if method == "cotpt" else {}),
-                         **(generator_config or {})}
-    return CoTPipeline.create(
-        backbone=backbone if backbone is not None else "open_clip",
-        backbone_config=None if backbone is not None else {
-            "model_name": model_name, "pretrained": pretrained},
-        generator=TASK_GENERATORS[task], generator_config=generator_options,
-        tuner=specs["tuner"].name, tuner_config={**specs["tuner"].config, **(tuner_config or {})},
-        aggregator=specs["aggregator"].name, aggregator_config=specs["aggregator"].config,
-        training=training, device=device,
-    )
+    choose_preset("task", task, TASK_GENERATORS)  # classification has CoTPipeline.for_method
+    kwargs = method_create_kwargs(method, model_name=model_name, pretrained=pretrained,
+                                  backbone=backbone, tuner_config=tuner_config, task=task,
+                                  generator_config=generator_config)
+    return CoTPipeline.create(**kwargs, training=training, device=device)

@@ -1,17 +1,13 @@
-"""The training loop of the retrieval and VQA tasks, and what their modules share.
+"""What the retrieval and VQA heads share: checking the generator, binding stand-in labels,
+encoding images for training and evaluation, and the soft cross-entropy.
 
-The loop is the classification trainer's (:func:`~cotprompt.training.trainer.setup_run` and
-:func:`~cotprompt.training.trainer.run_epochs`: same optimiser, learning-rate schedule, batch
-order, checkpoints and NaN guard); the task gives the loss: ``loss_fn(batch, epoch)`` gets the
-dataset indices of one batch (from :func:`~cotprompt.training.schedule.epoch_batches`) and returns
-a scalar loss with gradients.
+Their training runs through the pipeline's one training template
+(:func:`~cotprompt.training.loop.run_training`, driven by ``CoTPipeline.fit``).
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -20,32 +16,18 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from cotprompt.data.records import ImageRecord, Transform
-from cotprompt.errors import ConfigError, TrainingError
+from cotprompt.errors import ConfigError
 from cotprompt.tasks._io import PixelList, image_dataset
-from cotprompt.training.config import TrainingConfig, merge_training
-from cotprompt.training.seeding import redraw_untrained, seed_everything
+from cotprompt.training.config import TrainingConfig
 from cotprompt.training.trainer import (
-    StepInfo,
     Trainer,
-    TrainingResult,
-    make_accelerator,
-    run_epochs,
-    setup_run,
 )
 from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline.core import CoTPipeline
+    from cotprompt.pipeline import CoTPipeline
 
 LossFn = Callable[[list[int], int], Tensor]
-
-
-def resolve_training(
-    pipeline: CoTPipeline, training: TrainingConfig | Mapping[str, Any] | None
-) -> TrainingConfig:
-    """The options of one ``fit`` call: the pipeline's, updated by the keys of a mapping (or
-    replaced by a ``TrainingConfig``); see :func:`~cotprompt.training.config.merge_training`."""
-    return merge_training(pipeline.training, training)
 
 
 def check_generator(pipeline: CoTPipeline, kind: str) -> None:
@@ -95,21 +77,6 @@ def generate(pipeline: CoTPipeline, task: Task) -> PromptChain:
     return chain
 
 
-def task_accelerator(config: TrainingConfig) -> Any:
-    """An accelerate ``Accelerator`` for one process.
-
-    Raises:
-        TrainingError: Launched on several processes (the task losses are not sharded).
-    """
-    accelerator = make_accelerator(config.precision)
-    if accelerator.num_processes > 1:
-        raise TrainingError(
-            "retrieval and VQA training run in one process; launch without accelerate's "
-            "multi-process mode"
-        )
-    return accelerator
-
-
 def cacheable(pipeline: CoTPipeline, config: TrainingConfig) -> bool:
     """Whether frozen image features can be computed once (as the classification trainer)."""
     return (config.cache_features and not config.augment
@@ -148,48 +115,3 @@ def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(logits.float(), targets.to(logits.device, torch.float32))
 
 
-def run_loop(
-    pipeline: CoTPipeline,
-    config: TrainingConfig,
-    accelerator: Any,
-    *,
-    num_items: int,
-    loss_fn: LossFn,
-    validate: Callable[[], dict[str, float]] | None = None,
-    resume_from: str | Path | None = None,
-    callbacks: Sequence[Callable[[StepInfo], None]] = (),
-    fingerprint_extra: dict[str, Any] | None = None,
-) -> TrainingResult:
-    """Optimise the pipeline's trainable tensors over ``num_items`` items with the trainer's
-    loop (:func:`~cotprompt.training.trainer.run_epochs`), ``loss_fn`` under autocast.
-
-    Args:
-        pipeline: Bound to its task; its tuner and aggregator are trained.
-        config: Epochs, batch size, optimiser, schedule, checkpoints...
-        accelerator: From :func:`task_accelerator`.
-        num_items: Items per epoch (images for retrieval, questions for VQA).
-        loss_fn: ``(batch indices, epoch) -> scalar loss``.
-        validate: Called after every epoch; its metrics go into the epoch's history record.
-        resume_from: A checkpoint folder, a folder of checkpoints, or ``"latest"``.
-        callbacks: Called with a :class:`StepInfo` after every step.
-        fingerprint_extra: What identifies the run besides options and parameter shapes.
-
-    Returns:
-        The :class:`TrainingResult` (per-epoch history).
-
-    Raises:
-        TrainingError: No trainable parameters, a non-finite loss, or a foreign checkpoint.
-    """
-    started = time.perf_counter()
-    if resume_from is None:  # untrained parameters drawn with another seed: the run's draws
-        redraw_untrained(pipeline, config.seed)
-    seed_everything(config.seed)
-    run = setup_run(pipeline.model, config, accelerator, resume_from=resume_from,
-                    fingerprint_extra=fingerprint_extra, prepare_model=False)
-
-    def step_loss(batch: list[int], epoch: int) -> Tensor:
-        with accelerator.autocast():
-            return loss_fn(batch, epoch)
-
-    return run_epochs(run, config, accelerator, num_samples=num_items, step_loss=step_loss,
-                      validate=validate, callbacks=callbacks, started=started)

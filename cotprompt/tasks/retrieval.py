@@ -26,11 +26,9 @@ first training step or score; ``error`` refuses the long ones (counted, the firs
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -38,11 +36,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from cotprompt.backbones.zero_shot import zero_shot_classifier, zero_shot_logits
 from cotprompt.config import ComponentConfig
 from cotprompt.errors import ConfigError, DataError
 from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.tasks import loops
-from cotprompt.tasks._io import PixelList
 from cotprompt.tasks._tokens import binding_backbone
 from cotprompt.tasks.generators import RETRIEVAL
 from cotprompt.tasks.metrics import (
@@ -52,14 +50,12 @@ from cotprompt.tasks.metrics import (
     text_to_image_recall,
 )
 from cotprompt.tasks.retrieval_data import RetrievalDataset
-from cotprompt.training.config import TrainingConfig
 from cotprompt.training.seeding import derive_seed
-from cotprompt.training.trainer import StepInfo, TrainingResult
 from cotprompt.tuners.prompt_tokens import labels_may_coincide, long_texts_truncated
 from cotprompt.types import Task
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline.core import CoTPipeline
+    from cotprompt.pipeline import CoTPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -233,7 +229,7 @@ def check_caption_lengths(
     )
 
 
-def _caption_images(dataset: RetrievalDataset) -> dict[str, str]:
+def caption_images(dataset: RetrievalDataset) -> dict[str, str]:
     """Each caption text's first image, described (for messages)."""
     found: dict[str, str] = {}
     for record, group in zip(dataset.images, dataset.captions, strict=True):
@@ -242,7 +238,7 @@ def _caption_images(dataset: RetrievalDataset) -> dict[str, str]:
     return found
 
 
-def _truncating(policy: str) -> contextlib.AbstractContextManager[None]:
+def truncating(policy: str) -> contextlib.AbstractContextManager[None]:
     """Binds that let the tokenizer cut long prompts (``truncate``), or refuse them."""
     return long_texts_truncated() if policy == "truncate" else contextlib.nullcontext()
 
@@ -354,17 +350,11 @@ def _rank_zero_shot(
     config: RetrievalEvalConfig,
 ) -> None:
     """The untuned model: the generator's zero-shot sentences through the plain text encoder."""
-    scale = pipeline.backbone.logit_scale.float()
     for chunk in _chunks(len(texts), config.caption_chunk):
         chain = loops.generate(pipeline, Task(labels=tuple(texts[u] for u in chunk),
                                               kind=RETRIEVAL))
-        sentences = [s for group in chain.zero_shot for s in group]
-        owner = torch.tensor([c for c, group in enumerate(chain.zero_shot) for _ in group])
-        encoded = F.normalize(pipeline.backbone.encode_texts(sentences).float(), dim=-1)
-        summed = torch.zeros(len(chunk), encoded.shape[-1], device=encoded.device)
-        summed.index_add_(0, owner.to(encoded.device), encoded)
-        text = F.normalize(summed, dim=-1)
-        ranker.add(scale * features.to(text.device) @ text.t(), chunk.start)
+        text = zero_shot_classifier(pipeline.backbone, chain.zero_shot)
+        ranker.add(zero_shot_logits(pipeline.backbone, features, text), chunk.start)
 
 
 @torch.no_grad()
@@ -461,14 +451,14 @@ def score_gallery(
     texts, entry_text, entry_image = dataset.unique_captions()
     policy = long_captions_policy(pipeline, config.long_captions)
     check_caption_lengths(pipeline, texts, long_captions=policy,
-                          images=_caption_images(dataset), what="gallery captions")
+                          images=caption_images(dataset), what="gallery captions")
     mode = _resolve_mode(pipeline, config, features.shape[0] * len(texts), zero_shot)
     depth = max(max(config.ks), config.rerank_k if mode == "two-stage" else 0)
     ranker = _Ranker(features.shape[0], len(texts), depth)
     pipeline.model.eval()
     features = features.to(pipeline.device)
     try:
-        with _truncating(policy):
+        with truncating(policy):
             _score(pipeline, features, texts, ranker, config, mode)
     finally:
         loops.restore_binding(pipeline)
@@ -485,48 +475,6 @@ def score_gallery(
         rerank_k=config.rerank_k if mode == "two-stage" else None,
         seconds=time.perf_counter() - started,
     )
-
-
-def evaluate_retrieval(
-    pipeline: CoTPipeline,
-    dataset: RetrievalDataset,
-    *,
-    batch_size: int = 64,
-    zero_shot: bool = False,
-    split: str | None = None,
-    config: RetrievalEvalConfig | Mapping[str, Any] | None = None,
-) -> RetrievalResult:
-    """Recall@1/5/10 image -> text and text -> image on a gallery (what
-    ``pipeline.evaluate(retrieval_dataset)`` runs).
-
-    Args:
-        pipeline: The pipeline; bound to the retrieval task if it is not yet.
-        dataset: The gallery: images with their captions.
-        batch_size: Images per image-encoder batch.
-        zero_shot: Evaluate the untuned model (the generator's zero-shot sentences).
-        split: If given, the metrics are recorded in ``pipeline.metrics[split]`` (model card).
-        config: Scoring options (:class:`RetrievalEvalConfig`).
-    """
-    if isinstance(config, Mapping):
-        config = RetrievalEvalConfig.model_validate(config)
-    started = time.perf_counter()
-    prepare(pipeline)
-    features = loops.eval_features(pipeline, dataset.images, batch_size, dataset.transform)
-    result = score_gallery(pipeline, features, dataset, config, zero_shot=zero_shot)
-    seconds = time.perf_counter() - started
-    result = dataclasses.replace(result, seconds=seconds)
-    logger.info(
-        "retrieval (%s, %d images, %d captions): i2t %s, t2i %s, %.1f s", result.mode,
-        result.num_images, result.num_captions, _fmt(result.image_to_text),
-        _fmt(result.text_to_image), seconds,
-    )
-    if split is not None:
-        pipeline.metrics[split] = result.metrics()
-    return result
-
-
-def _fmt(recalls: Mapping[int, float]) -> str:
-    return " ".join(f"R@{k} {v:.1f}" for k, v in recalls.items())
 
 
 @torch.no_grad()
@@ -551,113 +499,8 @@ def similarity(
         for p in pixel_batches(as_image_list(images), transform, batch_size)
     ])
     try:
-        with _truncating(policy):
+        with truncating(policy):
             logits = caption_logits(pipeline, features, unique)
     finally:
         loops.restore_binding(pipeline)
     return logits[:, torch.tensor(column, device=logits.device)]
-
-
-# -- training -------------------------------------------------------------------------------
-
-
-def fit_retrieval(
-    pipeline: CoTPipeline,
-    train: RetrievalDataset,
-    *,
-    val: RetrievalDataset | None = None,
-    training: TrainingConfig | Mapping[str, Any] | None = None,
-    resume_from: str | Path | None = None,
-    callbacks: Sequence[Callable[[StepInfo], None]] = (),
-    eval_config: RetrievalEvalConfig | None = None,
-    long_captions: LongCaptions | None = None,
-) -> TrainingResult:
-    """Train the prompts for retrieval (what ``pipeline.fit(retrieval_dataset)`` runs).
-
-    Every epoch draws one caption per image (reproducibly from the seed); a batch of B images and
-    its U <= B distinct captions gives ``[B, U]`` logits and the symmetric contrastive loss of
-    :func:`contrastive_loss`. ``training.batch_size`` counts images.
-
-    Args:
-        pipeline: Bound to the retrieval task here if it is not yet.
-        train: Images with captions (:meth:`RetrievalDataset.fraction` keeps a reproducible
-            fraction of them).
-        val: Optional gallery evaluated after every epoch (``val_rsum`` and the recalls in the
-            history).
-        training: Options of this call (default: the pipeline's).
-        resume_from: A checkpoint folder, a folder of checkpoints, or ``"latest"``.
-        callbacks: Called with a :class:`StepInfo` after every step.
-        eval_config: Scoring options of the validation gallery.
-        long_captions: Captions too long for the context (training and validation):
-            ``error`` or ``truncate``; default: the generator's option (see
-            :func:`check_caption_lengths`). Every caption is checked before the first step.
-
-    Returns:
-        A :class:`TrainingResult` with per-epoch history.
-
-    Raises:
-        DataError: Captions too long for the context, with ``long_captions="error"``.
-    """
-    cfg = loops.resolve_training(pipeline, training)
-    accelerator = loops.task_accelerator(cfg)
-    pipeline.to(accelerator.device)
-    prepare(pipeline)
-    # every caption, before the first step: a long one no longer stops an epoch half-way
-    policy = long_captions_policy(pipeline, long_captions)
-    check_caption_lengths(pipeline, train.unique_captions()[0], long_captions=policy,
-                          images=_caption_images(train), what="training captions")
-    if val is not None:
-        eval_config = eval_config or RetrievalEvalConfig()
-        if eval_config.long_captions is None:
-            eval_config = eval_config.model_copy(update={"long_captions": policy})
-        check_caption_lengths(pipeline, val.unique_captions()[0],
-                              long_captions=eval_config.long_captions,
-                              images=_caption_images(val), what="validation captions")
-    device = accelerator.device
-    cached = loops.cacheable(pipeline, cfg)
-    features = loops.train_features(pipeline, train.images, cfg, accelerator) if cached else None
-    transform = pipeline.backbone.image_transform(train=cfg.augment)
-    pixels = PixelList(train.images, transform)
-    caption_sets = [set(group) for group in train.captions]
-    picks: dict[int, list[int]] = {}
-
-    def loss_fn(batch: list[int], epoch: int) -> Tensor:
-        if epoch not in picks:
-            picks.clear()
-            picks[epoch] = sample_captions(train, cfg.seed, epoch)
-        chosen = [train.captions[i][picks[epoch][i]] for i in batch]
-        unique = list(dict.fromkeys(chosen))
-        positives = torch.tensor([[u in caption_sets[i] for u in unique] for i in batch])
-        if features is not None:
-            feats = features[torch.tensor(batch, device=features.device)]
-        else:
-            feats = pipeline.model.image_features(pixels.batch(batch).to(device))
-        return contrastive_loss(caption_logits(pipeline, feats, unique), positives)
-
-    validate = None
-    if val is not None:
-        val_features = loops.eval_features(pipeline, val.images, 64, val.transform)
-
-        def validate() -> dict[str, float]:
-            result = score_gallery(pipeline, val_features, val, eval_config)
-            return {f"val_{k}": v for k, v in result.metrics().items()}
-
-    try:
-        with _truncating(policy):
-            result = loops.run_loop(
-                pipeline, cfg, accelerator, num_items=len(train), loss_fn=loss_fn,
-                validate=validate, resume_from=resume_from, callbacks=callbacks,
-                fingerprint_extra={"task": RETRIEVAL, "num_images": len(train),
-                                   "num_captions": train.num_captions,
-                                   "components": pipeline._component_records(),
-                                   **({"long_captions": policy} if policy == "truncate"
-                                      else {})},
-            )
-    finally:
-        loops.restore_binding(pipeline)
-    result.features_cached = cached
-    pipeline.training = cfg
-    pipeline.training_data = {"task": RETRIEVAL, "num_images": len(train),
-                              "num_captions": train.num_captions, "epochs": cfg.epochs,
-                              "seed": cfg.seed}
-    return result

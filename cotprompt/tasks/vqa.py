@@ -17,32 +17,27 @@ steps). Keep A moderate (hundreds) on large question sets.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor
 
+from cotprompt.backbones.zero_shot import zero_shot_classifier, zero_shot_logits
 from cotprompt.config import ComponentConfig
 from cotprompt.errors import ConfigError, DataError
 from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.tasks import loops
-from cotprompt.tasks._io import PixelList
 from cotprompt.tasks._tokens import binding_backbone
 from cotprompt.tasks.generators import VQA
 from cotprompt.tasks.metrics import VQAResult, vqa_score
-from cotprompt.tasks.vqa_data import DEFAULT_NUM_ANSWERS, VQADataset
-from cotprompt.training.config import TrainingConfig
-from cotprompt.training.trainer import StepInfo, TrainingResult
+from cotprompt.tasks.vqa_data import VQADataset
 from cotprompt.tuners.prompt_tokens import labels_may_coincide
 from cotprompt.types import PromptChain, PromptStep, Task
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline.core import CoTPipeline
+    from cotprompt.pipeline import CoTPipeline
 
 logger = logging.getLogger(__name__)
 
@@ -180,25 +175,18 @@ def _zero_shot_logits(
     pipeline: CoTPipeline, image_features: Tensor, questions: Sequence[str]
 ) -> Tensor:
     """``[B, A]`` logits of the untuned model: zero-shot sentences, plain text encoder."""
-    scale = pipeline.backbone.logit_scale.float()
     out = []
     cache: dict[str, Tensor] = {}
     for feats, question in zip(image_features, questions, strict=True):
         if question not in cache:
             chain = _chain(pipeline, question)
-            sentences = [s for group in chain.zero_shot for s in group]
-            owner = torch.tensor([c for c, group in enumerate(chain.zero_shot) for _ in group])
-            encoded = F.normalize(pipeline.backbone.encode_texts(sentences).float(), dim=-1)
-            summed = torch.zeros(len(chain.zero_shot), encoded.shape[-1], device=encoded.device)
-            summed.index_add_(0, owner.to(encoded.device), encoded)
-            cache[question] = F.normalize(summed, dim=-1)
-        text = cache[question]
-        out.append(scale * feats.to(text.device) @ text.t())
+            cache[question] = zero_shot_classifier(pipeline.backbone, chain.zero_shot)
+        out.append(zero_shot_logits(pipeline.backbone, feats, cache[question]))
     return torch.stack(out)
 
 
 @torch.no_grad()
-def _score_questions(
+def score_questions(
     pipeline: CoTPipeline, features: Tensor, dataset: VQADataset, config: VQAEvalConfig,
     zero_shot: bool,
 ) -> Tensor:
@@ -221,10 +209,12 @@ def _score_questions(
     return out
 
 
-def _summarise(
+def summarise(
     dataset: VQADataset, vocab: Sequence[str], predicted: Sequence[str], leave_one_out: bool,
     seconds: float,
 ) -> VQAResult:
+    """VQA accuracy of predicted answers (one per question of ``dataset``), with the in-vocabulary
+    and oracle accuracies and the out-of-vocabulary counts (logged)."""
     known = set(vocab)
     scores, in_vocab, oracle = [], [], []
     oov = unanswerable = 0
@@ -257,53 +247,6 @@ def _summarise(
         seconds=seconds,
         predictions=tuple(predicted),
     )
-
-
-def evaluate_vqa(
-    pipeline: CoTPipeline,
-    dataset: VQADataset,
-    *,
-    batch_size: int = 64,
-    zero_shot: bool = False,
-    split: str | None = None,
-    config: VQAEvalConfig | Mapping[str, Any] | None = None,
-) -> VQAResult:
-    """VQA accuracy over the pipeline's answer vocabulary (what
-    ``pipeline.evaluate(vqa_dataset)`` runs). Questions whose answers are outside the
-    vocabulary are kept, counted in the result and logged.
-
-    Args:
-        pipeline: Bound to a VQA task (fitted, loaded, or :func:`set_answer_vocabulary`).
-        dataset: Annotated questions.
-        batch_size: Images per image-encoder batch.
-        zero_shot: Evaluate the untuned model (the generator's zero-shot sentences).
-        split: If given, the metrics are recorded in ``pipeline.metrics[split]`` (model card).
-        config: Scoring options (:class:`VQAEvalConfig`).
-
-    Raises:
-        ConfigError: No answer vocabulary, or a generator without VQA prompts.
-        DataError: Questions without human answers.
-    """
-    if isinstance(config, Mapping):
-        config = VQAEvalConfig.model_validate(config)
-    config = config or VQAEvalConfig()
-    loops.check_generator(pipeline, VQA)
-    vocab = vocabulary(pipeline)
-    if not dataset.annotated:
-        raise DataError("the VQA dataset has questions without human answers: it cannot be "
-                        "scored (use cotprompt.tasks.predict_answers)")
-    started = time.perf_counter()
-    features = loops.eval_features(pipeline, dataset.images, batch_size, dataset.transform)
-    logits = _score_questions(pipeline, features, dataset, config, zero_shot)
-    predicted = [vocab[i] for i in logits.argmax(-1).tolist()]
-    result = _summarise(dataset, vocab, predicted, config.leave_one_out,
-                        time.perf_counter() - started)
-    logger.info("VQA accuracy %.2f%% on %d questions (%d out of vocabulary), %.1f s",
-                result.accuracy, result.num_questions, result.num_out_of_vocabulary,
-                result.seconds)
-    if split is not None:
-        pipeline.metrics[split] = result.metrics()
-    return result
 
 
 @torch.no_grad()
@@ -354,86 +297,3 @@ def soft_targets(dataset: VQADataset, vocab: Sequence[str]) -> tuple[list[int], 
             kept.append(n)
             rows.append(row / row.sum())
     return kept, (torch.stack(rows) if rows else torch.empty(0, len(vocab)))
-
-
-def fit_vqa(
-    pipeline: CoTPipeline,
-    train: VQADataset,
-    *,
-    val: VQADataset | None = None,
-    training: TrainingConfig | Mapping[str, Any] | None = None,
-    resume_from: str | Path | None = None,
-    callbacks: Sequence[Callable[[StepInfo], None]] = (),
-    num_answers: int = DEFAULT_NUM_ANSWERS,
-    eval_config: VQAEvalConfig | None = None,
-) -> TrainingResult:
-    """Train the prompts for VQA (what ``pipeline.fit(vqa_dataset)`` runs).
-
-    A pipeline not yet bound to a VQA task gets the ``num_answers`` most frequent reference
-    answers of ``train`` as its vocabulary. Questions none of whose human answers is in the
-    vocabulary cannot be learned: they are counted, logged and left out of the loss.
-    ``training.batch_size`` counts questions.
-
-    Raises:
-        DataError: Unannotated questions, or none with an answer in the vocabulary.
-    """
-    cfg = loops.resolve_training(pipeline, training)
-    if not train.annotated:
-        raise DataError("VQA training needs human answers for every question")
-    loops.check_generator(pipeline, VQA)
-    accelerator = loops.task_accelerator(cfg)
-    pipeline.to(accelerator.device)
-    if pipeline.task is None or pipeline.task.kind != VQA:
-        set_answer_vocabulary(pipeline, train.answer_vocabulary(num_answers))
-    vocab = vocabulary(pipeline)
-    kept, targets = soft_targets(train, vocab)
-    skipped = len(train) - len(kept)
-    if not kept:
-        raise DataError(f"none of the {len(train)} training questions has a human answer in the "
-                        f"{len(vocab)}-answer vocabulary")
-    if skipped:
-        logger.warning("%d of %d training questions have no human answer in the %d-answer "
-                       "vocabulary; they are left out of the loss", skipped, len(train),
-                       len(vocab))
-    device = accelerator.device
-    cached = loops.cacheable(pipeline, cfg)
-    features = loops.train_features(pipeline, train.images, cfg, accelerator) if cached else None
-    pixels = PixelList(train.images, pipeline.backbone.image_transform(train=cfg.augment))
-
-    def loss_fn(batch: list[int], epoch: int) -> Tensor:
-        picked = [kept[b] for b in batch]
-        images = [train.questions[n].image for n in picked]
-        if features is not None:
-            feats = features[torch.tensor(images, device=features.device)]
-        else:
-            feats = pipeline.model.image_features(pixels.batch(images).to(device))
-        questions = [train.questions[n].question for n in picked]
-        logits = answer_logits(pipeline, feats, questions, eval_config)
-        return loops.soft_cross_entropy(logits, targets[torch.tensor(batch)])
-
-    validate = None
-    if val is not None:
-        val_features = loops.eval_features(pipeline, val.images, 64, val.transform)
-        val_config = eval_config or VQAEvalConfig()
-
-        def validate() -> dict[str, float]:
-            logits = _score_questions(pipeline, val_features, val, val_config, False)
-            predicted = [vocab[i] for i in logits.argmax(-1).tolist()]
-            result = _summarise(val, vocab, predicted, val_config.leave_one_out, 0.0)
-            return {"val_vqa_accuracy": result.accuracy}
-
-    try:
-        result = loops.run_loop(
-            pipeline, cfg, accelerator, num_items=len(kept), loss_fn=loss_fn,
-            validate=validate, resume_from=resume_from, callbacks=callbacks,
-            fingerprint_extra={"task": VQA, "answers": list(vocab), "num_questions": len(kept),
-                               "components": pipeline._component_records()},
-        )
-    finally:
-        loops.restore_binding(pipeline)
-    result.features_cached = cached
-    pipeline.training = cfg
-    pipeline.training_data = {"task": VQA, "num_questions": len(train),
-                              "num_trained_questions": len(kept), "num_images": len(train.images),
-                              "num_answers": len(vocab), "epochs": cfg.epochs, "seed": cfg.seed}
-    return result

@@ -45,10 +45,14 @@ import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from cotprompt.model import PromptModel
+    from cotprompt.types import PromptChain
 
 logger = logging.getLogger(__name__)
 
@@ -122,12 +126,12 @@ def seeded_init(seed: int, component: str) -> contextlib.AbstractContextManager[
     return seeded_global_rng(derive_seed(seed, "init", component), cuda=True)
 
 
-def bind_components(pipeline: Any, chain: Any, seed: int) -> None:
-    """Bind ``pipeline``'s tuner and aggregator to ``chain``, each under :func:`seeded_init`."""
+def bind_components(model: PromptModel, chain: PromptChain, seed: int) -> None:
+    """Bind ``model``'s tuner and aggregator to ``chain``, each under :func:`seeded_init`."""
     with seeded_init(seed, "tuner"):
-        pipeline.tuner.bind(pipeline.backbone, chain)
+        model.tuner.bind(model.backbone, chain)
     with seeded_init(seed, "aggregator"):
-        pipeline.aggregator.bind(chain.num_steps, pipeline.backbone.embed_dim)
+        model.aggregator.bind(chain.num_steps, model.backbone.embed_dim)
 
 
 # -- untrained parameters ------------------------------------------------------------------------
@@ -143,11 +147,11 @@ class InitRecord:
     digest: str
 
 
-def state_digest(model: nn.Module, names: set[str] | None = None) -> str:
+def state_digest(model: PromptModel, names: set[str] | None = None) -> str:
     """sha256 over the names, dtypes, shapes and bytes of ``model``'s trainable tensors (those
     of ``names`` only, when given)."""
     digest = hashlib.sha256()
-    for name, value in sorted(model.trainable_state().items()):  # type: ignore[operator]
+    for name, value in sorted(model.trainable_state().items()):
         if names is not None and name not in names:
             continue
         tensor = value.detach().to("cpu").contiguous()
@@ -156,49 +160,50 @@ def state_digest(model: nn.Module, names: set[str] | None = None) -> str:
     return digest.hexdigest()
 
 
-def record_init(pipeline: Any, seed: int, names_before: set[str]) -> None:
-    """After a bind: when it created parameters, remember that they hold the draws of ``seed``
-    (when parameters that existed before are trained, none of them count as untrained)."""
-    names = set(pipeline.model.trainable_state())
+def record_init(model: PromptModel, seed: int, names_before: set[str],
+                previous: InitRecord | None) -> InitRecord | None:
+    """After a bind: the record of what the trainable parameters hold (``previous`` when the
+    bind created none; ``None`` when parameters that existed before are trained, as none of them
+    then count as untrained)."""
+    names = set(model.trainable_state())
     if not names - names_before:
-        return
-    previous: InitRecord | None = getattr(pipeline, "_init_record", None)
-    if names_before and not is_untrained(pipeline, names=names_before):
-        pipeline._init_record = None
-        return
+        return previous
+    if names_before and not is_untrained(model, previous, names=names_before):
+        return None
+    recorded: int | None = seed
     if names_before and previous is not None and previous.seed != seed:
-        seed = None  # type: ignore[assignment]
-    pipeline._init_record = InitRecord(seed, state_digest(pipeline.model))
+        recorded = None
+    return InitRecord(recorded, state_digest(model))
 
 
-def is_untrained(pipeline: Any, *, names: set[str] | None = None) -> bool:
+def is_untrained(model: PromptModel, record: InitRecord | None, *,
+                 names: set[str] | None = None) -> bool:
     """Whether the trainable parameters (``names`` only, when given: those recorded) still hold
-    the values drawn at their creation."""
-    record: InitRecord | None = getattr(pipeline, "_init_record", None)
+    the values ``record`` was taken of at their creation."""
     if record is None:
         return False
-    return state_digest(pipeline.model, names) == record.digest
+    return state_digest(model, names) == record.digest
 
 
-def redraw_untrained(pipeline: Any, seed: int) -> bool:
+def redraw_untrained(model: PromptModel, chain: PromptChain | None, record: InitRecord | None,
+                     seed: int) -> InitRecord | None:
     """Draw untrained parameters again for a run of ``seed`` (see the module's notes).
 
     Nothing happens when the parameters have been trained or loaded since they were created, or
     were already drawn with ``seed``. The tuner and aggregator are rebuilt from their configs
     (``type(component)(component.config)``), bound under :func:`seeded_init` and their values
-    copied into the pipeline's parameters (which keep their identity).
+    copied into the model's parameters (which keep their identity).
 
     Returns:
-        Whether the parameters were drawn again.
+        The new record when the parameters were drawn again, else ``None``.
     """
-    record: InitRecord | None = getattr(pipeline, "_init_record", None)
-    if record is None or record.seed == seed or pipeline.chain is None:
-        return False
-    if not is_untrained(pipeline):
-        return False
+    if record is None or record.seed == seed or chain is None:
+        return None
+    if not is_untrained(model, record):
+        return None
     fresh = {}
     for kind in ("tuner", "aggregator"):
-        component = getattr(pipeline, kind)
+        component = getattr(model, kind)
         if not isinstance(component, nn.Module) or not any(
             p.requires_grad for p in component.parameters()
         ):
@@ -212,12 +217,12 @@ def redraw_untrained(pipeline: Any, seed: int) -> bool:
                 "CoTPipeline.create(..., training={'seed': %d})", kind, record.seed, seed, exc,
                 seed,
             )
-            return False
+            return None
         with seeded_init(seed, kind):
             if kind == "tuner":
-                twin.bind(pipeline.backbone, pipeline.chain)
+                twin.bind(model.backbone, chain)
             else:
-                twin.bind(pipeline.chain.num_steps, pipeline.backbone.embed_dim)
+                twin.bind(chain.num_steps, model.backbone.embed_dim)
         fresh[kind] = (component, twin)
     for kind, (component, twin) in fresh.items():
         new = {n: p for n, p in twin.named_parameters() if p.requires_grad}
@@ -225,14 +230,13 @@ def redraw_untrained(pipeline: Any, seed: int) -> bool:
         if set(new) != set(old) or any(new[n].shape != old[n].shape for n in old):
             logger.warning("the %s's parameters were drawn with seed %s, not the run's seed %d: "
                            "a rebuilt %s has other parameters", kind, record.seed, seed, kind)
-            return False
+            return None
     with torch.no_grad():
         for component, twin in fresh.values():
             new = dict(twin.named_parameters())
             for name, value in component.named_parameters():
                 if value.requires_grad:
                     value.copy_(new[name])
-    pipeline._init_record = InitRecord(seed, state_digest(pipeline.model))
     logger.info("drew the untrained parameters again with the run's seed %d (they had been "
                 "drawn with seed %s when the classes were bound)", seed, record.seed)
-    return True
+    return InitRecord(seed, state_digest(model))

@@ -18,10 +18,10 @@ import logging
 from typing import ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from cotprompt.backbones.base import Backbone
+from cotprompt.backbones.zero_shot import zero_shot_classifier
 from cotprompt.errors import ConfigError
 from cotprompt.tuners.prompt_tokens import check_distinct_labels, labels_must_differ
 from cotprompt.tuners.visual_prompts import VisualPromptConfig, VisualPrompts
@@ -43,20 +43,7 @@ class VPTConfig(VisualPromptConfig):
     text_prefix: str = "a photo of a"
 
 
-def encode_label_texts(backbone: Backbone, texts: tuple[tuple[str, ...], ...]) -> Tensor:
-    """Frozen, ensembled text features ``[C, E]`` (L2-normalised) of ``C`` labels' texts.
-
-    Args:
-        backbone: The frozen backbone.
-        texts: For each label, one or more texts (their normalised features are averaged).
-    """
-    flat = [t for label_texts in texts for t in label_texts]
-    owner = torch.tensor([c for c, label_texts in enumerate(texts) for _ in label_texts])
-    with torch.no_grad():
-        encoded = F.normalize(backbone.encode_texts(flat).float(), dim=-1)  # [N, E]
-    summed = encoded.new_zeros(len(texts), encoded.shape[-1])
-    summed.index_add_(0, owner.to(encoded.device), encoded)
-    return F.normalize(summed, dim=-1)
+encode_label_texts = zero_shot_classifier  # the name this module had for it
 
 
 class VPTTuner(nn.Module):

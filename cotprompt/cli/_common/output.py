@@ -1,7 +1,7 @@
 """Output of the ``cotprompt`` command line: result lines, JSON, plain-text tables and logging.
 
-Results go to stdout (:func:`_out`, :func:`_print_json`, :func:`_table`); every JSON the
-command line writes goes through :func:`_json_text`, which refuses NaN and infinities (invalid
+Results go to stdout (:func:`write`, :func:`print_json`, :func:`table`); every JSON the
+command line writes goes through :func:`json_text`, which refuses NaN and infinities (invalid
 JSON) with a :class:`~cotprompt.errors.NumericalError`; :func:`configure_logging` sends log
 records to stderr at the level that ``-v`` / ``--quiet`` ask for.
 """
@@ -17,10 +17,10 @@ from typing import Any
 
 from cotprompt.errors import NumericalError
 
-__all__ = ["configure_logging"]
+__all__ = ["configure_logging", "json_text", "print_json", "table", "write"]
 
 
-def _out(text: str = "") -> None:
+def write(text: str = "") -> None:
     """Write a line of the command's result to stdout."""
     sys.stdout.write(text + "\n")
 
@@ -49,7 +49,7 @@ def _find_non_finite(
     return None
 
 
-def _json_text(value: Any) -> str:
+def json_text(value: Any) -> str:
     """``value`` as indented JSON; NaN and infinities (not valid JSON) are refused.
 
     Raises:
@@ -69,12 +69,12 @@ def _json_text(value: Any) -> str:
         ) from exc
 
 
-def _print_json(value: Any) -> None:
-    """Write ``value`` to stdout as JSON (see :func:`_json_text`: NaN/Inf are refused)."""
-    _out(_json_text(value))
+def print_json(value: Any) -> None:
+    """Write ``value`` to stdout as JSON (see :func:`json_text`: NaN/Inf are refused)."""
+    write(json_text(value))
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool]) -> str:
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool]) -> str:
     """A plain-text table; ``right[i]`` right-aligns column i."""
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
@@ -89,8 +89,6 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequenc
     rule = "  ".join("-" * w for w in widths)
     return "\n".join([line(cells[0]), rule, *(line(r) for r in cells[1:])])
 
-
-# -- logging ----------------------------------------------------------------------------------
 
 _handler: logging.Handler | None = None
 

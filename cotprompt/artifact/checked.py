@@ -1,0 +1,79 @@
+"""Reading an artifact folder with every check that needs no model: the one path used by loading
+(:meth:`CoTPipeline.from_pretrained`), checking (``cotprompt pull``, :func:`check_artifact`) and
+pushing (:func:`cotprompt.hub.push_folder`)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from cotprompt.artifact.format import CONFIG_NAME, read_artifact
+from cotprompt.artifact.records import ValidatedRecords, validate_records
+from cotprompt.plugins.records import Kind
+
+
+@dataclass(frozen=True)
+class CheckedArtifact:
+    """An artifact read and checked (see :func:`read_checked`).
+
+    Attributes:
+        config: The parsed ``cotprompt_config.json``.
+        tensors: The weights, as recorded and verified.
+        records: The validated records (components, training, chain, task, metrics).
+    """
+
+    config: dict[str, Any]
+    tensors: dict[str, Tensor]
+    records: ValidatedRecords
+
+
+def read_checked(
+    folder: str | Path,
+    *,
+    source: str | None = None,
+    caller_options: Mapping[str, Any] | None = None,
+    skip: tuple[Kind, ...] = (),
+) -> CheckedArtifact:
+    """Read config and weights (:func:`~cotprompt.artifact.format.read_artifact`: recovery of an
+    interrupted save, shared lock, format version, checksum, header, finite values) and validate
+    the records (:func:`~cotprompt.artifact.records.validate_records`: components installed,
+    options a file may carry), before anything is built.
+
+    Args:
+        folder: The artifact folder.
+        source: How to name it in errors (default: its config file).
+        caller_options: The caller's opt-ins (``{"allow_pickle": True}``).
+        skip: Component kinds not to validate (e.g. a backbone the caller passes).
+
+    Raises:
+        ArtifactError: Anything missing, corrupt, tampered, non-finite or from a newer format.
+        UnsafeSettingError: A setting only the caller may make.
+        UnknownComponentError: A component's plugin is not installed.
+    """
+    folder = Path(folder)
+    config, tensors = read_artifact(folder)
+    records = validate_records(config, source=source or str(folder / CONFIG_NAME),
+                               caller_options=caller_options, skip=skip)
+    return CheckedArtifact(config, tensors, records)
+
+
+def check_artifact(folder: str | Path, *, source: str | None = None) -> dict[str, Any]:
+    """Check a saved artifact without building the model; returns its config.
+
+    Applies the checks loading applies before anything is built (:func:`read_checked`). The
+    check against the built model happens in :meth:`CoTPipeline.from_pretrained`.
+
+    Args:
+        folder: The artifact folder.
+        source: How to name it in errors (default: the folder's config file).
+
+    Raises:
+        ArtifactError: Anything missing, corrupt, tampered, non-finite or from a newer format.
+        UnsafeSettingError: A setting only the caller may make.
+        UnknownComponentError: A component's plugin is not installed.
+    """
+    return read_checked(folder, source=source).config

@@ -1,0 +1,101 @@
+"""How a failed ``cotprompt`` command ends: the exit statuses, and :func:`describe_failure`, which
+turns any exception into the one line ``error: ...`` and the status."""
+
+from __future__ import annotations
+
+import traceback
+from typing import Any
+
+from cotprompt.errors import CotpromptError, one_line
+
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "describe_failure"]
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2  # argparse's status for bad usage; also used for cotprompt's own errors
+
+
+def describe_failure(exc: BaseException) -> tuple[str, int]:
+    """The one-line message (without ``error:``) and the exit status of a failed command.
+
+    - a cotprompt error (:class:`~cotprompt.errors.CotpromptError`): its message, status 2;
+    - an exception raised by a plugin's component (its class, or code of its module, is on the
+      traceback): which component of which package failed, and how; status 2;
+    - a file-system error (``OSError``): its message, status 1;
+    - invalid values (pydantic's ``ValidationError``), undecodable text (``UnicodeDecodeError``),
+      running out of memory: said so, status 2;
+    - anything else is a bug (cotprompt checks its inputs where it reads them, so a bare
+      ``KeyError`` or ``TypeError`` is not a malformed input): ``internal error: <type>:
+      <message>``, asking for a report, status 2 (``--debug`` shows the traceback).
+    """
+    if isinstance(exc, CotpromptError):
+        return one_line(exc), EXIT_USAGE
+    component = _failing_component(exc)
+    if component is not None:
+        return (
+            f"the {component.kind} {component.name!r} of package {component.package} failed: "
+            f"{type(exc).__name__}: {one_line(exc)}"
+        ), EXIT_USAGE
+    if isinstance(exc, SystemExit):  # code run by a command (a library) called sys.exit()
+        return f"sys.exit({exc.code!r}) was called{_origin(exc)}", EXIT_USAGE
+    if isinstance(exc, OSError):
+        return one_line(exc), EXIT_FAILURE
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in error['loc']) or 'value'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        return f"invalid value ({exc.title}): {problems}", EXIT_USAGE
+    where = _origin(exc)
+    if isinstance(exc, UnicodeDecodeError):
+        return (f"cannot read a text file as UTF-8 ({exc.reason} at byte {exc.start}){where}; "
+                "save it as UTF-8"), EXIT_USAGE
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return (f"out of memory{where}: {one_line(exc)}; try a smaller --batch-size or "
+                "another --device"), EXIT_USAGE
+    return (f"internal error: {type(exc).__name__}: {one_line(exc)} (please report it; "
+            "--debug shows the traceback)"), EXIT_USAGE
+
+
+def _frames(exc: BaseException) -> list[Any]:
+    """The frames of ``exc``'s traceback and of the exceptions it was raised from."""
+    frames = []
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        frames.extend(frame for frame, _ in traceback.walk_tb(current.__traceback__))
+        current = current.__cause__
+    return frames
+
+
+def _failing_component(exc: BaseException) -> Any:
+    """The registered plugin component (not a built-in) whose code raised ``exc``, if any."""
+    try:
+        from cotprompt.plugins.registry import get_registry
+
+        components = [c for c in get_registry().list() if c.package != "cotprompt"]
+    except Exception:  # no registry: no plugin can have failed
+        return None
+    if not components:
+        return None
+    by_module = {c.cls.__module__: c for c in components}
+    found = None
+    for frame in _frames(exc):
+        owner = frame.f_locals.get("self")
+        match = next((c for c in components if owner is not None and isinstance(owner, c.cls)),
+                     None)
+        found = match or by_module.get(frame.f_globals.get("__name__", "")) or found
+    return found
+
+
+def _origin(exc: BaseException) -> str:
+    """`` in module.function`` of the innermost cotprompt frame of ``exc``, or ``""``."""
+    origin = ""
+    for frame in _frames(exc):
+        module = frame.f_globals.get("__name__", "")
+        if module == "cotprompt" or module.startswith("cotprompt."):
+            origin = f" in {module}.{frame.f_code.co_name}"
+    return origin

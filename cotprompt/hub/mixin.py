@@ -1,0 +1,56 @@
+"""``from_pretrained`` and ``push_to_hub`` for any class that saves itself to a folder, as
+huggingface_hub's ``ModelHubMixin`` gives them: the Hub code never names the class it serves.
+
+A subclass implements ``save_pretrained(directory)`` and the class method
+``_from_artifact_folder(directory, *, origin, **kwargs)``; the mixin resolves a folder or a Hub
+repository (pinned to one commit, checked, cached: :func:`~cotprompt.hub.download.resolve_artifact`)
+and pushes a saved folder in one commit (:func:`~cotprompt.hub.push.push_to_hub`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from cotprompt.hub.download import resolve_artifact
+from cotprompt.hub.push import push_to_hub
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from huggingface_hub import CommitInfo
+
+
+class HubMixin:
+    """Loading from and pushing to the Hugging Face Hub, over a folder format."""
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write the object to ``directory``; returns the folder."""
+        raise NotImplementedError(f"{type(self).__name__} does not implement save_pretrained")
+
+    @classmethod
+    def _from_artifact_folder(cls, directory: Path, *, origin: dict[str, Any], **kwargs: Any
+                              ) -> Self:
+        """Build the object from a local folder; ``origin`` says where it came from
+        (``{"type": "local", ...}`` or ``{"type": "hub", "repo_id", "revision", "commit"}``)."""
+        raise NotImplementedError(f"{cls.__name__} does not implement _from_artifact_folder")
+
+    @classmethod
+    def from_pretrained(cls, path_or_repo_id: str | Path, *, revision: str | None = None,
+                        token: str | bool | None = None, **kwargs: Any) -> Self:
+        """Load from a local folder or a Hub repository (``namespace/name``) at ``revision``.
+
+        Raises:
+            ArtifactError: Not a folder nor a reachable repository, or files that fail checks.
+            HubConnectionError: The Hub cannot be reached and nothing is cached.
+        """
+        directory, origin = resolve_artifact(path_or_repo_id, revision=revision, token=token)
+        return cls._from_artifact_folder(directory, origin=origin, **kwargs)
+
+    def push_to_hub(self, repo_id: str, *, token: str | bool | None = None,
+                    private: bool | None = None, revision: str | None = None,
+                    commit_message: str | None = None, create_pr: bool = False) -> CommitInfo:
+        """Save to a temporary folder and upload it to ``repo_id`` in one commit (see
+        :func:`cotprompt.hub.push_folder`)."""
+        return push_to_hub(self, repo_id, token=token, private=private, revision=revision,
+                           commit_message=commit_message, create_pr=create_pr)

@@ -1,0 +1,155 @@
+"""Saving, loading and sharing a pipeline: the artifact methods of
+:class:`~cotprompt.CoTPipeline` (:meth:`save_pretrained`, :meth:`from_pretrained`,
+:meth:`push_to_hub`), over :mod:`cotprompt.pipeline.serialization` and
+:class:`~cotprompt.hub.HubMixin`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from cotprompt.errors import ConfigError
+from cotprompt.hub.mixin import HubMixin
+from cotprompt.pipeline import serialization
+from cotprompt.pipeline.config import KINDS
+from cotprompt.training.config import TrainingConfig
+from cotprompt.types import PromptChain, Task
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from huggingface_hub import CommitInfo
+
+    from cotprompt.backbones.base import Backbone
+    from cotprompt.model import PromptModel
+
+
+class ArtifactMixin(HubMixin):
+    """The artifact methods of :class:`~cotprompt.CoTPipeline`, which provides the attributes
+    declared here, ``set_classes`` and the constructor ``_from_artifact_folder`` calls."""
+
+    model: PromptModel
+    task: Task | None
+    chain: PromptChain | None
+    training: TrainingConfig
+    training_data: dict[str, Any] | None
+    metrics: dict[str, dict[str, float]]
+    source: dict[str, Any] | None
+
+    def component_records(self) -> dict[str, dict[str, Any]]:
+        """The saved record (name, package, config) of each component, by kind."""
+        return serialization.component_records({kind: getattr(self, kind) for kind in KINDS})
+
+    def artifact_config(self) -> dict[str, Any]:
+        """The JSON config describing this pipeline (without the weights entry).
+
+        Raises:
+            ConfigError: No classes are bound yet.
+        """
+        if self.task is None or self.chain is None:
+            raise ConfigError("nothing to save: the pipeline has no classes yet")
+        return serialization.artifact_config(
+            components=self.component_records(), task=self.task, chain=self.chain,
+            training=self.training, training_data=self.training_data, metrics=self.metrics,
+        )
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Write config, weights (trainable tensors only) and model card to ``directory``.
+
+        Files are replaced all or nothing (a save interrupted at any point leaves the previous
+        artifact loadable); custom text in an existing ``README.md`` is kept.
+
+        Returns:
+            The folder.
+        """
+        return serialization.save_artifact(directory, self.artifact_config(),
+                                           self.model.trainable_state())
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        token: str | None = None,
+        private: bool | None = None,
+        revision: str | None = None,
+        commit_message: str | None = None,
+        create_pr: bool = False,
+    ) -> CommitInfo:
+        """Upload config, weights and model card to a Hub repository in one commit.
+
+        Creates the repository (and the ``revision`` branch) if needed; keeps the custom text of
+        the repository's model card. See :func:`cotprompt.hub.push_to_hub`.
+
+        Args:
+            repo_id: ``namespace/name``.
+            token: Hub token with write access; default the usual huggingface_hub settings.
+            private: Visibility of a repository this push creates: ``True`` private, ``False``
+                public, ``None`` (default) the Hub's default for the namespace. An existing
+                repository keeps its visibility.
+            revision: Branch to commit to (default ``main``).
+            commit_message: Default: a summary of the pipeline.
+            create_pr: Open a pull request instead of committing to the branch.
+
+        Returns:
+            The ``huggingface_hub.CommitInfo`` (``commit_url``, ``oid``, ``pr_url``).
+        """
+        return super().push_to_hub(repo_id, token=token, private=private, revision=revision,
+                                   commit_message=commit_message, create_pr=create_pr)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_repo_id: str | Path,
+        *,
+        revision: str | None = None,
+        token: str | None = None,
+        backbone: Backbone | None = None,
+        device: str | torch.device | None = None,
+        allow_pickle: bool = False,
+    ) -> Self:
+        """Load a saved pipeline from a folder or a Hugging Face Hub repository.
+
+        The artifact is untrusted: its config is validated before anything is fetched or built
+        (no caller-only opt-ins, no free-form loader arguments, backbone weights only from a
+        known open_clip tag or safetensors), the weights checksum is required, and NaN/Inf
+        weights are refused. A save that was interrupted is recovered first (logged).
+
+        Args:
+            path_or_repo_id: A local folder, or a Hub repository id (``user/name``).
+            revision: Hub branch, tag or commit.
+            token: Hub token (default: the usual huggingface_hub settings).
+            backbone: An already built backbone to reuse; it must match the saved spec.
+            device: Where to run.
+            allow_pickle: The caller's opt-in to backbone or language-model weights that are
+                pickle-based (``torch.save`` files, TorchScript archives other than OpenAI's
+                published CLIP files); such files can run code. A loaded file can never set it.
+
+        Raises:
+            ArtifactError: Missing/corrupt/tampered files, newer format, mismatching or
+                non-finite weights, malformed records.
+            UnsafeSettingError: The artifact carries a setting only the caller may make.
+            ConfigError: The backbone's weights need ``allow_pickle`` (one line saying so).
+            UnknownComponentError: A component's plugin is not installed (names the package).
+        """
+        return super().from_pretrained(path_or_repo_id, revision=revision, token=token,
+                                       backbone=backbone, device=device,
+                                       allow_pickle=allow_pickle)
+
+    @classmethod
+    def _from_artifact_folder(cls, directory: Path, *, origin: dict[str, Any],
+                              backbone: Backbone | None = None,
+                              device: str | torch.device | None = None,
+                              allow_pickle: bool = False) -> Self:
+        opened = serialization.open_artifact(directory, origin, backbone=backbone,
+                                             allow_pickle=allow_pickle)
+        records = opened.checked.records
+        pipeline = cls(**opened.components, training=records.training, device=device)
+        pipeline.set_classes(records.task, records.chain)
+        serialization.restore_weights(directory, opened.checked.tensors,
+                                      pipeline.model.trainable_state())
+        pipeline.metrics = records.metrics
+        pipeline.training_data = records.training_data
+        pipeline.source = dict(origin)
+        return pipeline

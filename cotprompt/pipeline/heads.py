@@ -1,0 +1,135 @@
+"""Task heads: how :meth:`CoTPipeline.fit` and :meth:`CoTPipeline.evaluate` treat one kind of
+dataset (classification, retrieval, VQA...), and the registry that finds the head of a dataset.
+
+A head prepares the pipeline for its data (binds labels, checks the generator), describes a
+training run as a :class:`~cotprompt.training.loop.TrainingPlan` (items, loss, validation, what
+identifies the run), evaluates, and says what the artifact records about the training data. The
+pipeline drives every head through one training template
+(:func:`~cotprompt.training.loop.run_training`) and is the only writer of its own fields
+(``training``, ``training_data``, ``metrics``). The built-in heads live in
+:mod:`cotprompt.tasks` and are registered when ``cotprompt`` is imported; a plugin adds its own
+with :func:`register_task_head`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import torch
+from torch import Tensor
+
+from cotprompt.errors import DataError
+from cotprompt.protocols import Aggregator, PromptGenerator, PromptTuner
+from cotprompt.training.config import TrainingConfig
+from cotprompt.types import PromptChain, Task
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+    from cotprompt.backbones.base import Backbone
+    from cotprompt.model import PromptModel
+    from cotprompt.training.loop import TrainingPlan
+
+
+class TunablePipeline(Protocol):
+    """What a task head may use of the pipeline it serves (:class:`CoTPipeline` satisfies it)."""
+
+    backbone: Backbone
+    generator: PromptGenerator
+    tuner: PromptTuner
+    aggregator: Aggregator
+    model: PromptModel
+    device: torch.device
+    task: Task | None
+    chain: PromptChain | None
+    training: TrainingConfig
+
+    def set_classes(self, classes: Sequence[str] | Task, chain: PromptChain | None = None
+                    ) -> PromptChain: ...
+
+    def image_features(self, images: Any, batch_size: int = 64, *, frozen: bool = False
+                       ) -> Tensor: ...
+
+    def logits_from_features(self, features: Tensor) -> Tensor: ...
+
+    def zero_shot_logits(self, features: Tensor) -> Tensor: ...
+
+
+class HasMetrics(Protocol):
+    """An evaluation result: ``metrics()`` is what the artifact records under a split."""
+
+    def metrics(self) -> dict[str, float]: ...
+
+
+@runtime_checkable
+class TaskHead(Protocol):
+    """One kind of task, as the pipeline trains and evaluates it.
+
+    Attributes:
+        kind: The task kind (``Task.kind``): ``classification``, ``retrieval``, ``vqa``...
+        data_parallel: Whether its training shards over accelerate processes (else a launch on
+            several processes is refused).
+    """
+
+    kind: str
+    data_parallel: bool
+
+    def accepts(self, dataset: object) -> bool:
+        """Whether ``dataset`` is this head's kind of data."""
+        ...
+
+    def prepare(self, pipeline: TunablePipeline, train: Any, val: Any | None,
+                config: TrainingConfig) -> None:
+        """Check the data and components and bind the pipeline to the task, before training
+        (raising the head's one-line errors)."""
+        ...
+
+    def plan(self, pipeline: TunablePipeline, train: Any, val: Any | None,
+             config: TrainingConfig, accelerator: Accelerator) -> TrainingPlan:
+        """The run: items, loss per batch, validation and what identifies it."""
+        ...
+
+    def training_scope(self, pipeline: TunablePipeline) -> contextlib.AbstractContextManager[Any]:
+        """Entered around the epochs (e.g. to restore the pipeline's own binding after)."""
+        ...
+
+    def training_record(self, train: Any, config: TrainingConfig, plan: TrainingPlan
+                        ) -> dict[str, Any]:
+        """What the artifact records about the training data (``training_data``)."""
+        ...
+
+    def evaluate(self, pipeline: TunablePipeline, dataset: Any, *, batch_size: int,
+                 zero_shot: bool) -> HasMetrics:
+        """The head's metrics on ``dataset`` (tuned, or the untuned model's)."""
+        ...
+
+
+_HEADS: list[TaskHead] = []
+
+
+def register_task_head(head: TaskHead) -> None:
+    """Make ``head`` the one :func:`task_head_for` returns for the datasets it accepts (a head
+    registered later is asked first; one of the same ``kind`` and class is replaced)."""
+    _HEADS[:] = [h for h in _HEADS if not (h.kind == head.kind and type(h) is type(head))]
+    _HEADS.append(head)
+
+
+def task_heads() -> list[TaskHead]:
+    """The registered heads, most recently registered first."""
+    return list(reversed(_HEADS))
+
+
+def task_head_for(dataset: object) -> TaskHead:
+    """The registered head that accepts ``dataset``.
+
+    Raises:
+        DataError: No head accepts it (the message names its type and the registered kinds).
+    """
+    for head in task_heads():
+        if head.accepts(dataset):
+            return head
+    kinds = sorted({h.kind for h in _HEADS})
+    raise DataError(f"no task accepts a {type(dataset).__name__} (registered tasks: {kinds}); "
+                    "pass an ImageClassificationDataset, RetrievalDataset or VQADataset")

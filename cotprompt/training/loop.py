@@ -1,0 +1,414 @@
+"""The one training loop of every task: CPU, one GPU or several GPUs, through accelerate.
+
+A task head (:mod:`cotprompt.pipeline.heads`) says what one run optimises as a
+:class:`TrainingPlan` (items per epoch, how a batch of item indices becomes a loss, validation,
+what identifies the run); :func:`run_training` runs it: writable folders checked first, the
+global generators seeded, the optimiser built and a checkpoint resumed (:func:`setup_run`), then
+the epochs (:func:`run_epochs`: learning-rate schedule, reproducible batch order, per-step
+seeding, NaN guard, logging, checkpoints and callbacks).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from cotprompt.errors import TrainingError
+from cotprompt.io import check_writable
+from cotprompt.model import PromptModel
+from cotprompt.training.checkpoint import (
+    TrainingState,
+    load_checkpoint,
+    resolve_checkpoint,
+    save_checkpoint,
+)
+from cotprompt.training.config import TrainingConfig
+from cotprompt.training.schedule import epoch_batches, learning_rate
+from cotprompt.training.seeding import seed_everything, seed_step
+
+if TYPE_CHECKING:
+    from accelerate import Accelerator
+
+logger = logging.getLogger("cotprompt.training.trainer")  # the logger name users configure
+
+
+@dataclass
+class StepInfo:
+    """Passed to step callbacks after every optimisation step."""
+
+    global_step: int
+    epoch: int
+    loss: float
+    lr: float
+
+
+@dataclass
+class TrainingResult:
+    """What :meth:`CoTPipeline.fit` returns.
+
+    Attributes:
+        history: One dict per epoch (``epoch``, ``loss``, ``lr``, ``seconds`` and validation
+            metrics when a validation set was given).
+        global_step: Optimisation steps done.
+        seconds: Wall time of this call.
+        features_cached: Whether frozen image features were computed once.
+        checkpoint: The last checkpoint written, if any.
+    """
+
+    history: list[dict[str, Any]] = field(default_factory=list)
+    global_step: int = 0
+    seconds: float = 0.0
+    features_cached: bool = False
+    checkpoint: Path | None = None
+
+
+def make_accelerator(precision: str) -> Accelerator:
+    """An ``accelerate.Accelerator`` for the precision (``auto``: bf16 on a capable GPU)."""
+    from accelerate import Accelerator
+
+    cuda = torch.cuda.is_available()
+    if precision == "auto":
+        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
+    if precision == "fp16" and not cuda:
+        raise TrainingError("precision='fp16' needs a GPU; use 'fp32' or 'bf16' on the CPU")
+    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+    return Accelerator(cpu=not cuda, mixed_precision=mixed)
+
+
+def make_optimizer(config: TrainingConfig, params: list[Tensor]) -> torch.optim.Optimizer:
+    """SGD with momentum (CoOp's recipe) or AdamW."""
+    if config.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    return torch.optim.SGD(
+        params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay
+    )
+
+
+def run_record(
+    model: PromptModel, config: TrainingConfig, extra: dict[str, Any]
+) -> dict[str, Any]:
+    """What identifies a run: the training options that change its result, the trainable
+    parameters' shapes and ``extra`` (labels, components, task). Stored in checkpoints, so that
+    a resume of another run names the options that differ."""
+    shapes = {name: list(p.shape) for name, p in model.trainable_state().items()}
+    relevant = config.model_dump(
+        exclude={
+            "checkpoint_dir",
+            "checkpoint_every",
+            "keep_checkpoints",
+            "progress",
+            "log_every",
+            "num_workers",
+            "feature_cache_dir",
+        }
+    )
+    return json.loads(json.dumps({"config": relevant, "shapes": shapes, **extra}, sort_keys=True))
+
+
+def fingerprint_of(record: dict[str, Any]) -> str:
+    """A short hash of a :func:`run_record`."""
+    blob = json.dumps(record, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_fingerprint(model: PromptModel, config: TrainingConfig, extra: dict[str, Any]) -> str:
+    """Identifies a run, so that a checkpoint is only resumed by the same run."""
+    return fingerprint_of(run_record(model, config, extra))
+
+
+@dataclass
+class Run:
+    """What one training run optimises, from :func:`setup_run`.
+
+    Attributes:
+        model: The model, as prepared by accelerate when ``prepare_model`` was set.
+        optimizer: The optimiser, prepared by accelerate.
+        params: The trainable tensors by name (what checkpoints hold).
+        fingerprint: Identifies the run (see :func:`run_fingerprint`).
+        state: Where the run stands: fresh, or as loaded from a checkpoint.
+        record: What the fingerprint is computed from (see :func:`run_record`).
+    """
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    params: dict[str, Tensor]
+    fingerprint: str
+    state: TrainingState
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+def setup_run(
+    model: PromptModel,
+    config: TrainingConfig,
+    accelerator: Accelerator,
+    *,
+    resume_from: str | Path | None = None,
+    fingerprint_extra: dict[str, Any] | None = None,
+    prepare_model: bool = True,
+) -> Run:
+    """Build the optimiser, load a checkpoint to resume from, and prepare both with accelerate.
+
+    Args:
+        model: Its trainable tensors are optimised.
+        config: Optimiser options and the checkpoint folder.
+        accelerator: An accelerate ``Accelerator``.
+        resume_from: A checkpoint folder, a folder of checkpoints, or ``"latest"``.
+        fingerprint_extra: What identifies the run besides options and parameter shapes.
+        prepare_model: Pass the model through ``accelerator.prepare`` too (classification,
+            whose loss calls the model); the tasks call its parts directly.
+
+    Returns:
+        The :class:`Run`.
+
+    Raises:
+        TrainingError: No trainable parameters, or a checkpoint of another run.
+    """
+    params = model.trainable_state()
+    if not params:
+        raise TrainingError("the pipeline has no trainable parameters")
+    optimizer = make_optimizer(config, list(params.values()))
+    record = run_record(model, config, fingerprint_extra or {})
+    fingerprint = fingerprint_of(record)
+    state = TrainingState()
+    if resume_from is not None:
+        path = resolve_checkpoint(resume_from, config.checkpoint_dir)
+        state = load_checkpoint(path, params, optimizer, fingerprint, record)
+    if prepare_model:
+        prepared, optimizer = accelerator.prepare(model, optimizer)
+    else:
+        prepared, optimizer = model, accelerator.prepare(optimizer)
+    return Run(prepared, optimizer, params, fingerprint, state, record)
+
+
+def _load_indices(todo: list[list[int]], epoch: int) -> Iterable[Any]:
+    return iter(todo)
+
+
+def run_epochs(
+    run: Run,
+    config: TrainingConfig,
+    accelerator: Accelerator,
+    *,
+    num_samples: int,
+    step_loss: Callable[[Any, int], Tensor],
+    load: Callable[[list[list[int]], int], Iterable[Any]] = _load_indices,
+    validate: Callable[[], dict[str, float]] | None = None,
+    callbacks: Sequence[Callable[[StepInfo], None]] = (),
+    started: float | None = None,
+) -> TrainingResult:
+    """The training loop shared by classification and the tasks.
+
+    Every epoch sets the learning rate, takes the epoch's batches from
+    :func:`~cotprompt.training.schedule.epoch_batches` (from the resumed step on), and for each
+    seeds torch's generators for the step (:func:`~cotprompt.training.seeding.seed_step`),
+    computes the loss, refuses a non-finite one, and steps the optimiser; it logs, writes
+    checkpoints, calls the callbacks, and records the epoch (with validation metrics; its loss
+    is the mean over all of its batches, also those done before a resume).
+
+    Args:
+        run: From :func:`setup_run`; its ``state`` advances.
+        config: Epochs, batch size, schedule, logging and checkpoint options.
+        accelerator: The accelerate ``Accelerator`` of :func:`setup_run`.
+        num_samples: Items per epoch.
+        step_loss: ``(item, epoch) -> scalar loss`` with gradients for one item of ``load``;
+            it runs its forward pass under ``accelerator.autocast()`` itself.
+        load: ``(batches, epoch) ->`` one item per step, from the epoch's remaining batches
+            (lists of item indices; default: the index lists themselves).
+        validate: Called after every epoch, in eval mode; its metrics join the epoch's record.
+        callbacks: Called with a :class:`StepInfo` after every step.
+        started: ``time.perf_counter()`` when the call began (default: now).
+
+    Returns:
+        The :class:`TrainingResult` (``features_cached`` left for the caller to set).
+
+    Raises:
+        TrainingError: A non-finite loss.
+    """
+    cfg, state, optimizer, params = config, run.state, run.optimizer, run.params
+    started = time.perf_counter() if started is None else started
+    if cfg.epochs <= cfg.warmup_epochs:
+        logger.warning("epochs (%d) <= warmup_epochs (%d): the whole run trains at the warm-up "
+                       "rate %g; raise epochs or set warmup_epochs: 0", cfg.epochs,
+                       cfg.warmup_epochs, cfg.warmup_lr)
+    num_batches = len(epoch_batches(num_samples, cfg.batch_size, cfg.seed, 0, cfg.drop_last))
+    show = cfg.progress and accelerator.is_local_main_process
+    bar = tqdm(total=cfg.epochs * num_batches, initial=state.global_step, desc="training",
+               disable=not show)
+    last_checkpoint = None
+    run.model.train()
+    try:
+        for epoch in range(state.epoch, cfg.epochs):
+            lr = learning_rate(cfg, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            batches = epoch_batches(num_samples, cfg.batch_size, cfg.seed, epoch, cfg.drop_last)
+            first = state.step_in_epoch if epoch == state.epoch else 0
+            if first == 0:
+                state.epoch_losses = []
+            losses = state.epoch_losses  # with those done before a resume mid-epoch
+            epoch_started = time.perf_counter()
+            for step_in_epoch, item in enumerate(load(batches[first:], epoch), start=first):
+                seed_step(cfg.seed, state.global_step, accelerator.process_index)
+                loss = step_loss(item, epoch)
+                # the batch's loss over all processes: the one every process logs and checks,
+                # so that a NaN on one stops them all
+                shown = (loss.detach() if accelerator.num_processes == 1
+                         else accelerator.reduce(loss.detach(), reduction="mean"))
+                if not torch.isfinite(shown):
+                    raise TrainingError(
+                        f"the loss became {shown.item()} at epoch {epoch + 1}, step "
+                        f"{state.global_step + 1}; the parameters keep their last finite "
+                        "values (nothing was updated with it). Lower the learning rate, use "
+                        "precision='fp32', or resume from the last checkpoint"
+                    )
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                if cfg.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
+                optimizer.step()
+                state.global_step += 1
+                state.epoch, state.step_in_epoch = epoch, step_in_epoch + 1
+                losses.append(shown.item())
+                bar.update(1)
+                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+                if state.global_step % cfg.log_every == 0:
+                    logger.info("step %d epoch %d loss %.4f lr %.3g", state.global_step,
+                                epoch + 1, losses[-1], lr)
+                if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
+                    last_checkpoint = _checkpoint(run, cfg, accelerator)
+                for callback in callbacks:
+                    callback(StepInfo(state.global_step, epoch, losses[-1], lr))
+            record: dict[str, Any] = {
+                "epoch": epoch + 1,
+                "loss": (sum(losses) / len(losses)) if losses else math.nan,
+                "lr": lr,
+                "seconds": time.perf_counter() - epoch_started,
+            }
+            if validate is not None:
+                run.model.eval()
+                record.update(validate())
+                run.model.train()
+            logger.info("epoch %d: %s", epoch + 1, record)
+            state.history.append(record)
+            state.epoch, state.step_in_epoch, state.epoch_losses = epoch + 1, 0, []
+    finally:
+        bar.close()
+        run.model.eval()
+    if cfg.checkpoint_dir and cfg.checkpoint_every:
+        last_checkpoint = _checkpoint(run, cfg, accelerator)
+    return TrainingResult(history=state.history, global_step=state.global_step,
+                          seconds=time.perf_counter() - started, checkpoint=last_checkpoint)
+
+
+def _checkpoint(run: Run, config: TrainingConfig, accelerator: Accelerator) -> Path | None:
+    """Save ``run`` to ``config.checkpoint_dir`` from the main process; its path, else None."""
+    if config.checkpoint_dir is None or not accelerator.is_main_process:
+        return None
+    return save_checkpoint(Path(config.checkpoint_dir), run.state, run.params, run.optimizer,
+                           run.fingerprint, config.keep_checkpoints, run.record)
+
+
+@dataclass
+class TrainingPlan:
+    """What one training run optimises, as a task head describes it.
+
+    Attributes:
+        num_items: Items per epoch (images, questions...); batches are lists of their indices.
+        step_loss: ``(model, item, epoch) -> scalar loss`` with gradients, for one item of
+            ``load``; ``model`` is the model as accelerate prepared it. It runs under
+            ``accelerator.autocast()``.
+        load: ``(batches, epoch) ->`` one item per step from the epoch's remaining batches
+            (default: the index lists themselves).
+        validate: Called after every epoch in eval mode; its metrics join the epoch's record.
+        fingerprint: What identifies the run besides the options, the parameter shapes and the
+            components (labels, task, answer vocabulary...).
+        features_cached: Whether frozen image features were computed once.
+        prepare_model: Pass the model through ``accelerator.prepare`` (data parallel: the loss
+            calls the model); heads that call its parts directly leave it unprepared.
+        single_process: The head cannot shard its loss over processes (refused when launched
+            on several).
+    """
+
+    num_items: int
+    step_loss: Callable[[Any, Any, int], Tensor]
+    load: Callable[[list[list[int]], int], Iterable[Any]] | None = None
+    validate: Callable[[], dict[str, float]] | None = None
+    fingerprint: dict[str, Any] = field(default_factory=dict)
+    features_cached: bool = False
+    prepare_model: bool = False
+    single_process: bool = False
+
+
+def run_training(
+    model: PromptModel,
+    config: TrainingConfig,
+    accelerator: Accelerator,
+    plan: TrainingPlan,
+    *,
+    resume_from: str | Path | None = None,
+    callbacks: Sequence[Callable[[StepInfo], None]] = (),
+    fingerprint_extra: dict[str, Any] | None = None,
+    started: float | None = None,
+) -> TrainingResult:
+    """Run ``plan``: the training template every task goes through.
+
+    Args:
+        model: Its trainable tensors are optimised.
+        config: Epochs, batch size, optimiser, schedule, checkpoints...
+        accelerator: From :func:`make_accelerator`.
+        plan: The head's :class:`TrainingPlan`.
+        resume_from: A checkpoint folder, a folder of checkpoints, or ``"latest"``.
+        callbacks: Called with a :class:`StepInfo` after every step.
+        fingerprint_extra: Added to the plan's fingerprint (the components' records).
+        started: ``time.perf_counter()`` when the call began (default: now).
+
+    Returns:
+        The :class:`TrainingResult` (per-epoch history).
+
+    Raises:
+        TrainingError: No trainable parameters, a non-finite loss, a checkpoint of another run,
+            or several processes for a single-process plan.
+    """
+    started = time.perf_counter() if started is None else started
+    for folder, what in ((config.checkpoint_dir, "checkpoint folder"),
+                         (config.feature_cache_dir, "feature cache folder")):
+        if folder is not None:  # found now, not after hours of training
+            check_writable(folder, what=what)
+    seed_everything(config.seed)
+    run = setup_run(model, config, accelerator, resume_from=resume_from,
+                    fingerprint_extra={**plan.fingerprint, **(fingerprint_extra or {})},
+                    prepare_model=plan.prepare_model)
+
+    def step_loss(item: Any, epoch: int) -> Tensor:
+        with accelerator.autocast():
+            return plan.step_loss(run.model, item, epoch)
+
+    result = run_epochs(run, config, accelerator, num_samples=plan.num_items,
+                        step_loss=step_loss, load=plan.load or _load_indices,
+                        validate=plan.validate, callbacks=callbacks, started=started)
+    result.features_cached = plan.features_cached
+    return result
+
+
+def check_processes(accelerator: Accelerator, plan: TrainingPlan, what: str) -> None:
+    """Refuse a single-process plan launched on several processes.
+
+    Raises:
+        TrainingError: Naming ``what`` (the task).
+    """
+    if plan.single_process and accelerator.num_processes > 1:
+        raise TrainingError(
+            f"{what} training runs in one process; launch without accelerate's multi-process "
+            "mode"
+        )
