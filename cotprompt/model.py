@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from cotprompt.backbones.base import Backbone
+from cotprompt.protocols import Aggregator, Backbone, PromptTuner
 
 
 class PromptModel(nn.Module):
@@ -23,7 +21,7 @@ class PromptModel(nn.Module):
         aggregator: A bound :class:`~cotprompt.protocols.Aggregator` (an ``nn.Module``).
     """
 
-    def __init__(self, backbone: Backbone, tuner: Any, aggregator: Any) -> None:
+    def __init__(self, backbone: Backbone, tuner: PromptTuner, aggregator: Aggregator) -> None:
         super().__init__()
         self._backbone = (backbone,)
         self.tuner = tuner

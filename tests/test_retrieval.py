@@ -27,6 +27,7 @@ from cotprompt import CoTPipeline
 from cotprompt.artifact.format import CARD_NAME, CONFIG_NAME
 from cotprompt.data.records import ImageRecord
 from cotprompt.errors import ConfigError, DataError
+from cotprompt.evaluation.task_metrics import image_to_text_recall, text_to_image_recall
 from cotprompt.tasks import (
     RetrievalDataset,
     RetrievalEvalConfig,
@@ -39,7 +40,6 @@ from cotprompt.tasks import (
     similarity,
 )
 from cotprompt.tasks._tokens import MemoTokenizer
-from cotprompt.tasks.metrics import image_to_text_recall, text_to_image_recall
 from cotprompt.tasks.retrieval import contrastive_loss, prepare, sample_captions
 
 TRAINING = dict(optimizer="adamw", lr=0.01, weight_decay=0.0, warmup_epochs=0,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from cotprompt.config import ComponentSpec
 from cotprompt.errors import ConfigError
 from cotprompt.plugins.registry import get_registry
+from cotprompt.protocols import Backbone
 from cotprompt.training.config import TrainingConfig
 
 KINDS = ("backbone", "generator", "tuner", "aggregator")
@@ -100,7 +101,7 @@ def method_create_kwargs(
     *,
     model_name: str,
     pretrained: str | None,
-    backbone: Any,
+    backbone: Backbone | None,
     tuner_config: Mapping[str, Any] | None,
     task: str = "classification",
     generator_config: Mapping[str, Any] | None = None,

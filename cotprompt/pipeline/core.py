@@ -40,6 +40,7 @@ from cotprompt.pipeline.predictions import (
     rank_predictions,
     readable_batches,
 )
+from cotprompt.protocols import Aggregator, Backbone, PromptGenerator, PromptTuner
 from cotprompt.training.config import TrainingConfig, merge_training
 from cotprompt.training.loop import StepInfo, TrainingResult, make_accelerator, run_training
 from cotprompt.training.seeding import InitRecord, bind_components, record_init, redraw_untrained
@@ -47,9 +48,9 @@ from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
 
-    from cotprompt.tasks.metrics import RetrievalResult, VQAResult
-    from cotprompt.tasks.retrieval_data import RetrievalDataset
-    from cotprompt.tasks.vqa_data import VQADataset
+    from cotprompt.data.retrieval import RetrievalDataset
+    from cotprompt.data.vqa import VQADataset
+    from cotprompt.evaluation.task_metrics import RetrievalResult, VQAResult
 
     TaskDataset = RetrievalDataset | VQADataset
     TaskResult = RetrievalResult | VQAResult
@@ -77,10 +78,10 @@ class CoTPipeline(ArtifactMixin):
 
     def __init__(
         self,
-        backbone: Any,
-        generator: Any,
-        tuner: Any,
-        aggregator: Any,
+        backbone: Backbone,
+        generator: PromptGenerator,
+        tuner: PromptTuner,
+        aggregator: Aggregator,
         *,
         training: TrainingConfig | None = None,
         class_names: Sequence[str] | Task | None = None,
@@ -110,10 +111,10 @@ class CoTPipeline(ArtifactMixin):
     def create(
         cls,
         *,
-        backbone: str | Any = "open_clip",
-        generator: str | Any = "rule-based",
-        tuner: str | Any = "coop",
-        aggregator: str | Any = "mean",
+        backbone: str | Backbone = "open_clip",
+        generator: str | PromptGenerator = "rule-based",
+        tuner: str | PromptTuner = "coop",
+        aggregator: str | Aggregator = "mean",
         backbone_config: Mapping[str, Any] | BaseModel | None = None,
         generator_config: Mapping[str, Any] | BaseModel | None = None,
         tuner_config: Mapping[str, Any] | BaseModel | None = None,
@@ -164,7 +165,7 @@ class CoTPipeline(ArtifactMixin):
         *,
         model_name: str = "ViT-B-16",
         pretrained: str | None = "openai",
-        backbone: Any = None,
+        backbone: Backbone | None = None,
         tuner_config: Mapping[str, Any] | None = None,
         training: TrainingConfig | Mapping[str, Any] | None = None,
         class_names: Sequence[str] | Task | None = None,

@@ -18,6 +18,24 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cotprompt.backbones.base import Backbone
+from cotprompt.data.retrieval import (
+    RetrievalDataset,
+    from_caption_csv,
+    from_coco_captions,
+    from_karpathy,
+)
+from cotprompt.data.vqa import (
+    VQADataset,
+    VQAQuestion,
+    from_vqa_json,
+    normalize_answer,
+)
+from cotprompt.evaluation.task_metrics import (
+    RetrievalResult,
+    VQAResult,
+    recall_from_scores,
+    vqa_score,
+)
 from cotprompt.pipeline.config import TASK_GENERATORS, choose_preset, method_create_kwargs
 from cotprompt.pipeline.core import CoTPipeline
 from cotprompt.pipeline.heads import register_task_head
@@ -30,22 +48,10 @@ from cotprompt.tasks.generators import (
     QuestionAnswerGenerator,
     QuestionAnswerGeneratorConfig,
 )
-from cotprompt.tasks.metrics import (
-    RetrievalResult,
-    VQAResult,
-    recall_from_scores,
-    vqa_score,
-)
 from cotprompt.tasks.retrieval import (
     RetrievalEvalConfig,
     caption_logits,
     similarity,
-)
-from cotprompt.tasks.retrieval_data import (
-    RetrievalDataset,
-    from_caption_csv,
-    from_coco_captions,
-    from_karpathy,
 )
 from cotprompt.tasks.retrieval_head import RetrievalHead, evaluate_retrieval, fit_retrieval
 from cotprompt.tasks.vqa import (
@@ -53,12 +59,6 @@ from cotprompt.tasks.vqa import (
     answer_logits,
     predict_answers,
     set_answer_vocabulary,
-)
-from cotprompt.tasks.vqa_data import (
-    VQADataset,
-    VQAQuestion,
-    from_vqa_json,
-    normalize_answer,
 )
 from cotprompt.tasks.vqa_head import VQAHead, evaluate_vqa, fit_vqa
 

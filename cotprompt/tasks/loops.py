@@ -7,8 +7,8 @@ Their training runs through the pipeline's one training template
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -16,8 +16,8 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 
 from cotprompt.data.records import ImageRecord, Transform
+from cotprompt.data.task_io import PixelList, image_dataset
 from cotprompt.errors import ConfigError
-from cotprompt.tasks._io import PixelList, image_dataset
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.trainer import (
     Trainer,
@@ -25,9 +25,9 @@ from cotprompt.training.trainer import (
 from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
-    from cotprompt.pipeline import CoTPipeline
+    from accelerate import Accelerator
 
-LossFn = Callable[[list[int], int], Tensor]
+    from cotprompt.pipeline import CoTPipeline
 
 
 def check_generator(pipeline: CoTPipeline, kind: str) -> None:
@@ -85,7 +85,7 @@ def cacheable(pipeline: CoTPipeline, config: TrainingConfig) -> bool:
 
 def train_features(
     pipeline: CoTPipeline, records: Sequence[ImageRecord], config: TrainingConfig,
-    accelerator: Any,
+    accelerator: Accelerator,
 ) -> Tensor:
     """Normalised frozen features ``[N, E]`` of training images (the trainer's encoding, with its
     on-disk feature cache when ``feature_cache_dir`` is set)."""

@@ -17,18 +17,15 @@ Cost of scoring N images against U distinct captions (K chain steps):
   conditioned prompts: ``rerank_k x (N + U) x K`` passes. Recall@k for ``k <= rerank_k`` is then
   decided by conditioned scores only.
 
-Captions longer than the text encoder's context follow one rule, tuned and zero-shot alike, in
-training and in evaluation (``long_captions``): every text of every caption is counted before the
-first training step or score; ``error`` refuses the long ones (counted, the first three named),
-``truncate`` lets the tokenizer cut them as CLIP's own evaluation does and logs how many.
+Captions longer than the text encoder's context follow one rule (``long_captions``), see
+:mod:`cotprompt.tasks.long_captions`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -38,20 +35,28 @@ from torch import Tensor
 
 from cotprompt.backbones.zero_shot import zero_shot_classifier, zero_shot_logits
 from cotprompt.config import ComponentConfig
-from cotprompt.errors import ConfigError, DataError
-from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
-from cotprompt.tasks import loops
-from cotprompt.tasks._tokens import binding_backbone
-from cotprompt.tasks.generators import RETRIEVAL
-from cotprompt.tasks.metrics import (
+from cotprompt.data.retrieval import RetrievalDataset
+from cotprompt.errors import ConfigError
+from cotprompt.evaluation.task_metrics import (
     DEFAULT_KS,
     RetrievalResult,
     image_to_text_recall,
     text_to_image_recall,
 )
-from cotprompt.tasks.retrieval_data import RetrievalDataset
+from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
+from cotprompt.tasks import loops
+from cotprompt.tasks._tokens import binding_backbone
+from cotprompt.tasks.generators import RETRIEVAL
+from cotprompt.tasks.long_captions import (
+    LongCaptions,
+    caption_images,
+    check_caption_lengths,
+    chunk_ranges,
+    long_captions_policy,
+    truncating,
+)
 from cotprompt.training.seeding import derive_seed
-from cotprompt.tuners.prompt_tokens import labels_may_coincide, long_texts_truncated
+from cotprompt.tuners.prompt_tokens import labels_may_coincide
 from cotprompt.types import Task
 
 if TYPE_CHECKING:
@@ -63,7 +68,6 @@ logger = logging.getLogger(__name__)
 #: step templates, e.g. ``"a photo: {caption}"``.
 CAPTION_PLACEHOLDER = "{caption}"
 
-LongCaptions = Literal["error", "truncate"]
 
 
 class RetrievalEvalConfig(ComponentConfig):
@@ -137,112 +141,6 @@ def _aggregate(pipeline: CoTPipeline, features: Tensor, text: Tensor) -> Tensor:
     return pipeline.aggregator(features, text, pipeline.backbone.logit_scale.float())
 
 
-def long_captions_policy(pipeline: CoTPipeline, override: str | None = None) -> LongCaptions:
-    """``override``, else the generator's ``long_captions`` option, else ``"error"``."""
-    value = override or getattr(getattr(pipeline.generator, "config", None), "long_captions",
-                                None)
-    if value not in (None, "error", "truncate"):
-        raise ConfigError(f"long_captions must be 'error' or 'truncate', got {value!r}")
-    return "truncate" if value == "truncate" else "error"
-
-
-def _context_use(pipeline: CoTPipeline) -> tuple[int, str]:
-    """The learnable context vectors before every step text, and the words put before it
-    (the ``vpt`` tuner's ``text_prefix``)."""
-    tuner: Any = pipeline.tuner
-    for part in (tuner, getattr(tuner, "text", None)):
-        n_ctx = getattr(part, "n_ctx", None)
-        if isinstance(n_ctx, int) and not isinstance(n_ctx, bool):
-            return n_ctx, ""
-    config = getattr(tuner, "config", None)
-    if getattr(config, "text", None) == "steps":
-        return 0, str(getattr(config, "text_prefix", "")).strip()
-    return 0, ""
-
-
-def check_caption_lengths(
-    pipeline: CoTPipeline,
-    captions: Sequence[str],
-    *,
-    long_captions: str | None = None,
-    images: Mapping[str, str] | None = None,
-    what: str = "captions",
-) -> int:
-    """Count, before any scoring or training step, the captions that do not fit the context.
-
-    A caption fits when every text made from it fits the text encoder's context (77 tokens for
-    CLIP, start and end-of-text tokens included): each step text behind the tuner's context
-    vectors, and each zero-shot sentence. The same rule holds for tuned and zero-shot scoring.
-
-    Args:
-        pipeline: A pipeline prepared for retrieval (its tuner bound, so its context is known).
-        captions: Distinct caption texts.
-        long_captions: ``error`` or ``truncate``; default: :func:`long_captions_policy`.
-        images: For the error message: the image (described) of a caption.
-        what: What the captions are, for the messages (``"training captions"``...).
-
-    Returns:
-        The number of captions that will be truncated (0 when none is too long).
-
-    Raises:
-        DataError: ``error`` and some captions are too long; all are counted, the first three
-            named.
-    """
-    policy = long_captions_policy(pipeline, long_captions)
-    backbone = binding_backbone(pipeline)  # counts memoised for the binds that follow
-    room = int(backbone.context_length) - 2
-    n_ctx, prefix = _context_use(pipeline)
-    chunk = 1024
-    too_long: list[tuple[int, str]] = []
-    for part in _chunks(len(captions), chunk):
-        labels = [captions[u] for u in part]
-        chain = loops.generate(pipeline, Task(labels=tuple(labels), kind=RETRIEVAL))
-        for c, caption in enumerate(labels):
-            needs = [n_ctx + backbone.count_tokens(f"{prefix} {t}" if prefix else t)
-                     for step in chain.steps for t in step.texts[c]]
-            needs += [backbone.count_tokens(t) for t in chain.zero_shot[c]]
-            if max(needs) > room:
-                too_long.append((max(needs), caption))
-    if not too_long:
-        return 0
-    context = f", {n_ctx} of them taken by the tuner's context vectors" if n_ctx else ""
-    if policy == "truncate":
-        logger.info(
-            "%d of %d %s do not fit the text encoder's context of %d tokens (%d between the "
-            "start and end-of-text tokens%s): the tokenizer cuts them, as CLIP's own evaluation "
-            "does (long_captions='truncate')",
-            len(too_long), len(captions), what, room + 2, room, context,
-        )
-        return len(too_long)
-    images = images or {}
-    shown = "; ".join(
-        f"{need} tokens: {caption[:60] + ('...' if len(caption) > 60 else '')!r}"
-        + (f" (image {images[caption]})" if caption in images else "")
-        for need, caption in too_long[:3]
-    )
-    raise DataError(
-        f"{len(too_long)} of {len(captions)} {what} do not fit the text encoder's context of "
-        f"{room + 2} tokens ({room} between the start and end-of-text tokens{context}): "
-        f"{shown}. Shorten or drop them, or cut them as CLIP's own evaluation does with "
-        "long_captions='truncate' (an option of the caption generator, of RetrievalEvalConfig "
-        "and of fit_retrieval)"
-    )
-
-
-def caption_images(dataset: RetrievalDataset) -> dict[str, str]:
-    """Each caption text's first image, described (for messages)."""
-    found: dict[str, str] = {}
-    for record, group in zip(dataset.images, dataset.captions, strict=True):
-        for caption in group:
-            found.setdefault(caption, record.describe())
-    return found
-
-
-def truncating(policy: str) -> contextlib.AbstractContextManager[None]:
-    """Binds that let the tokenizer cut long prompts (``truncate``), or refuse them."""
-    return long_texts_truncated() if policy == "truncate" else contextlib.nullcontext()
-
-
 def caption_logits(
     pipeline: CoTPipeline, image_features: Tensor, captions: Sequence[str]
 ) -> Tensor:
@@ -307,10 +205,6 @@ class _Ranker:
         self.top_images[offset : offset + count] = scores.topk(self.image_depth, dim=0).indices.t()
 
 
-def _chunks(count: int, size: int) -> list[range]:
-    return [range(s, min(s + size, count)) for s in range(0, count, size)]
-
-
 @torch.no_grad()
 def _rank_unconditioned(
     pipeline: CoTPipeline, features: Tensor, texts: Sequence[str], ranker: _Ranker,
@@ -318,12 +212,12 @@ def _rank_unconditioned(
 ) -> None:
     """Rank with one text feature per caption: unconditioned tuners, or a conditioned tuner's
     prompts for the stand-in feature ``condition`` ``[1, E]`` (first stage)."""
-    for chunk in _chunks(len(texts), config.caption_chunk):
+    for chunk in chunk_ranges(len(texts), config.caption_chunk):
         _bind(pipeline, [texts[u] for u in chunk])
         text = pipeline.tuner.encode_text(pipeline.backbone, condition)  # [1, K, c, E]
         scores = torch.cat([
             _aggregate(pipeline, features[rows.start : rows.stop], text).cpu()
-            for rows in _chunks(features.shape[0], config.image_batch)
+            for rows in chunk_ranges(features.shape[0], config.image_batch)
         ])
         ranker.add(scores, chunk.start)
 
@@ -334,10 +228,10 @@ def _rank_conditioned(
     config: RetrievalEvalConfig,
 ) -> None:
     """Every (image, caption) pair with its own conditioned prompt: N x U x K passes."""
-    for chunk in _chunks(len(texts), config.caption_chunk):
+    for chunk in chunk_ranges(len(texts), config.caption_chunk):
         _bind(pipeline, [texts[u] for u in chunk])
         parts = []
-        for rows in _chunks(features.shape[0], config.conditioned_images_per_call):
+        for rows in chunk_ranges(features.shape[0], config.conditioned_images_per_call):
             batch = features[rows.start : rows.stop]
             text = pipeline.tuner.encode_text(pipeline.backbone, batch)  # [b, K, c, E]
             parts.append(_aggregate(pipeline, batch, text).cpu())
@@ -350,7 +244,7 @@ def _rank_zero_shot(
     config: RetrievalEvalConfig,
 ) -> None:
     """The untuned model: the generator's zero-shot sentences through the plain text encoder."""
-    for chunk in _chunks(len(texts), config.caption_chunk):
+    for chunk in chunk_ranges(len(texts), config.caption_chunk):
         chain = loops.generate(pipeline, Task(labels=tuple(texts[u] for u in chunk),
                                               kind=RETRIEVAL))
         text = zero_shot_classifier(pipeline.backbone, chain.zero_shot)
@@ -376,10 +270,10 @@ def _rerank(
         for i in row:
             candidates[i].add(u)
     scores: list[dict[int, float]] = [{} for _ in candidates]
-    for group in _chunks(len(candidates), config.rerank_images_per_call):
+    for group in chunk_ranges(len(candidates), config.rerank_images_per_call):
         union = sorted(set().union(*(candidates[i] for i in group)))
         feats = features[group.start : group.stop]
-        for part in _chunks(len(union), config.caption_chunk):
+        for part in chunk_ranges(len(union), config.caption_chunk):
             ids = union[part.start : part.stop]
             logits = caption_logits(pipeline, feats, [texts[u] for u in ids]).float().cpu()
             for row, values in zip(group, logits.tolist(), strict=True):

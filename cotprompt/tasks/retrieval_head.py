@@ -20,24 +20,26 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from cotprompt.data.retrieval import RetrievalDataset
+from cotprompt.data.task_io import PixelList
+from cotprompt.evaluation.task_metrics import RetrievalResult
 from cotprompt.tasks import loops
-from cotprompt.tasks._io import PixelList
 from cotprompt.tasks.generators import RETRIEVAL
-from cotprompt.tasks.metrics import RetrievalResult
-from cotprompt.tasks.retrieval import (
+from cotprompt.tasks.long_captions import (
     LongCaptions,
-    RetrievalEvalConfig,
     caption_images,
-    caption_logits,
     check_caption_lengths,
-    contrastive_loss,
     long_captions_policy,
+    truncating,
+)
+from cotprompt.tasks.retrieval import (
+    RetrievalEvalConfig,
+    caption_logits,
+    contrastive_loss,
     prepare,
     sample_captions,
     score_gallery,
-    truncating,
 )
-from cotprompt.tasks.retrieval_data import RetrievalDataset
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.loop import StepInfo, TrainingPlan, TrainingResult
 

@@ -26,13 +26,13 @@ from torch import Tensor
 
 from cotprompt.backbones.zero_shot import zero_shot_classifier, zero_shot_logits
 from cotprompt.config import ComponentConfig
+from cotprompt.data.vqa import VQADataset
 from cotprompt.errors import ConfigError, DataError
+from cotprompt.evaluation.task_metrics import VQAResult, vqa_score
 from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.tasks import loops
 from cotprompt.tasks._tokens import binding_backbone
 from cotprompt.tasks.generators import VQA
-from cotprompt.tasks.metrics import VQAResult, vqa_score
-from cotprompt.tasks.vqa_data import VQADataset
 from cotprompt.tuners.prompt_tokens import labels_may_coincide
 from cotprompt.types import PromptChain, PromptStep, Task
 

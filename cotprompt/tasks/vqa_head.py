@@ -21,11 +21,12 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from cotprompt.data.task_io import PixelList
+from cotprompt.data.vqa import DEFAULT_NUM_ANSWERS, VQADataset
 from cotprompt.errors import DataError
+from cotprompt.evaluation.task_metrics import VQAResult
 from cotprompt.tasks import loops
-from cotprompt.tasks._io import PixelList
 from cotprompt.tasks.generators import VQA
-from cotprompt.tasks.metrics import VQAResult
 from cotprompt.tasks.vqa import (
     VQAEvalConfig,
     answer_logits,
@@ -35,7 +36,6 @@ from cotprompt.tasks.vqa import (
     summarise,
     vocabulary,
 )
-from cotprompt.tasks.vqa_data import DEFAULT_NUM_ANSWERS, VQADataset
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.loop import StepInfo, TrainingPlan, TrainingResult
 

@@ -51,7 +51,6 @@ __all__ = [
     "describe_failure",
     "json_text",
     "load_pipeline",
-    "logger",
     "print_json",
     "require_positive",
     "table",

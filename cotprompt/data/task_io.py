@@ -14,7 +14,7 @@ from torch.utils.data import Dataset
 from cotprompt.data.records import ImageClassificationDataset, ImageRecord, Transform
 from cotprompt.errors import DataError
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cotprompt.tasks._io")  # the logger name it has always had
 
 MissingImages = Literal["error", "skip"]
 

@@ -20,10 +20,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from cotprompt.data.records import ImageRecord, Transform
+from cotprompt.data.task_io import MissingImages, read_json, report_missing, require
 from cotprompt.errors import DataError
-from cotprompt.tasks._io import MissingImages, read_json, report_missing, require
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cotprompt.tasks.retrieval_data")  # the logger name it has always had
 
 KARPATHY_SPLITS = ("train", "val", "test", "restval")
 

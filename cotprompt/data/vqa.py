@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cotprompt.data.records import ImageRecord, Transform
+from cotprompt.data.task_io import MissingImages, read_json, report_missing, require
 from cotprompt.errors import DataError
-from cotprompt.tasks._io import MissingImages, read_json, report_missing, require
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger("cotprompt.tasks.vqa_data")  # the logger name it has always had
 
 COCO_PATTERN = "COCO_{split}_{image_id:012d}.jpg"
 DEFAULT_NUM_ANSWERS = 1000
