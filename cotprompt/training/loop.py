@@ -336,8 +336,6 @@ class TrainingPlan:
         features_cached: Whether frozen image features were computed once.
         prepare_model: Pass the model through ``accelerator.prepare`` (data parallel: the loss
             calls the model); heads that call its parts directly leave it unprepared.
-        single_process: The head cannot shard its loss over processes (refused when launched
-            on several).
     """
 
     num_items: int
@@ -347,7 +345,6 @@ class TrainingPlan:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     features_cached: bool = False
     prepare_model: bool = False
-    single_process: bool = False
 
 
 def run_training(
@@ -399,16 +396,3 @@ def run_training(
                         validate=plan.validate, callbacks=callbacks, started=started)
     result.features_cached = plan.features_cached
     return result
-
-
-def check_processes(accelerator: Accelerator, plan: TrainingPlan, what: str) -> None:
-    """Refuse a single-process plan launched on several processes.
-
-    Raises:
-        TrainingError: Naming ``what`` (the task).
-    """
-    if plan.single_process and accelerator.num_processes > 1:
-        raise TrainingError(
-            f"{what} training runs in one process; launch without accelerate's multi-process "
-            "mode"
-        )
