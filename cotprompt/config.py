@@ -164,6 +164,25 @@ def validate_untrusted(
         raise error(f"{source}: invalid options for the {label}: {problems}") from exc
 
 
+def validate_options(config_cls: type[ConfigT], options: Mapping[str, Any], *,
+                     label: str) -> ConfigT:
+    """Options given in code as a mapping, validated into ``config_cls``.
+
+    Raises:
+        ConfigError: One line naming every unknown option and invalid value (and the valid
+            options when one is unknown).
+    """
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"the {label} options must be a mapping, got {type(options).__name__}")
+    try:
+        return config_cls.model_validate(dict(options))
+    except ValidationError as exc:
+        problems = "; ".join(_problem(e) for e in exc.errors())
+        if any(e.get("type") == "extra_forbidden" for e in exc.errors()):
+            problems += f" (valid options: {', '.join(sorted(config_cls.model_fields))})"
+        raise ConfigError(f"invalid {label} options: {problems}") from exc
+
+
 def _problem(error: Any) -> str:
     loc = ".".join(str(part) for part in error.get("loc", ())) or "options"
     kind = error.get("type")

@@ -87,11 +87,12 @@ def choose_preset(what: str, value: str, choices: Mapping[str, Any] | list[str])
     Raises:
         ConfigError: ``value`` is not among ``choices``.
     """
-    if value in choices:
+    if isinstance(value, str) and value in choices:
         return
     import difflib
 
-    close = difflib.get_close_matches(value, list(choices), n=1)
+    given = value.strip().lower() if isinstance(value, str) else ""
+    close = difflib.get_close_matches(given, list(choices), n=1) if given else []
     hint = f"; did you mean {close[0]!r}?" if close else ""
     raise ConfigError(f"unknown {what} {value!r}; choose one of {sorted(choices)}{hint}")
 

@@ -9,6 +9,7 @@ dataset trains and evaluates in the task heads (:mod:`cotprompt.pipeline.heads`)
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -32,7 +33,14 @@ from cotprompt.pipeline.config import (
     method_create_kwargs,
 )
 from cotprompt.pipeline.config_files import config_create_kwargs
-from cotprompt.pipeline.heads import TaskHead, task_head_for
+from cotprompt.pipeline.heads import (
+    TaskHead,
+    article,
+    check_accepts,
+    check_split_name,
+    check_task_head,
+    task_head_for,
+)
 from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.pipeline.predictions import (
     Prediction,
@@ -56,6 +64,8 @@ if TYPE_CHECKING:
     TaskResult = RetrievalResult | VQAResult
 
 __all__ = ["CoTPipeline"]
+
+logger = logging.getLogger("cotprompt.pipeline")  # the logger name users configure
 
 
 class CoTPipeline(ArtifactMixin):
@@ -262,10 +272,11 @@ class CoTPipeline(ArtifactMixin):
             TrainingError: NaN loss, or an incompatible checkpoint.
         """
         started = time.perf_counter()
-        head = task_head or task_head_for(train)
+        head = task_head_for(train) if task_head is None else check_task_head(task_head)
+        check_accepts(head, train, "training data")
         if val is not None and not head.accepts(val):
-            raise ConfigError(f"train is a {type(train).__name__} but val a "
-                              f"{type(val).__name__}")
+            raise ConfigError(f"train is {article(type(train).__name__)} but val "
+                              f"{article(type(val).__name__)}")
         config = merge_training(self.training, training)  # given keys update the pipeline's
         accelerator = make_accelerator(config.precision)
         if not head.data_parallel and accelerator.num_processes > 1:
@@ -284,6 +295,10 @@ class CoTPipeline(ArtifactMixin):
         self.training = config
         self.training_data = head.training_record(train, config, plan)
         self._zero_shot_cache = None
+        if self.metrics:  # measured on the prompts this run replaced
+            logger.info("dropping the metrics recorded before this training (%s)",
+                        ", ".join(self.metrics))
+            self.metrics = {}
         return result
 
     def _redraw_untrained(self, seed: int) -> None:
@@ -446,9 +461,20 @@ class CoTPipeline(ArtifactMixin):
                 producing NaN/Inf), instead of reporting an accuracy; the message names the
                 images.
         """
-        head = task_head or task_head_for(dataset)
+        head = task_head_for(dataset) if task_head is None else check_task_head(task_head)
+        check_accepts(head, dataset, "evaluation data")
+        if split is not None:
+            check_split_name(split)
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        if self.task is not None and self.task.kind != head.kind:
+            raise ConfigError(
+                f"this pipeline is bound to the {self.task.kind} task; evaluating "
+                f"{head.kind} data would bind it to that task instead: use a pipeline made for "
+                f"it (CoTPipeline.for_method, cotprompt.tasks.for_task) or trained on it"
+            )
         self.model.eval()
         result = head.evaluate(self, dataset, batch_size=batch_size, zero_shot=zero_shot)
         if split is not None:
-            self.metrics[split] = result.metrics()
+            self.metrics[split] = dict(result.metrics())
         return result  # type: ignore[return-value]

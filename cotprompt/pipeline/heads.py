@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from cotprompt.errors import DataError
+from cotprompt.errors import ConfigError, DataError
 from cotprompt.protocols import Aggregator, PromptGenerator, PromptTuner
 from cotprompt.training.config import TrainingConfig
 from cotprompt.types import PromptChain, Task
@@ -67,8 +67,13 @@ class HasMetrics(Protocol):
 class TaskHead(Protocol):
     """One kind of task, as the pipeline trains and evaluates it.
 
+    A head binds the pipeline (in :meth:`prepare`, with ``pipeline.set_classes``) to a
+    :class:`~cotprompt.types.Task` of its own ``kind``, and its :meth:`evaluate` returns a result
+    with a ``metrics()`` method (a flat ``{name: float}`` mapping the artifact records).
+
     Attributes:
-        kind: The task kind (``Task.kind``): ``classification``, ``retrieval``, ``vqa``...
+        kind: The task kind it binds (``Task.kind``): ``classification``, ``retrieval``,
+            ``vqa``...
         data_parallel: Whether its training shards over accelerate processes (else a launch on
             several processes is refused).
     """
@@ -109,9 +114,63 @@ class TaskHead(Protocol):
 _HEADS: list[TaskHead] = []
 
 
+def check_task_head(head: object) -> TaskHead:
+    """``head`` if it is a task head instance.
+
+    Raises:
+        ConfigError: A class instead of an instance, or an object without the ``TaskHead``
+            attributes (naming the missing ones).
+    """
+    if isinstance(head, type):
+        raise ConfigError(f"pass a task head instance, not the class {head.__name__} "
+                          f"(e.g. {head.__name__}())")
+    missing = [name for name in ("kind", "data_parallel", "accepts", "prepare", "plan",
+                                 "training_scope", "training_record", "evaluate")
+               if not hasattr(head, name)]
+    if missing or not isinstance(getattr(head, "kind", None), str):
+        raise ConfigError(f"{type(head).__name__} is not a task head: it lacks "
+                          f"{', '.join(missing) or 'a str kind'} (see cotprompt.pipeline.heads)")
+    return head  # type: ignore[return-value]
+
+
+def check_accepts(head: TaskHead, dataset: object, what: str) -> None:
+    """Refuse a dataset the head does not handle, before any work.
+
+    Raises:
+        DataError: Naming the head's task and the dataset's type.
+    """
+    if not head.accepts(dataset):
+        raise DataError(f"the {head.kind} task does not take {article(type(dataset).__name__)} "
+                        f"as {what}; pass the head of its task or leave task_head out")
+
+
+def article(noun: str) -> str:
+    """``noun`` with its indefinite article (``an ImageClassificationDataset``)."""
+    return f"{'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+
+
+def check_split_name(split: object) -> str:
+    """A split name as the artifact records it (a key of ``metrics`` and a row of the model card).
+
+    Raises:
+        ConfigError: Not a non-empty string of printable characters without ``|``.
+    """
+    if not isinstance(split, str) or not split.strip() or not split.isprintable() \
+            or "|" in split:
+        raise ConfigError(f"split must be a non-empty name of printable characters without '|' "
+                          f"(a key of the recorded metrics and a row of the model card), got "
+                          f"{split!r}")
+    return split
+
+
 def register_task_head(head: TaskHead) -> None:
     """Make ``head`` the one :func:`task_head_for` returns for the datasets it accepts (a head
-    registered later is asked first; one of the same ``kind`` and class is replaced)."""
+    registered later is asked first; one of the same ``kind`` and class is replaced).
+
+    Raises:
+        ConfigError: ``head`` is not a task head instance (see :func:`check_task_head`).
+    """
+    check_task_head(head)
     _HEADS[:] = [h for h in _HEADS if not (h.kind == head.kind and type(h) is type(head))]
     _HEADS.append(head)
 
@@ -131,5 +190,6 @@ def task_head_for(dataset: object) -> TaskHead:
         if head.accepts(dataset):
             return head
     kinds = sorted({h.kind for h in _HEADS})
-    raise DataError(f"no task accepts a {type(dataset).__name__} (registered tasks: {kinds}); "
+    raise DataError(f"no task accepts {article(type(dataset).__name__)} (registered tasks: "
+                    f"{kinds}); "
                     "pass an ImageClassificationDataset, RetrievalDataset or VQADataset")

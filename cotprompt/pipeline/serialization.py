@@ -7,7 +7,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 import yaml
@@ -23,11 +23,9 @@ from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError, 
 from cotprompt.generators.stored import StoredChainGenerator
 from cotprompt.pipeline.config import KINDS
 from cotprompt.plugins.registry import get_registry
+from cotprompt.protocols import Backbone
 from cotprompt.training.config import TrainingConfig
 from cotprompt.types import PromptChain, Task
-
-if TYPE_CHECKING:
-    from cotprompt.backbones.base import Backbone
 
 logger = logging.getLogger("cotprompt.pipeline")
 
@@ -156,6 +154,9 @@ def open_artifact(
     Raises:
         ArtifactError: Failed checks, or a given backbone other than the recorded one.
     """
+    if backbone is not None and not isinstance(backbone, Backbone):
+        raise ConfigError(f"backbone must be a built backbone (such as an OpenCLIPBackbone), not "
+                          f"{type(backbone).__name__}")
     source = _describe(origin, directory)
     checked = read_checked(
         directory, source=source,
@@ -169,9 +170,14 @@ def open_artifact(
         # older records also carry machine-local options (cache_dir), which change no result
         comparable = {k: v for k, v in recorded.items() if k in spec["config"]}
         if spec != {"name": record["name"], "config": comparable}:
+            given = {"name": spec["name"], **spec["config"]}
+            saved = {"name": record["name"], **comparable}
+            differ = [f"{k} {given.get(k)!r} vs {saved.get(k)!r}"
+                      for k in sorted(set(given) | set(saved), key=str)
+                      if given.get(k) != saved.get(k)]
             raise ArtifactError(
-                "the given backbone differs from the one the prompts were trained "
-                f"for: {backbone.spec()} vs {record}"
+                "the given backbone differs from the one the prompts were trained for "
+                f"(given vs saved: {'; '.join(differ)})"
             )
     registry = get_registry()
     built: dict[str, Any] = {"backbone": backbone} if backbone is not None else {}

@@ -30,6 +30,7 @@ from cotprompt.data.vqa import (
     from_vqa_json,
     normalize_answer,
 )
+from cotprompt.errors import ConfigError
 from cotprompt.evaluation.task_metrics import (
     RetrievalResult,
     VQAResult,
@@ -182,7 +183,10 @@ def for_task(
     Raises:
         ConfigError: Unknown task or method (with the closest name).
     """
-    choose_preset("task", task, TASK_GENERATORS)  # classification has CoTPipeline.for_method
+    if task == "classification":
+        raise ConfigError("for_task builds retrieval and VQA pipelines; for classification use "
+                          f"CoTPipeline.for_method({method!r}, ...)")
+    choose_preset("task", task, TASK_GENERATORS)
     kwargs = method_create_kwargs(method, model_name=model_name, pretrained=pretrained,
                                   backbone=backbone, tuner_config=tuner_config, task=task,
                                   generator_config=generator_config)

@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from cotprompt.data.records import ImageRecord, Transform
 from cotprompt.data.task_io import PixelList, image_dataset
 from cotprompt.errors import ConfigError
+from cotprompt.pipeline.config import TASK_GENERATORS
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.trainer import (
     Trainer,
@@ -37,11 +38,13 @@ def check_generator(pipeline: CoTPipeline, kind: str) -> None:
         ConfigError: The generator does not list ``kind`` in its ``task_kinds``.
     """
     generator = pipeline.generator
-    if kind not in tuple(getattr(generator, "task_kinds", ())):
-        default = {"retrieval": "caption", "vqa": "question-answer"}.get(kind, "?")
+    kinds = tuple(getattr(generator, "task_kinds", ("classification",)))
+    if kind not in kinds:
+        default = TASK_GENERATORS.get(kind, "?")
+        written = " and ".join(repr(k) for k in kinds) or "no"
         raise ConfigError(
             f"the generator {getattr(generator, 'name', type(generator).__name__)!r} writes "
-            f"prompts for class names, not for the {kind!r} task; use a generator whose "
+            f"prompts for the {written} task, not for the {kind!r} task; use a generator whose "
             f"task_kinds include {kind!r}, such as {default!r} (for example "
             f"cotprompt.tasks.for_task({kind!r}, 'cotpt', ...))"
         )

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -97,7 +97,7 @@ class RetrievalEvalConfig(ComponentConfig):
     """
 
     mode: Literal["auto", "full", "two-stage"] = "auto"
-    ks: tuple[int, ...] = DEFAULT_KS
+    ks: tuple[Annotated[int, Field(ge=1)], ...] = Field(default=DEFAULT_KS, min_length=1)
     rerank_k: int = Field(default=10, ge=1)
     stage_one: Literal["mean", "zero"] = "mean"
     full_max_pairs: int = Field(default=200_000, ge=1)

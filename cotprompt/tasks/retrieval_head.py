@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from cotprompt.config import validate_options
 from cotprompt.data.retrieval import RetrievalDataset
 from cotprompt.data.task_io import PixelList
 from cotprompt.evaluation.task_metrics import RetrievalResult
@@ -67,7 +68,8 @@ class RetrievalHead:
     def __init__(self, eval_config: RetrievalEvalConfig | Mapping[str, Any] | None = None,
                  long_captions: LongCaptions | None = None) -> None:
         if isinstance(eval_config, Mapping):
-            eval_config = RetrievalEvalConfig.model_validate(eval_config)
+            eval_config = validate_options(RetrievalEvalConfig, eval_config,
+                                           label="retrieval scoring")
         self.eval_config = eval_config
         self.long_captions = long_captions
 

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
+from cotprompt.config import validate_options
 from cotprompt.data.task_io import PixelList
 from cotprompt.data.vqa import DEFAULT_NUM_ANSWERS, VQADataset
 from cotprompt.errors import DataError
@@ -61,7 +62,7 @@ class VQAHead:
     def __init__(self, eval_config: VQAEvalConfig | Mapping[str, Any] | None = None,
                  num_answers: int = DEFAULT_NUM_ANSWERS) -> None:
         if isinstance(eval_config, Mapping):
-            eval_config = VQAEvalConfig.model_validate(eval_config)
+            eval_config = validate_options(VQAEvalConfig, eval_config, label="VQA scoring")
         self.eval_config = eval_config
         self.num_answers = num_answers
 
