@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import torch
 from golden.cases import (
+    CASES,
     CLI_HELP_COMMANDS,
     cli_json_outputs,
     cli_output,
@@ -35,7 +36,6 @@ from safetensors.torch import load_file
 from cotprompt import CoTPipeline
 
 GOLDEN = Path(__file__).parent / "golden" / "data"
-CASES = ("cotpt", "retrieval", "vqa")
 ARTIFACT_FILES = ("cotprompt_config.json", "prompt_weights.safetensors", "README.md")
 
 
@@ -65,7 +65,7 @@ def copy_artifact(name: str, tmp_path: Path) -> Path:
 def test_golden_artifact_loads_with_the_same_scores_and_saves_the_same_bytes(name, tmp_path):
     pipeline = CoTPipeline.from_pretrained(copy_artifact(name, tmp_path), device="cpu")
     expected = load_file(str(GOLDEN / f"{name}-logits.safetensors"))
-    actual = scores(name, pipeline)
+    actual = scores(name.removesuffix("-val"), pipeline)
     assert sorted(actual) == sorted(expected)
     for key, value in expected.items():
         torch.testing.assert_close(actual[key], value, rtol=1e-5, atol=1e-6)
@@ -93,13 +93,18 @@ def test_fixed_seed_training_has_the_golden_history_and_weights(name, histories,
     result, pipeline, _ = train_case(name, tmp_path / "checkpoints")
     assert_close_tree(history_record(result), histories[name])
     assert_same_weights(pipeline, name)
+    saved = json.loads(pipeline.save_pretrained(tmp_path / "artifact").joinpath(
+        "cotprompt_config.json").read_text())
+    golden = json.loads((GOLDEN / f"{name}-artifact" / "cotprompt_config.json").read_text())
+    assert_close_tree({k: v for k, v in saved.items() if k != "weights"},
+                      {k: v for k, v in golden.items() if k != "weights"})
     assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == \
         sorted(p.name for p in (GOLDEN / f"{name}-checkpoints").iterdir())
 
 
 @pytest.mark.parametrize("name", CASES)
 def test_a_checkpoint_written_before_resumes_to_the_golden_run(name, histories, tmp_path):
-    from golden.cases import build, set_answer_vocabulary
+    from golden.cases import VALIDATED, bind, build
 
     folder = tmp_path / "checkpoints"
     shutil.copytree(GOLDEN / f"{name}-checkpoints", folder)
@@ -107,14 +112,17 @@ def test_a_checkpoint_written_before_resumes_to_the_golden_run(name, histories, 
     for later in folder.iterdir():
         if later != first:
             shutil.rmtree(later)
-    pipeline = build(name)
-    if name == "vqa":
-        set_answer_vocabulary(pipeline, ["red", "green", "blue", "yes", "no"])
+    base = name.removesuffix("-val")
+    pipeline = build(base)
+    bind(name, pipeline)
+    options: dict[str, Any] = {"checkpoint_dir": str(folder)}
+    if name in VALIDATED:
+        options["seed"] = 4
     steps_per_epoch = int(first.name.split("-")[1])
     steps: list[int] = []
-    result = pipeline.fit(dataset(name), resume_from=first, callbacks=[steps.append],
-                          training={"checkpoint_dir": str(folder),
-                                    "checkpoint_every": steps_per_epoch})
+    options["checkpoint_every"] = steps_per_epoch
+    result = pipeline.fit(dataset(base), resume_from=first, callbacks=[steps.append],
+                          val=dataset(base) if name in VALIDATED else None, training=options)
     assert len(steps) == steps_per_epoch  # only the second epoch ran
     assert_close_tree(history_record(result), histories[name])
     assert_same_weights(pipeline, name)

@@ -10,15 +10,15 @@ and pushes a saved folder in one commit (:func:`~cotprompt.hub.push.push_to_hub`
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cotprompt.hub.download import resolve_artifact
 from cotprompt.hub.push import push_to_hub
 
 if TYPE_CHECKING:
-    from typing import Self
-
     from huggingface_hub import CommitInfo
+
+HubT = TypeVar("HubT", bound="HubMixin")
 
 
 class HubMixin:
@@ -29,15 +29,16 @@ class HubMixin:
         raise NotImplementedError(f"{type(self).__name__} does not implement save_pretrained")
 
     @classmethod
-    def _from_artifact_folder(cls, directory: Path, *, origin: dict[str, Any], **kwargs: Any
-                              ) -> Self:
+    def _from_artifact_folder(cls: type[HubT], directory: Path, *, origin: dict[str, Any],
+                              **kwargs: Any) -> HubT:
         """Build the object from a local folder; ``origin`` says where it came from
         (``{"type": "local", ...}`` or ``{"type": "hub", "repo_id", "revision", "commit"}``)."""
         raise NotImplementedError(f"{cls.__name__} does not implement _from_artifact_folder")
 
     @classmethod
-    def from_pretrained(cls, path_or_repo_id: str | Path, *, revision: str | None = None,
-                        token: str | bool | None = None, **kwargs: Any) -> Self:
+    def from_pretrained(cls: type[HubT], path_or_repo_id: str | Path, *,
+                        revision: str | None = None, token: str | bool | None = None,
+                        **kwargs: Any) -> HubT:
         """Load from a local folder or a Hub repository (``namespace/name``) at ``revision``.
 
         Raises:

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
@@ -14,16 +14,16 @@ from cotprompt.errors import ConfigError
 from cotprompt.hub.mixin import HubMixin
 from cotprompt.pipeline import serialization
 from cotprompt.pipeline.config import KINDS
+from cotprompt.protocols import Backbone
 from cotprompt.training.config import TrainingConfig
 from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
-    from typing import Self
-
     from huggingface_hub import CommitInfo
 
-    from cotprompt.backbones.base import Backbone
     from cotprompt.model import PromptModel
+
+PipelineT = TypeVar("PipelineT", bound="ArtifactMixin")
 
 
 class ArtifactMixin(HubMixin):
@@ -100,7 +100,7 @@ class ArtifactMixin(HubMixin):
 
     @classmethod
     def from_pretrained(
-        cls,
+        cls: type[PipelineT],
         path_or_repo_id: str | Path,
         *,
         revision: str | None = None,
@@ -108,7 +108,7 @@ class ArtifactMixin(HubMixin):
         backbone: Backbone | None = None,
         device: str | torch.device | None = None,
         allow_pickle: bool = False,
-    ) -> Self:
+    ) -> PipelineT:
         """Load a saved pipeline from a folder or a Hugging Face Hub repository.
 
         The artifact is untrusted: its config is validated before anything is fetched or built
@@ -138,10 +138,10 @@ class ArtifactMixin(HubMixin):
                                        allow_pickle=allow_pickle)
 
     @classmethod
-    def _from_artifact_folder(cls, directory: Path, *, origin: dict[str, Any],
+    def _from_artifact_folder(cls: type[PipelineT], directory: Path, *, origin: dict[str, Any],
                               backbone: Backbone | None = None,
                               device: str | torch.device | None = None,
-                              allow_pickle: bool = False) -> Self:
+                              allow_pickle: bool = False) -> PipelineT:
         opened = serialization.open_artifact(directory, origin, backbone=backbone,
                                              allow_pickle=allow_pickle)
         records = opened.checked.records

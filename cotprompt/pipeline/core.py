@@ -50,7 +50,13 @@ from cotprompt.pipeline.predictions import (
 )
 from cotprompt.protocols import Aggregator, Backbone, PromptGenerator, PromptTuner
 from cotprompt.training.config import TrainingConfig, merge_training
-from cotprompt.training.loop import StepInfo, TrainingResult, make_accelerator, run_training
+from cotprompt.training.loop import (
+    StepInfo,
+    TrainingResult,
+    check_output_folders,
+    make_accelerator,
+    run_training,
+)
 from cotprompt.training.seeding import InitRecord, bind_components, record_init, redraw_untrained
 from cotprompt.types import PromptChain, Task
 
@@ -282,6 +288,7 @@ class CoTPipeline(ArtifactMixin):
         if not head.data_parallel and accelerator.num_processes > 1:
             raise TrainingError(f"{head.kind} training runs in one process; launch without "
                                 "accelerate's multi-process mode")
+        check_output_folders(config)
         self._move(accelerator.device)
         head.prepare(self, train, val, config)
         if resume_from is None:  # a resumed run takes its parameters from the checkpoint

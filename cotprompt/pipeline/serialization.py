@@ -22,15 +22,16 @@ from cotprompt.config import config_record
 from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError, one_line
 from cotprompt.generators.stored import StoredChainGenerator
 from cotprompt.pipeline.config import KINDS
-from cotprompt.plugins.registry import get_registry
-from cotprompt.protocols import Backbone
+from cotprompt.plugins.registry import Registry, get_registry
+from cotprompt.protocols import Backbone, PromptGenerator
 from cotprompt.training.config import TrainingConfig
 from cotprompt.types import PromptChain, Task
 
 logger = logging.getLogger("cotprompt.pipeline")
 
 
-def _load_generator(registry: Any, choice: ComponentChoice, config: Mapping[str, Any]) -> Any:
+def _load_generator(registry: Registry, choice: ComponentChoice, config: Mapping[str, Any]
+                    ) -> PromptGenerator:
     """The saved generator, or a stand-in replaying the stored chain when it cannot be built
     (its plugin or optional dependencies are missing): loading never needs the generator."""
     record = config["generator"]
@@ -46,7 +47,7 @@ def _load_generator(registry: Any, choice: ComponentChoice, config: Mapping[str,
     return StoredChainGenerator(record, PromptChain.from_dict(config["chain"]), str(reason))
 
 
-def _component_record(kind: str, component: Any) -> dict[str, Any]:
+def _component_record(kind: str, component: object) -> dict[str, Any]:
     stored = getattr(component, "artifact_record", None)
     if stored is not None:
         return dict(stored)
@@ -137,7 +138,7 @@ class OpenedArtifact:
     """
 
     checked: CheckedArtifact
-    components: dict[str, Any]
+    components: dict[str, object]
 
 
 def open_artifact(
@@ -180,7 +181,7 @@ def open_artifact(
                 f"(given vs saved: {'; '.join(differ)})"
             )
     registry = get_registry()
-    built: dict[str, Any] = {"backbone": backbone} if backbone is not None else {}
+    built: dict[str, object] = {"backbone": backbone} if backbone is not None else {}
     for kind, choice in checked.records.components.items():
         if kind == "generator":
             built[kind] = _load_generator(registry, choice, config)
@@ -204,7 +205,8 @@ def restore_weights(directory: Path, tensors: Mapping[str, torch.Tensor],
             value.copy_(tensors[name].to(value.device))
 
 
-def _warn_if_activation_changed(record: Mapping[str, Any], backbone: Any, source: str) -> None:
+def _warn_if_activation_changed(record: Mapping[str, Any], backbone: Backbone, source: str
+                                ) -> None:
     """Prompts tuned on a backbone built with another activation than today's still load, with
     a warning (artifacts saved before the activation was recorded built OpenAI weights under
     ``ViT-B-16`` with GELU)."""

@@ -20,8 +20,8 @@ from collections.abc import Callable
 import pluggy
 from pydantic import BaseModel
 
-from cotprompt import hookspecs
 from cotprompt.errors import PluginError
+from cotprompt.plugins import hookspecs
 from cotprompt.plugins.records import (
     BUILTIN_PACKAGE,
     BUILTINS_MODULE,

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
-from cotprompt import hookspecs
 from cotprompt.errors import PluginError
+from cotprompt.plugins import hookspecs
 
 __all__ = [
     "BUILTINS_MODULE",

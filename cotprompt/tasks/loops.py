@@ -113,6 +113,23 @@ def eval_features(
     return torch.cat(parts)
 
 
+def frozen_val_features(pipeline: CoTPipeline, records: Sequence[ImageRecord],
+                        transform: Transform | None) -> Tensor | None:
+    """Validation image features ``[N, E]`` encoded once, before training; ``None`` when the
+    tuner tunes the image encoder (its features change every step: see
+    :func:`current_val_features`)."""
+    if pipeline.tuner.tunes_image_encoder:
+        return None
+    return eval_features(pipeline, records, 64, transform)
+
+
+def current_val_features(pipeline: CoTPipeline, frozen: Tensor | None,
+                         records: Sequence[ImageRecord], transform: Transform | None) -> Tensor:
+    """The validation features to score now: the frozen ones, or the images encoded again with
+    the image encoder as tuned so far."""
+    return frozen if frozen is not None else eval_features(pipeline, records, 64, transform)
+
+
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
     """Cross-entropy with probability targets: ``[B, C]`` logits, ``[B, C]`` rows summing to 1."""
     return F.cross_entropy(logits.float(), targets.to(logits.device, torch.float32))

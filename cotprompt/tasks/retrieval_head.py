@@ -120,11 +120,13 @@ class RetrievalHead:
 
         validate = None
         if val is not None:
-            val_features = loops.eval_features(pipeline, val.images, 64, val.transform)
+            val_features = loops.frozen_val_features(pipeline, val.images, val.transform)
             val_config = self._val_config(pipeline)
 
             def validate() -> dict[str, float]:
-                result = score_gallery(pipeline, val_features, val, val_config)
+                features = loops.current_val_features(pipeline, val_features, val.images,
+                                                      val.transform)
+                result = score_gallery(pipeline, features, val, val_config)
                 return {f"val_{k}": v for k, v in result.metrics().items()}
 
         policy = long_captions_policy(pipeline, self.long_captions)

@@ -108,11 +108,13 @@ class VQAHead:
 
         validate = None
         if val is not None:
-            val_features = loops.eval_features(pipeline, val.images, 64, val.transform)
+            val_features = loops.frozen_val_features(pipeline, val.images, val.transform)
             val_config = self.eval_config or VQAEvalConfig()
 
             def validate() -> dict[str, float]:
-                logits = score_questions(pipeline, val_features, val, val_config, False)
+                features = loops.current_val_features(pipeline, val_features, val.images,
+                                                      val.transform)
+                logits = score_questions(pipeline, features, val, val_config, False)
                 predicted = [vocab[i] for i in logits.argmax(-1).tolist()]
                 result = summarise(val, vocab, predicted, val_config.leave_one_out, 0.0)
                 return {"val_vqa_accuracy": result.accuracy}

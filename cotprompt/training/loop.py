@@ -347,6 +347,19 @@ class TrainingPlan:
     prepare_model: bool = False
 
 
+def check_output_folders(config: TrainingConfig) -> None:
+    """Check that the checkpoint and feature-cache folders can be written: found before any work,
+    not after hours of training.
+
+    Raises:
+        ConfigError: Naming the folder and why (not a folder, no permission, no space).
+    """
+    for folder, what in ((config.checkpoint_dir, "checkpoint folder"),
+                         (config.feature_cache_dir, "feature cache folder")):
+        if folder is not None:
+            check_writable(folder, what=what)
+
+
 def run_training(
     model: PromptModel,
     config: TrainingConfig,
@@ -374,14 +387,12 @@ def run_training(
         The :class:`TrainingResult` (per-epoch history).
 
     Raises:
-        TrainingError: No trainable parameters, a non-finite loss, a checkpoint of another run,
-            or several processes for a single-process plan.
+        TrainingError: No trainable parameters, a non-finite loss, or a checkpoint of another
+            run.
+        ConfigError: A checkpoint or feature-cache folder that cannot be written.
     """
     started = time.perf_counter() if started is None else started
-    for folder, what in ((config.checkpoint_dir, "checkpoint folder"),
-                         (config.feature_cache_dir, "feature cache folder")):
-        if folder is not None:  # found now, not after hours of training
-            check_writable(folder, what=what)
+    check_output_folders(config)
     seed_everything(config.seed)
     run = setup_run(model, config, accelerator, resume_from=resume_from,
                     fingerprint_extra={**plan.fingerprint, **(fingerprint_extra or {})},

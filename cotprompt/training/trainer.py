@@ -5,7 +5,6 @@ the on-disk feature cache) and the batches of one process, for the loop of
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -36,8 +35,6 @@ from cotprompt.training.seeding import loader_generator
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
-
-logger = logging.getLogger(__name__)
 
 __all__ = [
     "Run",

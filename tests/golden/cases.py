@@ -110,16 +110,36 @@ def scores(name: str, pipeline: CoTPipeline) -> dict[str, torch.Tensor]:
     return {"scores": torch.tensor([[score for _, score in row] for row in answers])}
 
 
+#: Cases that bind their labels with one seed, then fit with another and a validation set, then
+#: record an evaluation split.
+VALIDATED = ("cotpt-val", "vqa-val")
+CASES = ("cotpt", "retrieval", "vqa", *VALIDATED)
+
+
+def bind(name: str, pipeline: CoTPipeline) -> None:
+    """Bind the labels (VQA: the answer vocabulary) before training, with the pipeline's seed."""
+    base = name.removesuffix("-val")
+    if base == "vqa":
+        set_answer_vocabulary(pipeline, ["red", "green", "blue", "yes", "no"])
+    elif name in VALIDATED:
+        pipeline.set_classes(CLASSES)
+
+
 def train_case(name: str, checkpoint_dir: Path) -> tuple[Any, CoTPipeline, dict[str, Any]]:
     """Train case ``name`` for two epochs (a checkpoint after each) and score :func:`pixels`."""
-    pipeline = build(name)
-    if name == "vqa":
-        set_answer_vocabulary(pipeline, ["red", "green", "blue", "yes", "no"])
-    data = dataset(name)
+    base = name.removesuffix("-val")
+    pipeline = build(base)
+    bind(name, pipeline)
+    data = dataset(base)
     steps_per_epoch = -(-len(data) // TRAINING["batch_size"])  # a checkpoint after each epoch
-    result = pipeline.fit(data, training={"checkpoint_dir": str(checkpoint_dir),
-                                          "checkpoint_every": steps_per_epoch})
-    return result, pipeline, scores(name, pipeline)
+    options = {"checkpoint_dir": str(checkpoint_dir), "checkpoint_every": steps_per_epoch}
+    if name in VALIDATED:
+        options["seed"] = 4  # not the seed the parameters were drawn with
+        result = pipeline.fit(data, val=dataset(base), training=options)
+        pipeline.evaluate(dataset(base), split="test")
+    else:
+        result = pipeline.fit(data, training=options)
+    return result, pipeline, scores(base, pipeline)
 
 
 def history_record(result: Any) -> list[dict[str, Any]]:

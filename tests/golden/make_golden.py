@@ -19,6 +19,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/, as pytest puts it on the path
 
 from golden.cases import (  # noqa: E402
+    CASES,
     CLI_HELP_COMMANDS,
     cli_json_outputs,
     cli_output,
@@ -36,7 +37,7 @@ def main() -> None:
     out.mkdir()
     histories = {}
     torch.set_num_threads(1)  # as the tests run
-    for name in ("cotpt", "retrieval", "vqa"):
+    for name in CASES:
         result, pipeline, logits = train_case(name, out / f"{name}-checkpoints")
         pipeline.save_pretrained(out / f"{name}-artifact")
         histories[name] = history_record(result)
