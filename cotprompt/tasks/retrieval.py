@@ -43,7 +43,7 @@ from cotprompt.evaluation.task_metrics import (
     image_to_text_recall,
     text_to_image_recall,
 )
-from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
+from cotprompt.pipeline.inputs import ImagesInput
 from cotprompt.tasks import loops
 from cotprompt.tasks._tokens import binding_backbone
 from cotprompt.tasks.generators import RETRIEVAL
@@ -386,12 +386,7 @@ def similarity(
     unique = list(index)
     policy = long_captions_policy(pipeline)
     check_caption_lengths(pipeline, unique, long_captions=policy)
-    transform = pipeline.backbone.image_transform(train=False)
-    pipeline.model.eval()
-    features = torch.cat([
-        pipeline.model.image_features(p.to(pipeline.device))
-        for p in pixel_batches(as_image_list(images), transform, batch_size)
-    ])
+    features = pipeline.image_features(images, batch_size)
     try:
         with truncating(policy):
             logits = caption_logits(pipeline, features, unique)

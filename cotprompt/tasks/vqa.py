@@ -29,7 +29,7 @@ from cotprompt.config import ComponentConfig
 from cotprompt.data.vqa import VQADataset
 from cotprompt.errors import ConfigError, DataError
 from cotprompt.evaluation.task_metrics import VQAResult, vqa_score
-from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
+from cotprompt.pipeline.inputs import ImagesInput
 from cotprompt.tasks import loops
 from cotprompt.tasks._tokens import binding_backbone
 from cotprompt.tasks.generators import VQA
@@ -266,12 +266,7 @@ def predict_answers(
     """
     vocab = vocabulary(pipeline)
     loops.check_generator(pipeline, VQA)
-    transform = pipeline.backbone.image_transform(train=False)
-    pipeline.model.eval()
-    features = torch.cat([
-        pipeline.model.image_features(p.to(pipeline.device))
-        for p in pixel_batches(as_image_list(images), transform, batch_size)
-    ])
+    features = pipeline.image_features(images, batch_size)
     try:
         probs = answer_logits(pipeline, features, list(questions)).softmax(-1)
     finally:
