@@ -30,6 +30,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("hub", ("cotprompt.hub",)),
     ("pipeline", ("cotprompt.pipeline",)),
     ("tasks", ("cotprompt.tasks", "cotprompt.builtins")),
+    ("experiments", ("cotprompt.experiments",)),
     ("cli", ("cotprompt.cli", "cotprompt.__main__", "cotprompt")),
 ]
 
