@@ -3,22 +3,26 @@ import hookimpl``); defined in :mod:`cotprompt.plugins.hookspecs`."""
 
 from cotprompt.plugins.hookspecs import (
     PROJECT_NAME,
+    DatasetRegister,
     Register,
     hookimpl,
     hookspec,
     register_aggregators,
     register_backbones,
+    register_datasets,
     register_generators,
     register_tuners,
 )
 
 __all__ = [
     "PROJECT_NAME",
+    "DatasetRegister",
     "Register",
     "hookimpl",
     "hookspec",
     "register_aggregators",
     "register_backbones",
+    "register_datasets",
     "register_generators",
     "register_tuners",
 ]

@@ -20,16 +20,20 @@ is built as ``cls(cls.Config(**options))``. See ``docs/plugins.md``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import pluggy
 
 __all__ = [
     "PROJECT_NAME",
+    "DatasetRegister",
     "Register",
     "hookimpl",
     "hookspec",
     "register_aggregators",
     "register_backbones",
+    "register_datasets",
     "register_generators",
     "register_tuners",
 ]
@@ -41,7 +45,12 @@ hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
 Register = Callable[[type], None]
-"""The type of the ``register`` callable passed to every hook: it takes one class."""
+"""The type of the ``register`` callable passed to every component hook: it takes one class."""
+
+DatasetRegister = Callable[[str, Callable[[Path], Any]], None]
+"""The type of the ``register`` callable of :func:`register_datasets`: ``register(name,
+reader)``, where ``reader($DATA folder)`` returns a
+:class:`cotprompt.data.research.ResearchDataset`."""
 
 
 @hookspec
@@ -85,4 +94,19 @@ def register_aggregators(register: Register) -> None:
             with ``name: str`` and ``Config`` class attributes, a ``bind(num_steps, embed_dim)``
             method and a ``forward(image_features, text_features, logit_scale)`` returning
             logits ``[B, C]``).
+    """
+
+
+@hookspec
+def register_datasets(register: DatasetRegister) -> None:
+    """Register dataset readers by name (not components: ``cotprompt plugins`` does not list
+    them; :func:`cotprompt.data.research.load_dataset` and the sweeps find them).
+
+    Args:
+        register: Call ``register(name, reader)`` once for each dataset: ``name`` a non-empty
+            ``str`` of letters, digits, ``_``, ``-`` and ``.``; ``reader`` a callable taking the
+            ``$DATA`` folder (a ``pathlib.Path``) and returning a
+            :class:`cotprompt.data.research.ResearchDataset`, raising
+            :class:`cotprompt.errors.DataError` naming a missing file. A built-in name cannot be
+            replaced.
     """

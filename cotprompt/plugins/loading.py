@@ -38,7 +38,11 @@ from cotprompt.plugins.records import (
     normalize_package_name,
 )
 
-__all__ = ["PluginLoader", "entry_point_sort_key", "validate_component"]
+__all__ = ["DATASETS_HOOK", "PluginLoader", "entry_point_sort_key", "validate_component"]
+
+DATASETS_HOOK = "register_datasets"
+"""The hook that registers dataset readers; not a component kind: its registrations are
+collected by :mod:`cotprompt.data.research.registry`, not here."""
 
 logger = logging.getLogger("cotprompt.plugins")  # the documented logger name
 
@@ -232,7 +236,7 @@ class PluginLoader:
             self._fail(plugin_name, package, exc)
             return
 
-        if not staged:
+        if not staged and not self._implements(obj, DATASETS_HOOK):
             logger.warning("plugin %r (package %s) registered no components", plugin_name, package)
         for key, info in staged.items():
             existing = self.components.get(key)
@@ -282,6 +286,11 @@ class PluginLoader:
             )
 
         return register
+
+    def _implements(self, obj: object, hook: str) -> bool:
+        """Whether the registered plugin ``obj`` implements ``hook``."""
+        callers = self.plugin_manager.get_hookcallers(obj) or []
+        return any(caller.name == hook for caller in callers)
 
     def _warn_unknown_hooks(self, obj: object, plugin_name: str, package: str) -> None:
         for caller in self.plugin_manager.get_hookcallers(obj) or []:

@@ -8,11 +8,13 @@ listings), which the research code's few-shot sampler depends on
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from cotprompt.data.records import ImageClassificationDataset, ImageRecord
+from cotprompt.errors import DataError
 
 
 @dataclass(frozen=True)
@@ -39,9 +41,22 @@ class ResearchDataset:
     template: str
 
     def relative_path(self, record: ImageRecord) -> str:
-        """The image's path relative to ``root`` (POSIX separators), as results record it."""
-        assert record.path is not None
-        return Path(record.path).resolve().relative_to(self.root.resolve()).as_posix()
+        """The image's path relative to ``root`` (POSIX separators), as results record it.
+
+        Paths are compared as written (made absolute, symbolic links not followed), so a
+        ``$DATA/<dataset>`` that links elsewhere, as the research code's ``DATASETS.md``
+        suggests, still gives ``"<dataset>/..."``.
+
+        Raises:
+            DataError: The record has no path (an in-memory image) or lies outside ``root``.
+        """
+        if record.path is None:
+            raise DataError(f"{self.name}: an in-memory image has no path relative to $DATA")
+        base = os.path.abspath(self.root)
+        path = os.path.abspath(record.path)
+        if os.path.commonpath([base, path]) != base:
+            raise DataError(f"{self.name}: image {path!r} is not under $DATA {base!r}")
+        return Path(os.path.relpath(path, base)).as_posix()
 
 
 #: A reader: ``$DATA`` folder -> the dataset (raises ``DataError`` naming a missing file).
