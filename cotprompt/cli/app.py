@@ -5,7 +5,8 @@ Every command module (listed in :data:`COMMAND_MODULES`, in help order) exposes
 sets each one's ``handler`` (a function of the parsed arguments returning the exit status):
 ``train``, ``eval`` and ``predict`` in :mod:`cotprompt.cli.pipeline`, ``plugins`` in
 :mod:`cotprompt.cli.plugins`, ``demo`` in :mod:`cotprompt.cli.demo`, ``push`` and ``pull`` in
-:mod:`cotprompt.cli.hub`, ``eval-retrieval`` and ``eval-vqa`` in :mod:`cotprompt.cli.tasks`.
+:mod:`cotprompt.cli.hub`, ``eval-retrieval`` and ``eval-vqa`` in :mod:`cotprompt.cli.tasks`,
+``sweep`` in :mod:`cotprompt.cli.experiments`, ``report`` in :mod:`cotprompt.cli.report`.
 What they share (exit statuses, options, output, logging) is in :mod:`cotprompt.cli._common`.
 
 Every failure is printed as one line ``error: ...`` on stderr, never as a traceback (``--debug``
@@ -25,7 +26,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from cotprompt._version import __version__
-from cotprompt.cli import demo, hub, pipeline, plugins, tasks
+from cotprompt.cli import demo, experiments, hub, pipeline, plugins, report, tasks
 from cotprompt.cli._common import (
     EXIT_USAGE,
     Handler,
@@ -42,7 +43,7 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: The command modules, in help order. To add commands, write a module with
 #: ``add_commands(subparsers, common)`` and list it here.
-COMMAND_MODULES: list[ModuleType] = [pipeline, plugins, demo, hub, tasks]
+COMMAND_MODULES: list[ModuleType] = [pipeline, plugins, demo, hub, tasks, experiments, report]
 
 
 class _Parser(argparse.ArgumentParser):

@@ -1,0 +1,415 @@
+"""Sweeps (issue 14): the protocols' run lists, the method presets and method files, and the
+runner on cotprompt-tiny over tiny datasets of real images (``tests/sweep_data.py``): results,
+resuming after a kill, shards, shared image features, the ``sweep`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sweep_data
+
+from cotprompt.errors import ConfigError, DataError, UnsafeSettingError
+from cotprompt.experiments.methods import METHOD_PRESETS, method_from_file, resolve_methods
+from cotprompt.experiments.protocols import (
+    STANDARD_DATASETS,
+    base2new,
+    build_runs,
+    cross_dataset,
+    domain_generalization,
+    few_shot,
+    sweep_order,
+)
+from cotprompt.experiments.results import EvalTarget, RunResult, RunSpec, find_results
+from cotprompt.experiments.runner import run_sweep
+
+TESTS = Path(__file__).resolve().parent
+
+
+# -- protocols ----------------------------------------------------------------------------------
+
+
+def test_base2new_trains_base_classes_and_evaluates_base_and_new():
+    runs = base2new(["caltech101", "dtd"], ["zsclip", "coop"], [1, 2, 3])
+    assert len(runs) == 2 * (1 + 3)
+    coop = [r for r in runs if r.method == "coop"]
+    assert {(r.dataset, r.seed) for r in coop} == {(d, s) for d in ("caltech101", "dtd")
+                                                   for s in (1, 2, 3)}
+    for run in runs:
+        assert run.train_classes == "base"
+        assert run.eval == (EvalTarget(run.dataset, "base"), EvalTarget(run.dataset, "new"))
+    zero = [r for r in runs if r.method == "zsclip"]
+    assert [(r.seed, r.shots) for r in zero] == [(0, 0), (0, 0)]  # one deterministic run
+    assert all(r.shots == 16 for r in coop)
+
+
+def test_cross_dataset_and_domain_generalization_train_on_imagenet():
+    xd = cross_dataset(methods=["coop"], seeds=[1])
+    assert len(xd) == 1 and xd[0].dataset == "imagenet" and xd[0].train_classes == "all"
+    assert [t.dataset for t in xd[0].eval] == list(STANDARD_DATASETS)  # ImageNet, then ten
+    assert all(t.classes == "all" for t in xd[0].eval)
+    dg = domain_generalization(methods=["coop", "cocoop"], seeds=[1, 2])
+    assert len(dg) == 4
+    assert [t.dataset for t in dg[0].eval] == ["imagenet", "imagenetv2", "imagenet_sketch",
+                                               "imagenet_a", "imagenet_r"]
+
+
+def test_few_shot_runs_every_shot_count_on_all_classes():
+    runs = few_shot(["eurosat"], ["zsclip", "coop"], [1, 2])
+    assert sorted((r.shots, r.seed) for r in runs if r.method == "coop") == [
+        (k, s) for k in (1, 2, 4, 8, 16) for s in (1, 2)]
+    assert all(r.eval == (EvalTarget("eurosat", "all"),) for r in runs)
+    assert len(runs) == 10 + 1
+
+
+def test_build_runs_choices_and_refusals():
+    runs = build_runs("few_shot", datasets=["dtd"], methods=["coop"], seeds=[3], shots=[1, 4])
+    assert [(r.shots, r.seed) for r in runs] == [(1, 3), (4, 3)]
+    xd = build_runs("cross_dataset", datasets=["dtd"], methods=["coop"], seeds=[1],
+                    source="caltech101")
+    assert xd[0].dataset == "caltech101" and [t.dataset for t in xd[0].eval] == ["caltech101",
+                                                                                "dtd"]
+    with pytest.raises(ConfigError, match="did you mean 'base2new'"):
+        build_runs("base2nw")
+    with pytest.raises(ConfigError, match="one number of shots"):
+        build_runs("base2new", shots=[1, 2])
+    with pytest.raises(ConfigError, match="no source"):
+        build_runs("few_shot", source="imagenet")
+    with pytest.raises(ConfigError, match="listed twice"):
+        build_runs("base2new", seeds=[1, 1])
+    with pytest.raises(ConfigError, match="shots must be"):
+        build_runs("few_shot", shots=[0])
+
+
+def test_sweep_order_groups_the_runs_that_train_on_the_same_images():
+    runs = base2new(["dtd", "caltech101"], ["cotpt", "coop", "cocoop"], [2, 1])
+    ordered = sweep_order(list(reversed(runs)))
+    assert ordered == sweep_order(runs)  # whatever the order given
+    groups = [(r.dataset, r.seed) for r in ordered]
+    assert groups == sorted(groups)  # the methods of one dataset and seed follow each other
+    other = RunSpec("base2new", "coop", "dtd", 1, 16, "all", ())
+    with pytest.raises(ConfigError, match="two different runs"):
+        sweep_order([*runs, other])
+
+
+# -- methods ------------------------------------------------------------------------------------
+
+
+def test_presets_follow_the_published_configs():
+    coop = METHOD_PRESETS["coop"]
+    config = coop.training_config(dataset="caltech101", shots=16, seed=1)
+    assert (config.epochs, config.batch_size, config.lr, config.optimizer) == (200, 32, 0.002,
+                                                                               "sgd")
+    assert (config.warmup_epochs, config.warmup_lr, config.scheduler) == (1, 1e-5, "cosine")
+    assert coop.training_config(dataset="imagenet", shots=1, seed=1).epochs == 50
+    assert coop.training_config(dataset="dtd", shots=1, seed=1).epochs == 50
+    assert coop.training_config(dataset="dtd", shots=4, seed=1).epochs == 100
+    assert coop.tuner.config == {"n_ctx": 16, "class_token_position": "end"}
+    cocoop = METHOD_PRESETS["cocoop"].training_config(dataset="imagenet", shots=16, seed=2)
+    assert (cocoop.epochs, cocoop.batch_size, cocoop.seed) == (10, 1, 2)
+    assert METHOD_PRESETS["cocoop"].tuner.config == {"ctx_init": "a photo of a"}
+    assert METHOD_PRESETS["zsclip"].zero_shot
+    assert "reconstruction" in METHOD_PRESETS["cotpt"].source
+    assert all(m.source for m in METHOD_PRESETS.values())
+    quick = coop.training_config(dataset="imagenet", shots=16, seed=1, overrides={"epochs": 2})
+    assert quick.epochs == 2
+    with pytest.raises(ConfigError, match="unknown option"):
+        coop.training_config(dataset="dtd", shots=1, seed=1, overrides={"epoch": 2})
+
+
+def test_a_method_file_names_any_registered_components(tmp_path):
+    path = tmp_path / "coop-m8.yaml"
+    path.write_text("tuner: {name: coop, config: {n_ctx: 8}}\n"
+                    "aggregator: {name: attention}\ntraining: {epochs: 3, batch_size: 4}\n")
+    method = method_from_file(path)
+    assert method.name == "coop-m8" and "coop-m8.yaml" in method.source
+    assert method.tuner.config == {"n_ctx": 8} and method.aggregator.name == "attention"
+    assert dict(method.training) == {"epochs": 3, "batch_size": 4}
+    assert method.training_config(dataset="dtd", shots=16, seed=5).epochs == 3
+    assert list(resolve_methods(["coop", str(path)])) == ["coop", "coop-m8"]
+
+
+@pytest.mark.parametrize(("text", "error", "match"), [
+    ("backbone: {name: open_clip}\n", ConfigError, "shares one backbone"),
+    ("tuner: {name: coop, config: {n_ctx: -1}}\n", ConfigError, "n_ctx"),
+    ("tunr: {name: coop}\n", ConfigError, "tunr"),
+    ("name: coop\n", ConfigError, "like a preset"),
+    ("name: 'a b/c'\n", ConfigError, "names folders"),
+    ("generator: {name: lm, config: {trust_remote_code: true}}\n", UnsafeSettingError,
+     "trust_remote_code"),
+])
+def test_a_method_file_is_validated_as_untrusted(tmp_path, text, error, match):
+    path = tmp_path / "method.yaml"
+    path.write_text(text)
+    with pytest.raises(error, match=match):
+        method_from_file(path)
+
+
+def test_resolve_methods_suggests_a_preset():
+    with pytest.raises(ConfigError, match="did you mean 'cocoop'"):
+        resolve_methods(["cocop"])
+
+
+# -- the runner -----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data() -> Path:
+    if not sweep_data.ROOT.is_dir():
+        pytest.skip(f"shared test data not found at {sweep_data.ROOT}")
+    return sweep_data.ROOT
+
+
+@pytest.fixture(scope="module")
+def reference(data, tmp_path_factory):
+    """The tests' sweep, uninterrupted, with shared features: (output folder, report)."""
+    output = tmp_path_factory.mktemp("reference")
+    started = time.perf_counter()
+    report = run_sweep(sweep_data.specs(), data_root=data, output=output,
+                       load_dataset=sweep_data.load_dataset, sample=sweep_data.sample,
+                       **sweep_data.SWEEP_OPTIONS)
+    report.seconds = time.perf_counter() - started
+    return output, report
+
+
+def _by_id(output: Path) -> dict[str, RunResult]:
+    return {r.run.run_id: r for r in find_results(output)}
+
+
+def _same_results(a: dict[str, RunResult], b: dict[str, RunResult]) -> None:
+    assert sorted(a) == sorted(b)
+    for run_id in a:
+        assert a[run_id].metrics == b[run_id].metrics, run_id
+        assert a[run_id].train_images == b[run_id].train_images, run_id
+        assert a[run_id].method == b[run_id].method, run_id
+
+
+def test_a_sweep_writes_one_result_per_run(reference, data):
+    output, report = reference
+    results = _by_id(output)
+    assert len(results) == len(report.done) == 3 * (1 + 3 * 2) == 21
+    assert report.seconds < 120  # about 5 s alone on a 2-core machine
+    coop = results["base2new/tiny_animals/coop/shots2_seed1"]
+    assert set(coop.metrics) == {"tiny_animals/base", "tiny_animals/new"}
+    for metrics in coop.metrics.values():
+        assert set(metrics) == {"accuracy", "mean_per_class_accuracy", "num_images"}
+        assert metrics["num_images"] == 12 and 0 <= metrics["accuracy"] <= 100
+    # the base half of the classes, two shots each, relative to $DATA
+    assert len(coop.train_images) == 4
+    assert all(p.startswith(("train/cat/", "train/dog/")) for p in coop.train_images)
+    assert all((data / p).is_file() for p in coop.train_images)
+    assert coop.method["training"]["epochs"] == 2 and coop.method["training"]["seed"] == 1
+    assert coop.method["tuner"] == {"name": "coop", "config": {"n_ctx": 16,
+                                                               "class_token_position": "end"}}
+    assert set(coop.seconds) == {"train", "eval", "total"}
+    assert set(coop.versions) == {"cotprompt", "torch", "open_clip", "python"}
+    assert coop.backbone == {"model_name": "cotprompt-tiny", "pretrained": None}
+    zero = results["base2new/tiny_animals/zsclip/shots0_seed0"]
+    assert zero.train_images == [] and zero.seconds["train"] == 0
+    assert zero.method["zero_shot_templates"] == {"tiny_animals": sweep_data.TEMPLATE}
+    # two seeds sample different images
+    seed2 = results["base2new/tiny_animals/coop/shots2_seed2"]
+    assert seed2.train_images != coop.train_images
+
+
+def test_a_finished_sweep_is_skipped(reference, data):
+    output, _ = reference
+    report = run_sweep(sweep_data.specs(), data_root=data, output=output,
+                       load_dataset=sweep_data.load_dataset, sample=sweep_data.sample,
+                       **sweep_data.SWEEP_OPTIONS)
+    assert report.done == [] and len(report.skipped) == 21
+    assert report.image_forwards == 0  # nothing was built: not even the backbone
+
+
+def test_a_sweep_killed_half_way_resumes_to_the_same_results(reference, data, tmp_path):
+    output = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(TESTS), str(TESTS.parent), os.environ.get("PYTHONPATH", "")])}
+    process = subprocess.Popen([sys.executable, str(TESTS / "sweep_data.py"), str(output)],
+                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    target, deadline = 8, time.monotonic() + 240
+    try:
+        while len(list(output.rglob("results.json"))) < target:
+            assert process.poll() is None, process.stderr.read().decode()[-2000:]
+            assert time.monotonic() < deadline, "the sweep did not progress"
+            time.sleep(0.02)
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    written = len(list(output.rglob("results.json")))
+    assert target <= written < 21  # killed in the middle
+    assert len(find_results(output)) == written  # each one whole (written atomically)
+    report = run_sweep(sweep_data.specs(), data_root=data, output=output,
+                       load_dataset=sweep_data.load_dataset, sample=sweep_data.sample,
+                       **sweep_data.SWEEP_OPTIONS)
+    assert len(report.skipped) == written and len(report.done) == 21 - written
+    _same_results(_by_id(output), _by_id(reference[0]))
+
+
+def test_shards_merge_into_the_whole_sweep(reference, data, tmp_path):
+    output = tmp_path / "shards"
+    reports = [run_sweep(sweep_data.specs(), data_root=data, output=output,
+                         load_dataset=sweep_data.load_dataset, sample=sweep_data.sample,
+                         shard=(i, 2), **sweep_data.SWEEP_OPTIONS) for i in (0, 1)]
+    ids = [{r.run_id for r in report.runs} for report in reports]
+    assert not ids[0] & ids[1] and len(ids[0]) + len(ids[1]) == 21
+    assert abs(len(ids[0]) - len(ids[1])) <= 1
+    _same_results(_by_id(output), _by_id(reference[0]))
+    with pytest.raises(ConfigError, match="shard"):
+        run_sweep(sweep_data.specs(), data_root=data, output=output, shard=(2, 2))
+
+
+def test_shared_features_save_image_encoder_forwards(reference, data, tmp_path):
+    _, shared = reference
+    alone = run_sweep(sweep_data.specs(), data_root=data, output=tmp_path / "alone",
+                      load_dataset=sweep_data.load_dataset, sample=sweep_data.sample,
+                      share_features=False, **sweep_data.SWEEP_OPTIONS)
+    assert len(alone.done) == len(shared.done) == 21
+    # each test image once (the files tiny_mixed shares with the others once too), and each
+    # augmented view once per dataset and seed, not once per method
+    test_images = 6 * (4 + 4 + 2)
+    views = 4 * 2 * 2 * 3  # (2 base classes x 2 shots) x 2 epochs, per seed and dataset
+    assert shared.image_forwards == test_images + views
+    # separately: each run encodes its test images and its views at every step
+    assert alone.image_forwards == 3 * (1 + 3 * 2) * 24 + 3 * 2 * 3 * 8
+    assert alone.image_forwards >= 5 * shared.image_forwards
+    assert not (tmp_path / "alone" / ".features").exists()
+
+
+def test_transfer_evaluates_other_datasets_over_their_own_classes(data, tmp_path):
+    runs = cross_dataset(["tiny_animals", "tiny_vehicles_sub"], ["zsclip", "coop"], [1],
+                         shots=2, source="tiny_vehicles")
+    report = run_sweep(runs, data_root=data, output=tmp_path, load_dataset=sweep_data.load_dataset,
+                       sample=sweep_data.sample, **sweep_data.SWEEP_OPTIONS)
+    assert len(report.done) == 2
+    for result in report.done:
+        assert {k: m["num_images"] for k, m in result.metrics.items()} == {
+            "tiny_vehicles/all": 24, "tiny_animals/all": 24, "tiny_vehicles_sub/all": 12}
+    coop = next(r for r in report.done if r.run.method == "coop")
+    assert len(coop.train_images) == 8  # all four classes of the source
+
+
+def test_a_user_method_that_tunes_the_image_encoder_runs_alone(data, tmp_path):
+    path = tmp_path / "vpt-shallow.yaml"
+    path.write_text("tuner: {name: vpt, config: {mode: shallow}}\ntraining: {epochs: 1}\n")
+    methods = resolve_methods([str(path)])
+    runs = base2new(["tiny_vehicles"], ["vpt-shallow"], [1], shots=2)
+    report = run_sweep(runs, data_root=data, output=tmp_path / "out", methods=methods,
+                       load_dataset=sweep_data.load_dataset, sample=sweep_data.sample,
+                       **sweep_data.SWEEP_OPTIONS)
+    (result,) = report.done
+    assert result.method["tuner"]["name"] == "vpt"
+    assert result.metrics["tiny_vehicles/new"]["num_images"] == 12
+
+
+def test_a_failing_run_stops_the_sweep_or_is_recorded(data, tmp_path):
+    def load(name: str, root: Path):
+        if name == "tiny_animals":
+            raise DataError("tiny_animals: split_zhou_TinyAnimals.json is missing")
+        return sweep_data.load_dataset(name, root)
+
+    runs = base2new(["tiny_animals", "tiny_vehicles"], ["coop"], [1], shots=2)
+    options = {**sweep_data.SWEEP_OPTIONS, "training": {"epochs": 1}}
+    with pytest.raises(DataError, match=r"split_zhou_TinyAnimals\.json"):
+        run_sweep(runs, data_root=data, output=tmp_path, load_dataset=load,
+                  sample=sweep_data.sample, **options)
+    report = run_sweep(runs, data_root=data, output=tmp_path, load_dataset=load,
+                       sample=sweep_data.sample, keep_going=True, **options)
+    assert list(report.failed) == ["base2new/tiny_animals/coop/shots2_seed1"]
+    assert "split_zhou_TinyAnimals.json" in report.failed[runs[0].run_id]
+    assert [r.run.dataset for r in report.done] == ["tiny_vehicles"]
+    with pytest.raises(ConfigError, match="unknown method"):
+        run_sweep(base2new(["dtd"], ["nope"], [1]), data_root=data, output=tmp_path)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    from cotprompt.cli._common import common_options
+    from cotprompt.cli.experiments import add_commands
+
+    parser = argparse.ArgumentParser(prog="cotprompt")
+    add_commands(parser.add_subparsers(dest="command"), common_options())
+    return parser
+
+
+def test_the_sweep_command(data, tmp_path, monkeypatch, capsys):
+    from cotprompt.experiments import runner
+
+    monkeypatch.setattr(runner, "default_load_dataset", sweep_data.load_dataset)
+    monkeypatch.setattr(runner, "default_sample", sweep_data.sample)
+    argv = ["sweep", "base2new", "--data", str(data), "--output", str(tmp_path),
+            "--methods", "zsclip,coop", "--datasets", "tiny_vehicles,tiny_animals",
+            "--seeds", "1", "--shots", "2", "--shard", "1/2", "--epochs", "1",
+            "--model-name", "cotprompt-tiny", "--pretrained", "none", "--json"]
+    args = _parser().parse_args(argv)
+    assert args.handler(args) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["runs"] == 2 and len(summary["done"]) == 2 and summary["shard"] == [1, 2]
+    assert summary["image_forwards"] > 0
+    assert len(find_results(tmp_path)) == 2
+    args = _parser().parse_args(argv[:-1])  # again: everything is done
+    assert args.handler(args) == 0
+    assert "0 done now, 2 done before" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("option", "value", "match"), [
+    ("--shard", "2/2", "0 <= i < n"), ("--shard", "a/b", "i/n"), ("--seeds", "1,x", "integers"),
+    ("--methods", "cocop", "did you mean"), ("--epochs", "0", ">= 1"),
+])
+def test_the_sweep_command_refuses_bad_options(tmp_path, option, value, match):
+    args = _parser().parse_args(["sweep", "few_shot", "--data", str(tmp_path), "--output",
+                                 str(tmp_path), option, value])
+    with pytest.raises(ConfigError, match=match):
+        args.handler(args)
+
+
+# -- with the standard readers and the research sampler ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def replicas(shared_data, tmp_path_factory) -> Path:
+    """``$DATA`` with miniature replicas of the 15 layouts (``tests/research_replicas.py``)."""
+    replicas = pytest.importorskip("research_replicas")
+    data = tmp_path_factory.mktemp("DATA")
+    replicas.build_replicas(shared_data, data)
+    return data
+
+
+def test_a_sweep_reads_the_standard_layouts_and_samples_as_the_research_code(replicas,
+                                                                             tmp_path):
+    from cotprompt.data.research.fewshot import research_few_shot, training_image_list
+    from cotprompt.data.research.registry import load_dataset
+
+    runs = base2new(["caltech101", "dtd"], ["zsclip", "coop"], [1, 2], shots=2)
+    options = {**sweep_data.SWEEP_OPTIONS, "training": {"epochs": 1}}
+    report = run_sweep(runs, data_root=replicas, output=tmp_path, **options)
+    assert len(report.done) == 2 * 3
+    for result in report.done:
+        dataset = load_dataset(result.run.dataset, replicas)
+        if result.run.method == "coop":  # the research code's picks, of the base classes
+            train, _ = research_few_shot(dataset, 2, result.run.seed, classes="base")
+            assert result.train_images == training_image_list(dataset, train)
+        assert sum(m["num_images"] for m in result.metrics.values()) == len(dataset.test)
+
+
+def test_domain_generalization_evaluates_each_variant_over_its_classes(replicas, tmp_path):
+    from cotprompt.data.research.registry import load_dataset
+
+    runs = domain_generalization(methods=["zsclip", "coop"], seeds=[1], shots=1)
+    options = {**sweep_data.SWEEP_OPTIONS, "training": {"epochs": 1}}
+    report = run_sweep(runs, data_root=replicas, output=tmp_path, **options)
+    assert len(report.done) == 2
+    for result in report.done:
+        for target in result.run.eval:
+            expected = len(load_dataset(target.dataset, replicas).test)
+            assert result.metrics[target.key]["num_images"] == expected
