@@ -394,6 +394,24 @@ CORPUS = [
     case("vqa-artifact-typo", "eval-vqa runs/vqa --questions {questions} --annotations "
          "{annotations} --image-root {root} --image-pattern {{image_id}}.png",
          "no local folder 'runs/vqa'"),
+    # sweep (each refused before a backbone is built: no weights could be downloaded here)
+    case("sweep-no-data", "sweep base2new --output {root}/sweep", "--data"),
+    case("sweep-protocol-typo", "sweep base2new_ --data {root} --output {root}/sweep",
+         "invalid choice", "base2new"),
+    case("sweep-data-missing", "sweep base2new --data {root}/absent --output {root}/sweep",
+         "$DATA folder", "absent"),
+    case("sweep-dataset-typo", "sweep base2new --data {root} --output {root}/sweep "
+         "--datasets caltech10", "did you mean 'caltech101'"),
+    case("sweep-method-typo", "sweep base2new --data {root} --output {root}/sweep "
+         "--methods coopp", "did you mean 'coop'"),
+    case("sweep-shard-out-of-range", "sweep base2new --data {root} --output {root}/sweep "
+         "--shard 2/2", "--shard", "2/2"),
+    case("sweep-seeds-typed", "sweep base2new --data {root} --output {root}/sweep --seeds a",
+         "--seeds", "'a'"),
+    # report
+    case("report-missing-folder", "report {root}/absent", "absent", "no such folder"),
+    case("report-no-results", "report {root}", "no results.json"),
+    case("report-format-typo", "report {root} --format xls", "md, csv, json", "xls"),
 ]
 
 
@@ -404,7 +422,7 @@ def test_the_corpus_covers_every_subcommand() -> None:
     commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     covered = {p.values[0].argv[0] for p in CORPUS}
     assert commands == covered == {"train", "eval", "predict", "plugins", "demo", "push", "pull",
-                                   "eval-retrieval", "eval-vqa"}
+                                   "eval-retrieval", "eval-vqa", "sweep", "report"}
 
 
 def error_lines(err: str) -> list[str]:

@@ -209,6 +209,7 @@ def run_sweep(
     if not todo:
         report.seconds = time.perf_counter() - started
         return report
+    _check_data(Path(data_root), todo, default_loader=load_dataset is None)
     if backbone is None:
         from cotprompt.plugins.registry import get_registry
 
@@ -246,6 +247,22 @@ def run_sweep(
         report.image_forwards, report.encoder_calls = counter.images, counter.calls
         report.seconds = time.perf_counter() - started
     return report
+
+
+def _check_data(data_root: Path, runs: Sequence[RunSpec], *, default_loader: bool) -> None:
+    """Refuse a missing ``$DATA`` and unknown dataset names before the backbone is built.
+
+    Raises:
+        DataError: ``data_root`` is not a folder.
+        ConfigError: An unknown dataset name (with the closest one).
+    """
+    if not data_root.is_dir():
+        raise DataError(f"$DATA folder {str(data_root)!r} does not exist or is not a folder")
+    if default_loader:
+        from cotprompt.data.research.registry import get_reader
+
+        for name in sorted({r.dataset for r in runs} | {t.dataset for r in runs for t in r.eval}):
+            get_reader(name)
 
 
 def _image_name(dataset: ResearchDataset, record: ImageRecord) -> str:
