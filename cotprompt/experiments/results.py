@@ -13,7 +13,8 @@ is done (a killed sweep skips it when resumed).
       "metrics": {"<dataset>/<classes>": {"accuracy", "mean_per_class_accuracy", "num_images"}},
       "seconds": {"train", "eval", "total"},
       "versions": {"cotprompt", "torch", "open_clip", "python"},
-      "backbone": {"model_name", "pretrained"}
+      "backbone": {"model_name", "pretrained"},
+      "fingerprint": "..."        # what else decides the numbers (see RunResult.fingerprint)
     }
 """
 
@@ -86,7 +87,13 @@ class RunSpec:
 
 @dataclass
 class RunResult:
-    """A finished run (the contents of its ``results.json``)."""
+    """A finished run (the contents of its ``results.json``).
+
+    ``fingerprint`` identifies everything besides the :class:`RunSpec` that decides its numbers
+    (the method's resolved components and training options, the backbone, how features were
+    shared): a sweep refuses to skip a finished run whose fingerprint differs from the one it
+    would run, and a report refuses to average runs of different fingerprints.
+    """
 
     run: RunSpec
     method: dict[str, Any]
@@ -95,11 +102,13 @@ class RunResult:
     seconds: dict[str, float] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
     backbone: dict[str, Any] = field(default_factory=dict)
+    fingerprint: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "run": self.run.to_dict(), "method": self.method,
                 "train_images": self.train_images, "metrics": self.metrics,
-                "seconds": self.seconds, "versions": self.versions, "backbone": self.backbone}
+                "seconds": self.seconds, "versions": self.versions, "backbone": self.backbone,
+                "fingerprint": self.fingerprint}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], *, source: str = "results") -> RunResult:
@@ -114,7 +123,8 @@ class RunResult:
                        train_images=list(data.get("train_images", [])),
                        seconds=dict(data.get("seconds", {})),
                        versions=dict(data.get("versions", {})),
-                       backbone=dict(data.get("backbone", {})))
+                       backbone=dict(data.get("backbone", {})),
+                       fingerprint=str(data.get("fingerprint", "")))
         except (KeyError, TypeError, AttributeError) as exc:
             raise DataError(f"{source}: malformed results ({exc})") from exc
 
