@@ -248,3 +248,47 @@ def touch_split_images(split_file: Path, image_root: Path) -> None:
             path = image_root / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
+
+
+#: The repeated names of the real ImageNet ``classnames.txt`` (CLIP's names, openai/CLIP
+#: ``notebooks/Prompt_Engineering_for_ImageNet.ipynb``, copied by CoOp): class index -> name.
+CLIP_REPEATS = {657: "missile", 744: "missile", 836: "sunglasses", 837: "sunglasses"}
+
+#: The ImageNet-A and -R replicas of :func:`build_repeated_name_layouts`: class indices of
+#: their folders. -A holds the later class of each repeated pair only, -R the first of one.
+REPEATS_SUBSETS = {"imagenet_a": (1, 744, 837, 900), "imagenet_r": (2, 657, 901)}
+
+
+def build_repeated_name_layouts(shared: Path, data: Path) -> list[str]:
+    """The five ImageNet layouts at full size (the 1000 WNIDs of ``imagenet-samples/
+    classes.tsv``), with a ``classnames.txt`` that names class ``i`` ``"class <i>"`` except for
+    :data:`CLIP_REPEATS`, as the real file does. Each class folder holds one empty ``.JPEG``
+    (the readers list images, they do not open them); ImageNet-A and -R hold the folders of
+    :data:`REPEATS_SUBSETS`.
+
+    Returns:
+        The 1000 WNIDs, index = ImageNet class.
+    """
+    tsv = require_shared(shared)[1] / "classes.tsv"
+    wnids = sorted(line.split("\t")[0] for line in tsv.read_text(encoding="utf-8").splitlines()
+                   if line)
+    assert len(wnids) == 1000
+    text = "".join(f"{w} {CLIP_REPEATS.get(i, f'class {i}')}\n" for i, w in enumerate(wnids))
+
+    def layout(folder: str, image_dirs: list[Path], classes: list[str]) -> None:
+        (data / folder).mkdir(parents=True)
+        (data / folder / "classnames.txt").write_text(text, encoding="utf-8")
+        for image_dir in image_dirs:
+            for name in classes:
+                (image_dir / name).mkdir(parents=True)
+                (image_dir / name / f"{name}_1.JPEG").touch()
+
+    images = data / "imagenet" / "images"
+    layout("imagenet", [images / "train", images / "val"], wnids)
+    layout("imagenetv2", [data / "imagenetv2" / "imagenetv2-matched-frequency-format-val"],
+           [str(i) for i in range(1000)])
+    layout("imagenet-sketch", [data / "imagenet-sketch" / "images"], wnids)
+    for name, folder, image_dir in (("imagenet_a", "imagenet-adversarial", "imagenet-a"),
+                                    ("imagenet_r", "imagenet-rendition", "imagenet-r")):
+        layout(folder, [data / folder / image_dir], [wnids[i] for i in REPEATS_SUBSETS[name]])
+    return wnids

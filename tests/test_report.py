@@ -133,11 +133,18 @@ def test_base_to_new_means_h_from_means_and_the_average_over_datasets(output: Pa
     mean_of_h = (_h(92.0, 62.0) + _h(71.0, 52.0)) / 2
     assert abs(avg_h.mean - mean_of_h) > 0.01  # not the mean of the per-dataset H
     assert (avg_base.datasets, avg_base.of) == (2, 2)
-    # the partial cell: cocoop's DTD new classes have seeds 1 and 2 only
-    _, partial, partial_h = _row(table, "dtd", "cocoop").cells
+    # the partial cell: cocoop's DTD new classes have seeds 1 and 2 only; its Base keeps its
+    # three seeds, its H takes the two seeds with both (not the Base of seeds 1-3)
+    partial_base, partial, partial_h = _row(table, "dtd", "cocoop").cells
     assert partial.seeds == (1, 2) and partial.mean == pytest.approx(55.5)
     assert partial.std == pytest.approx(0.5)
-    assert partial_h.mean == pytest.approx(_h(69.0, 55.5))
+    assert partial_base.seeds == (1, 2, 3) and partial_base.mean == pytest.approx(69.0)
+    assert partial_h.mean == pytest.approx(_h(68.5, 55.5)) and partial_h.seeds == (1, 2)
+    assert partial_h.std is None and h.seeds == (1, 2, 3)
+    # the average's H: of the averages of each dataset's means over its seeds with both
+    cocoop_avg = _row(table, "average", "cocoop", kind="average").cells
+    assert cocoop_avg[0].mean == pytest.approx((89.0 + 69.0) / 2)  # Base: all seeds
+    assert cocoop_avg[2].mean == pytest.approx(_h((89.0 + 68.5) / 2, (71.0 + 55.5) / 2))
     zero_base, _, _ = _row(table, "caltech101", "zsclip").cells
     assert (zero_base.mean, zero_base.std, zero_base.seeds) == (70.0, None, (0,))
 
@@ -156,7 +163,7 @@ def test_transfer_tables_average_the_targets_without_the_source(output: Path) ->
     assert [c.key for c in xd.columns] == ["imagenet", *XD_TARGETS, "average"]
     cocoop = _row(xd, "cocoop").cells
     assert cocoop[3].mean == pytest.approx((93.5 + 43.5) / 2)
-    published = _row(xd, "coop", kind="published").cells
+    published = _row(xd, "coop_ctxv1", kind="published").cells
     assert published[0].mean == 71.51 and published[3].mean == 63.88  # source, average
     assert published[1] is None and published[2] is None
 
@@ -192,8 +199,30 @@ def test_published_numbers_have_a_source_and_are_rows_of_their_own(output: Path)
     b2n = _table(with_published, "base2new")
     rows = {r.labels[1]: r for r in b2n.rows if r.kind == "published"}
     assert [c.mean for c in rows["clip"].cells] == [69.34, 74.22, 71.70]
-    assert [c.mean for c in rows["coop"].cells] == [82.69, 63.22, 71.66]
+    assert [c.mean for c in rows["coop_ctxv1"].cells] == [82.69, 63.22, 71.66]
     assert [c.mean for c in rows["cocoop"].cells] == [80.47, 71.69, 75.83]
+
+
+def test_published_coop_is_cocoops_ctxv1_baseline_not_the_coop_preset(output: Path) -> None:
+    """CoCoOp's CoOp baseline (Tables 1-3) is CoOp's ctxv1 config: cotprompt's coop_ctxv1."""
+    coop = [p for p in PUBLISHED if p.label == "CoOp"]
+    assert len(coop) == 3 and all(p.method == "coop_ctxv1" for p in coop)
+    assert {p.protocol for p in coop} == {"base2new", "cross_dataset", "domain_generalization"}
+    assert not [p for p in PUBLISHED if p.method == "coop"]
+    report = report_from_folder(output)
+    for table in report.tables:
+        published = {r.labels[-1] for r in table.rows if r.kind == "published"}
+        measured = {r.labels[-1] for r in table.measured()}
+        assert "coop" in measured and "coop" not in published  # never coop's counterpart
+        if "coop_ctxv1" in published:
+            row = _row(table, *(("average",) if len(table.label_columns) == 2 else ()),
+                       "coop_ctxv1", kind="published")
+            assert row.display[-1] == "CoOp (published, CoCoOp's ctxv1 baseline)"
+            assert any("coop_ctxv1" in n and "not the counterpart of coop" in n
+                       for n in table.notes)
+    rows = list(csv.DictReader(io.StringIO(report.to_csv())))
+    assert {r["method"] for r in rows if r["kind"] == "published"} == {"clip", "coop_ctxv1",
+                                                                      "cocoop"}
 
 
 def test_every_published_number_names_where_it_was_read() -> None:
@@ -218,9 +247,20 @@ def test_markdown_layout(output: Path) -> None:
     assert lines[start + 4].startswith("| Average over 2 datasets | zsclip | 57.50 | 65.00 |")
     assert lines[start + 5] == "| Average over 2 datasets | coop | 81.50 | 57.00 | 67.08 |"
     assert "| Caltech101 | coop | 92.00 ± 1.63 | 62.00 ± 1.63 | 74.08 |" in lines
-    assert "| DTD | cocoop | 69.00 ± 0.82 | 55.50 ± 0.50 (n=2) | 61.52 |" in lines
-    assert "(n=k): a cell over k of the 3 seeds (a partial sweep)." in lines
-    assert "| Average over 11 datasets | *CoOp (published)* [1] | 82.69 | 63.22 | 71.66 |" in lines
+    assert (f"| DTD | cocoop | 69.00 ± 0.82 | 55.50 ± 0.50 (n=2) | {_h(68.5, 55.5):.2f} (n=2) |"
+            in lines)
+    # a legend line under each table with the mark, and only there
+    legends = [i for i, line in enumerate(lines) if line.startswith("(n=k): ")]
+    marked = [i for i, line in enumerate(lines) if "(n=" in line and line.startswith("|")]
+    assert legends and marked
+    for index in marked:  # the next legend follows the table, before the next heading
+        following = next(i for i in legends if i > index)
+        assert not [line for line in lines[index:following] if line.startswith("## ")]
+    b2n_legend = lines[next(i for i in legends if i > start)]
+    assert b2n_legend.startswith("(n=k): a cell over only k of the 3 seeds")
+    assert "H so marked is computed from the k seeds that have both Base and New" in b2n_legend
+    assert ("| Average over 11 datasets | *CoOp (published, CoCoOp's ctxv1 baseline)* [1] | "
+            "82.69 | 63.22 | 71.66 |") in lines
     assert "| DTD | cocoop | – | 46.00 ± 0.82 | 48.00 ± 0.82 | – |" in lines
     assert "| Average over 2 datasets | cocoop | – | 66.00 | 68.00 | 92.00 (1/2) |" in lines
     # zero-shot: one deterministic run, no std and no partial-sweep mark
@@ -243,6 +283,9 @@ def test_csv_one_line_per_cell(output: Path) -> None:
     partial = next(r for r in rows if r["table"] == "base2new" and r["dataset"] == "dtd"
                    and r["method"] == "cocoop" and r["column"] == "new")
     assert (partial["n"], partial["seeds"]) == ("2", "1 2")
+    h = next(r for r in rows if r["table"] == "base2new" and r["dataset"] == "dtd"
+             and r["method"] == "cocoop" and r["column"] == "h")
+    assert (h["n"], h["seeds"], h["std"]) == ("2", "1 2", "")  # the seeds H is computed from
     published = [r for r in rows if r["kind"] == "published"]
     assert published and all(r["source"] in SOURCES and not r["std"] and not r["n"]
                              for r in published)
@@ -296,6 +339,106 @@ def test_two_results_of_one_run_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="are results of the same run") as info:
         load_results(tmp_path)
     assert str(tmp_path / "a" / "one") in str(info.value)
+
+
+def _settings(result: RunResult, *, fingerprint: str = "", epochs: int = 200,
+              model: str = "ViT-B-16") -> RunResult:
+    """``result`` with a fingerprint, a method record with training options and a backbone."""
+    result.fingerprint = fingerprint
+    result.method = {"name": result.run.method,
+                     "training": {"epochs": epochs, "lr": 0.002, "seed": result.run.seed}}
+    result.backbone = {"model_name": model, "pretrained": "openai"}
+    return result
+
+
+def _coop_dtd(seeds: tuple[int, ...] = (1, 2, 3), method: str = "coop") -> list[RunResult]:
+    return [_result("base2new", method, "dtd", seed, 16, {"dtd/base": 70.0 + seed,
+                                                          "dtd/new": 50.0}, "base")
+            for seed in seeds]
+
+
+def test_runs_of_one_cell_with_different_fingerprints_are_refused(tmp_path: Path) -> None:
+    one, two, three = (_settings(r, fingerprint="f1") for r in _coop_dtd())
+    two.fingerprint = "f2"
+    for result in (one, two, three):
+        write_result(tmp_path / result.run.run_id, result)
+    with pytest.raises(DataError, match=r"one cell \(base2new/dtd/coop, 16 shots, base classes\) "
+                       "with different fingerprints") as info:
+        load_results(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert str(tmp_path / one.run.run_id) in message and str(tmp_path / two.run.run_id) in message
+    with pytest.raises(DataError, match="run base2new/dtd/coop/shots16_seed1 and run "
+                       "base2new/dtd/coop/shots16_seed2 are runs of one cell"):
+        build_report([one, two, three])
+    # the same fingerprint over the seeds (the seed is the run's, not the settings'): averaged
+    two.fingerprint = "f1"
+    table = build_report([one, two, three], published=False).tables[0]
+    assert _row(table, "dtd", "coop").cells[0].mean == pytest.approx(72.0)
+    # other cells may have other settings (other methods, shots or datasets)
+    others = [_settings(r, fingerprint="g") for r in _coop_dtd(method="cocoop")]
+    assert len(build_report([one, two, three, *others]).tables) == 1
+
+
+def test_the_seeds_of_one_cell_share_a_fingerprint_and_other_settings_are_refused() -> None:
+    """The sweep's fingerprint hashes the method record without its training seed: the seeds of
+    one cell share it; another feature sharing or training option makes it differ."""
+    from cotprompt.experiments.runner import run_fingerprint
+
+    def fingerprinted(result: RunResult, *, share: bool = True, epochs: int = 200) -> RunResult:
+        result = _settings(result, epochs=epochs)
+        result.backbone["spec"] = {"name": "open_clip", "config": {"model_name": "ViT-B-16"}}
+        result.fingerprint = run_fingerprint(result.method, result.backbone["spec"],
+                                             share_features=share)
+        return result
+
+    runs = [fingerprinted(r) for r in _coop_dtd()]
+    assert len({r.fingerprint for r in runs}) == 1
+    assert _row(build_report(runs).tables[0], "dtd", "coop").cells[0].seeds == (1, 2, 3)
+    runs[1] = fingerprinted(runs[1], share=False)
+    with pytest.raises(DataError, match=r"different fingerprints \(features shared in one, not "
+                       r"the other\)"):
+        build_report(runs)
+    runs[1] = fingerprinted(runs[1], epochs=50)
+    with pytest.raises(DataError, match=r"different fingerprints \(training\.epochs\)"):
+        build_report(runs)
+
+
+def test_results_without_a_fingerprint_are_compared_by_their_method_record() -> None:
+    old = [_settings(r) for r in _coop_dtd()]  # older files: no fingerprint
+    assert old[0].method != old[1].method  # the training seed differs, nothing else
+    assert build_report(old).runs == 3
+    old[2] = _settings(old[2], epochs=50)
+    with pytest.raises(DataError, match=r"run base2new/dtd/coop/shots16_seed1 and run "
+                       r"base2new/dtd/coop/shots16_seed3 are runs of one cell .* with different "
+                       r"method records \(training\.epochs\)"):
+        build_report(old)
+    # a cell of new and old files: the records decide, for all of them
+    mixed = [_settings(r, fingerprint="f1") for r in _coop_dtd((1, 2))] + [
+        _settings(_coop_dtd((3,))[0], epochs=50)]
+    with pytest.raises(DataError, match=r"different method records \(training\.epochs\)"):
+        build_report(mixed)
+    mixed[2] = _settings(mixed[2])
+    assert build_report(mixed).runs == 3
+
+
+def test_runs_of_one_table_with_different_backbones_are_refused(tmp_path: Path) -> None:
+    coop = [_settings(r, fingerprint="f1") for r in _coop_dtd()]
+    coop[1] = _settings(coop[1], fingerprint="f1", model="RN50")
+    with pytest.raises(DataError, match="were run with different backbones") as info:
+        build_report(coop)
+    assert "model_name=RN50" in str(info.value) and "model_name=ViT-B-16" in str(info.value)
+    # nor may two methods of one table: the table would compare them as if alike
+    coop[1] = _settings(coop[1], fingerprint="f1")
+    cocoop = [_settings(r, fingerprint="g", model="RN50") for r in _coop_dtd(method="cocoop")]
+    for result in (*coop, *cocoop):
+        write_result(tmp_path / result.run.run_id, result)
+    with pytest.raises(DataError, match="a base2new table cannot mix them") as info:
+        load_results(tmp_path)
+    assert str(tmp_path / cocoop[0].run.run_id) in str(info.value)
+    # other tables may have another backbone
+    few = _settings(_result("few_shot", "coop", "dtd", 1, 4, {"dtd/all": 60.0}), model="RN50")
+    assert build_report([*coop, few]).runs == 4
 
 
 @pytest.mark.parametrize(("content", "expected"), [

@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from research_replicas import Expected, build_replicas, touch_split_images
+from research_replicas import (
+    CLIP_REPEATS,
+    REPEATS_SUBSETS,
+    Expected,
+    build_repeated_name_layouts,
+    build_replicas,
+    touch_split_images,
+)
 
 from cotprompt.data.research import (
     BUILTIN_DATASETS,
@@ -28,14 +35,16 @@ from cotprompt.data.research import (
     dataset_provider,
     get_reader,
     load_dataset,
+    research_class_labels,
     research_few_shot,
     research_test_split,
     training_image_list,
 )
-from cotprompt.data.research.imagenet import read_imagenet
+from cotprompt.data.research.imagenet import distinct_classnames, read_imagenet
 from cotprompt.errors import ConfigError, DataError, PluginError
 from cotprompt.plugins.hookspecs import hookimpl
 from cotprompt.plugins.registry import STRICT_ENV_VAR, Registry
+from cotprompt.types import Task
 
 #: CoOp's ``CUSTOM_TEMPLATES`` (trainers/zsclip.py), by our dataset names.
 TEMPLATES = {
@@ -102,6 +111,98 @@ def test_listing_in_os_order(replicas: tuple[Path, dict]) -> None:
     assert first == [str(folder / n) for n in os.listdir(folder)]
     with pytest.raises(DataError, match="listing must be one of"):
         read_imagenet(data, listing="random")  # type: ignore[arg-type]
+
+
+def test_listing_through_load_dataset(replicas: tuple[Path, dict]) -> None:
+    data, expected = replicas
+    for name in ("imagenet", *IMAGENET_VARIANTS):
+        by_name = load_dataset(name, data, listing="os")
+        direct = get_reader(name)(data, listing="os")  # type: ignore[call-arg]
+        for split in ("train", "test"):
+            if getattr(direct, split) is not None:
+                assert _relative(by_name, split) == _relative(direct, split)
+    folder = data / "imagenet" / "images" / "train" / "n01440764"
+    train = load_dataset("imagenet", data, listing="os").train
+    assert [r.path for r in train.records if r.label == 0] == [  # type: ignore[union-attr]
+        folder / n for n in os.listdir(folder)
+    ]
+    assert _relative(load_dataset("imagenet", data, listing="sorted"), "train") == (
+        expected["imagenet"].splits["train"]
+    )
+    dtd = load_dataset("dtd", data, listing="os")  # a split file: its order, listing ignored
+    assert _relative(dtd, "train") == expected["dtd"].splits["train"]
+    with pytest.raises(ConfigError, match="listing must be one of"):
+        load_dataset("imagenet", data, listing="random")  # type: ignore[arg-type]
+
+
+# -- repeated class names in classnames.txt (CLIP's ImageNet names) --------------------------------
+
+
+@pytest.fixture(scope="module")
+def repeated_names(
+    shared_data: Path, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, list]:
+    data = tmp_path_factory.mktemp("DATA")
+    return data, build_repeated_name_layouts(shared_data, data)
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+
+
+@pytest.mark.parametrize(("name", "folder"), [
+    ("imagenet", "imagenet"), ("imagenetv2", "imagenetv2"), ("imagenet_sketch", "imagenet-sketch")
+])
+def test_repeated_class_names_are_made_distinct(
+    name: str, folder: str, repeated_names: tuple[Path, list], caplog: pytest.LogCaptureFixture
+) -> None:
+    data, _ = repeated_names
+    with caplog.at_level(logging.WARNING):
+        dataset = load_dataset(name, data)
+    names = dataset.class_names
+    assert len(names) == len(set(names)) == 1000
+    assert [names[i] for i in sorted(CLIP_REPEATS)] == [
+        "missile", "missile (2)", "sunglasses", "sunglasses (2)"
+    ]
+    assert all(names[i] == f"class {i}" for i in range(1000) if i not in CLIP_REPEATS)
+    assert dataset.test.class_names == names
+    Task.classification(names)  # distinct labels: a task takes them
+    (message,) = _warnings(caplog)  # one warning for the file
+    assert "\n" not in message and f"{folder}/classnames.txt" in message
+    for part in ("class 744 (n04008634) 'missile', as class 657, -> 'missile (2)'",
+                 "class 837 (n04356056) 'sunglasses', as class 836, -> 'sunglasses (2)'"):
+        assert part in message
+
+
+def test_repeated_class_names_in_the_200_class_variants(
+    repeated_names: tuple[Path, list], caplog: pytest.LogCaptureFixture
+) -> None:
+    data, wnids = repeated_names
+    with caplog.at_level(logging.WARNING):
+        adversarial = load_dataset("imagenet_a", data)
+    # the same WNID has the same name as in ImageNet, though the first "missile" is absent
+    assert adversarial.class_names == ["class 1", "missile (2)", "sunglasses (2)", "class 900"]
+    (message,) = _warnings(caplog)
+    assert "class 744" in message and "class 837" in message and "imagenet_a" in message
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        rendition = load_dataset("imagenet_r", data)
+    assert rendition.class_names == ["class 2", "missile", "class 901"]
+    assert _warnings(caplog) == []  # no class of its folders is renamed
+    assert [w for i, w in enumerate(wnids) if i in REPEATS_SUBSETS["imagenet_r"]] == [
+        r.path.parent.name for r in rendition.test.records  # type: ignore[union-attr]
+    ]
+
+
+def test_distinct_classnames_suffixes() -> None:
+    names, renamed = distinct_classnames(
+        {"a": "x", "b": "x (2)", "c": "x", "d": "x", "e": "y_z", "f": "y z", "g": "w"}
+    )
+    assert list(names.values()) == ["x", "x (2)", "x (3)", "x (4)", "y_z", "y z (2)", "w"]
+    assert [(r.index, r.wnid, r.name, r.new_name, r.first) for r in renamed] == [
+        (2, "c", "x", "x (3)", 0), (3, "d", "x", "x (4)", 0), (5, "f", "y z", "y z (2)", 4)
+    ]
+    assert distinct_classnames({"a": "x", "b": "y"}) == ({"a": "x", "b": "y"}, [])
 
 
 def _drop(path: str) -> Callable[[Path], None]:
@@ -349,6 +450,19 @@ def test_imagenet_samples_training_images_only(replicas: tuple[Path, dict]) -> N
     assert base.class_names == dataset.class_names[:2]
 
 
+def test_research_class_labels(replicas: tuple[Path, dict]) -> None:
+    dtd = load_dataset("dtd", replicas[0])  # 3 classes: base 0, 1; new 2
+    train, _ = research_few_shot(dtd, 2, 1)
+    assert research_class_labels(train, "all") == [0, 1, 2]
+    assert research_class_labels(train, "base") == [0, 1]
+    assert research_class_labels(train.labels, "new") == [2]
+    assert research_class_labels([2, 2, 0], "base") == [0]  # sorted labels present, cut at 1
+    new = research_test_split(dtd, "new")
+    assert new.class_names == [dtd.class_names[2]] and set(new.labels) == {0}
+    with pytest.raises(DataError, match="classes must be one of"):
+        research_class_labels(train, "half")  # type: ignore[arg-type]
+
+
 def test_few_shot_refusals(replicas: tuple[Path, dict]) -> None:
     data, _ = replicas
     sketch = load_dataset("imagenet_sketch", data)
@@ -357,10 +471,15 @@ def test_few_shot_refusals(replicas: tuple[Path, dict]) -> None:
     with pytest.raises(DataError, match="base/new classes need a training split"):
         research_test_split(sketch, "new")
     dtd = load_dataset("dtd", data)
-    refused = ((0, 1, "shots"), (True, 1, "shots"), (1, -1, "seed must be an integer >= 0"))
-    for shots, seed, match in refused:
-        with pytest.raises(DataError, match=match):
-            research_few_shot(dtd, shots, seed)
+    for shots in (0, True, 1.0):
+        with pytest.raises(DataError, match="shots must be a positive integer"):
+            research_few_shot(dtd, shots, 1)  # type: ignore[arg-type]
+    for seed in (0, -1, True, 1.0, "1"):
+        with pytest.raises(ConfigError, match="seed must be an integer >= 1") as excinfo:
+            research_few_shot(dtd, 1, seed)  # type: ignore[arg-type]
+        assert "\n" not in str(excinfo.value)
+    with pytest.raises(ConfigError, match=r"seed 0 runs unseeded"):
+        research_few_shot(dtd, 1, 0)
     with pytest.raises(DataError, match="classes must be one of"):
         research_few_shot(dtd, 1, 1, classes="half")  # type: ignore[arg-type]
 
@@ -377,7 +496,9 @@ def test_training_image_list(
     assert images == [f"caltech-101/101_ObjectCategories/{p}" for p, _, _ in want]
     assert training_image_list(dataset, train.records) == images
     outside = ResearchDataset("x", tmp_path / "elsewhere", ["a"], None, None, train, "{}")
-    assert training_image_list(outside, train.records[:1])[0].startswith("/")
+    first = training_image_list(outside, train.records[:1])[0]
+    assert first == f"{tmp_path}/{images[0]}"  # absolute, the link not resolved
+    assert (tmp_path / "caltech-101").resolve() != tmp_path / "caltech-101"
     with pytest.raises(DataError, match="is not under"):
         outside.relative_path(train.records[0])
 

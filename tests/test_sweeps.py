@@ -19,16 +19,26 @@ import sweep_data
 from cotprompt.errors import ConfigError, DataError, UnsafeSettingError
 from cotprompt.experiments.methods import METHOD_PRESETS, method_from_file, resolve_methods
 from cotprompt.experiments.protocols import (
+    DEFAULT_METHODS,
     STANDARD_DATASETS,
     base2new,
     build_runs,
     cross_dataset,
     domain_generalization,
     few_shot,
+    shard_runs,
     sweep_order,
+    training_group,
 )
-from cotprompt.experiments.results import EvalTarget, RunResult, RunSpec, find_results
-from cotprompt.experiments.runner import run_sweep
+from cotprompt.experiments.results import (
+    EvalTarget,
+    RunResult,
+    RunSpec,
+    find_results,
+    path_part,
+    read_result,
+)
+from cotprompt.experiments.runner import run_fingerprint, run_sweep
 
 TESTS = Path(__file__).resolve().parent
 
@@ -88,6 +98,33 @@ def test_build_runs_choices_and_refusals():
         build_runs("few_shot", shots=[0])
 
 
+def test_seed_0_is_refused_as_the_research_code_leaves_it_unseeded():
+    with pytest.raises(ConfigError, match=r"1\.\.2\*\*63-1.*seed 0 unseeded.*\[0\]") as error:
+        build_runs("base2new", seeds=[0, 1])
+    assert "\n" not in str(error.value)
+    with pytest.raises(ConfigError, match="seed 0"):
+        few_shot(["dtd"], ["coop"], [0])
+
+
+def test_default_methods_are_the_papers_baselines():
+    # CoCoOp's paper compares with CoOp vit_b16_ctxv1 (4 vectors from "a photo of a")
+    for protocol in ("base2new", "cross_dataset", "domain_generalization"):
+        assert DEFAULT_METHODS[protocol] == ("zsclip", "coop_ctxv1", "cocoop", "cotpt")
+        assert {r.method for r in build_runs(protocol, seeds=[1])} == set(
+            DEFAULT_METHODS[protocol])
+    # CoOp's own few-shot protocol: 16 random vectors
+    assert DEFAULT_METHODS["few_shot"] == ("zsclip", "coop", "cocoop", "cotpt")
+    assert {r.method for r in few_shot(["dtd"], seeds=[1])} == set(DEFAULT_METHODS["few_shot"])
+
+
+def test_the_standard_datasets_are_the_registrys():
+    from cotprompt.data.research import registry
+    from cotprompt.experiments import protocols
+
+    assert protocols.STANDARD_DATASETS is registry.STANDARD_DATASETS
+    assert protocols.DG_TARGETS is registry.IMAGENET_VARIANTS
+
+
 def test_sweep_order_groups_the_runs_that_train_on_the_same_images():
     runs = base2new(["dtd", "caltech101"], ["cotpt", "coop", "cocoop"], [2, 1])
     ordered = sweep_order(list(reversed(runs)))
@@ -97,6 +134,49 @@ def test_sweep_order_groups_the_runs_that_train_on_the_same_images():
     other = RunSpec("base2new", "coop", "dtd", 1, 16, "all", ())
     with pytest.raises(ConfigError, match="two different runs"):
         sweep_order([*runs, other])
+
+
+def test_shards_keep_training_groups_whole():
+    runs = [*base2new(["dtd", "caltech101", "eurosat"], ["zsclip", "coop", "cocoop", "cotpt"],
+                      [1, 2, 3]),
+            *cross_dataset(["dtd"], ["coop", "cocoop"], [1, 2]),
+            *domain_generalization(methods=["coop", "cocoop"], seeds=[1, 2])]
+    for count in (1, 2, 3, 4):
+        shards = [shard_runs(runs, i, count) for i in range(count)]
+        ids = [r.run_id for shard in shards for r in shard]
+        assert sorted(ids) == sorted(r.run_id for r in runs)  # the same union...
+        assert len(set(ids)) == len(runs)  # ...disjoint
+        groups = [{training_group(r) for r in shard} for shard in shards]
+        for i in range(count):  # a training group on one shard only
+            for j in range(i + 1, count):
+                assert not groups[i] & groups[j]
+        sizes = [len(shard) for shard in shards]
+        largest = max(sum(training_group(r) == g for r in runs) for g in groups[0])
+        assert max(sizes) - min(sizes) <= largest  # balanced up to one group
+        assert shards == [shard_runs(list(reversed(runs)), i, count) for i in range(count)]
+    # cross-dataset and domain generalisation train on the same ImageNet images: together
+    (xd,) = [r for r in runs if r.protocol == "cross_dataset" and r.method == "coop"
+             and r.seed == 1]
+    together = [s for s in (shard_runs(runs, i, 3) for i in range(3)) if xd in s]
+    assert {r.protocol for r in together[0] if training_group(r) == training_group(xd)} == {
+        "cross_dataset", "domain_generalization"}
+    with pytest.raises(ConfigError, match="shard"):
+        shard_runs(runs, 2, 2)
+
+
+def test_run_ids_of_user_datasets_are_safe_folder_names():
+    assert path_part("caltech101") == "caltech101"
+    spec = RunSpec("few_shot", "coop", "folder:a/../b", 1, 2, "all",
+                   (EvalTarget("folder:a/../b"),))
+    parts = spec.run_id.split("/")
+    assert len(parts) == 4 and parts[0] == "few_shot" and parts[2:] == ["coop", "shots2_seed1"]
+    assert parts[1].startswith("folder-a-b-") and len(parts[1].rsplit("-", 1)[1]) == 8
+    for name in ("folder:a/../b", "csv:../x;y.csv", "split:s.json;image_root=/d", "..",
+                 "folder:a/b", "folder:a-b"):
+        part = path_part(name)
+        assert part not in (".", "..") and all(c.isalnum() or c in "._-" for c in part), name
+    # different names, different folders
+    assert len({path_part(n) for n in ("folder:a/b", "folder:a-b", "folder:a b")}) == 3
 
 
 # -- methods ------------------------------------------------------------------------------------
@@ -206,11 +286,24 @@ def test_a_sweep_writes_one_result_per_run(reference, data):
     assert all(p.startswith(("train/cat/", "train/dog/")) for p in coop.train_images)
     assert all((data / p).is_file() for p in coop.train_images)
     assert coop.method["training"]["epochs"] == 2 and coop.method["training"]["seed"] == 1
+    assert coop.method["training"]["drop_last"] is True
+    # the precision actually used, not "auto": fp32 on a CPU
+    import torch
+
+    if not torch.cuda.is_available():
+        assert coop.method["training"]["precision"] == "fp32"
+    assert coop.method["training"]["precision"] in ("fp32", "bf16", "fp16")
     assert coop.method["tuner"] == {"name": "coop", "config": {"n_ctx": 16,
                                                                "class_token_position": "end"}}
     assert set(coop.seconds) == {"train", "eval", "total"}
     assert set(coop.versions) == {"cotprompt", "torch", "open_clip", "python"}
-    assert coop.backbone == {"model_name": "cotprompt-tiny", "pretrained": None}
+    assert {k: coop.backbone[k] for k in ("model_name", "pretrained")} == {
+        "model_name": "cotprompt-tiny", "pretrained": None}
+    assert coop.backbone["spec"]["name"] == "open_clip"
+    assert coop.backbone["spec"]["config"]["model_name"] == "cotprompt-tiny"
+    assert coop.fingerprint == run_fingerprint(coop.method, coop.backbone["spec"],
+                                               share_features=True)
+    assert len({r.fingerprint for r in results.values()}) == 4  # one per method: seeds share it
     zero = results["base2new/tiny_animals/zsclip/shots0_seed0"]
     assert zero.train_images == [] and zero.seconds["train"] == 0
     assert zero.method["zero_shot_templates"] == {"tiny_animals": sweep_data.TEMPLATE}
@@ -263,6 +356,9 @@ def test_shards_merge_into_the_whole_sweep(reference, data, tmp_path):
     assert not ids[0] & ids[1] and len(ids[0]) + len(ids[1]) == 21
     assert abs(len(ids[0]) - len(ids[1])) <= 1
     _same_results(_by_id(output), _by_id(reference[0]))
+    # whole training groups per shard: each view encoded once over both shards, and each test
+    # set once (the second shard reads the first one's from the output's feature cache)
+    assert sum(r.image_forwards for r in reports) == reference[1].image_forwards
     with pytest.raises(ConfigError, match="shard"):
         run_sweep(sweep_data.specs(), data_root=data, output=output, shard=(2, 2))
 
@@ -282,6 +378,83 @@ def test_shared_features_save_image_encoder_forwards(reference, data, tmp_path):
     assert alone.image_forwards == 3 * (1 + 3 * 2) * 24 + 3 * 2 * 3 * 8
     assert alone.image_forwards >= 5 * shared.image_forwards
     assert not (tmp_path / "alone" / ".features").exists()
+
+
+def test_resuming_with_other_settings_is_refused_and_the_results_kept(data, tmp_path):
+    runs = base2new(["tiny_vehicles"], ["zsclip", "coop"], [1], shots=2)
+    options = {**sweep_data.SWEEP_OPTIONS, "training": {"epochs": 1}}
+    first = run_sweep(runs, data_root=data, output=tmp_path, load_dataset=sweep_data.load_dataset,
+                      sample=sweep_data.sample, **options)
+    assert len(first.done) == 2
+    files = sorted(tmp_path.rglob("results.json"))
+    before = {p: p.read_bytes() for p in files}
+    coop = next(p for p in files if "/coop/" in p.as_posix())
+    with pytest.raises(ConfigError) as error:
+        run_sweep(runs, data_root=data, output=tmp_path, load_dataset=sweep_data.load_dataset,
+                  sample=sweep_data.sample, **{**options, "training": {"epochs": 3}})
+    message = str(error.value)
+    assert "\n" not in message and str(coop) in message
+    assert "training.epochs 1 vs 3" in message and "another --output" in message
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("results.json"))} == before
+    # the share mode is in the fingerprint too
+    with pytest.raises(ConfigError, match="features shared yes vs no"):
+        run_sweep(runs, data_root=data, output=tmp_path, load_dataset=sweep_data.load_dataset,
+                  sample=sweep_data.sample, share_features=False, **options)
+    # a result for other evaluations of the same run id
+    other = [RunSpec("base2new", "coop", "tiny_vehicles", 1, 2, "base",
+                     (EvalTarget("tiny_vehicles", "base"),))]
+    with pytest.raises(ConfigError, match=r"run\.eval"):
+        run_sweep(other, data_root=data, output=tmp_path, load_dataset=sweep_data.load_dataset,
+                  sample=sweep_data.sample, **options)
+    assert {p: p.read_bytes() for p in sorted(tmp_path.rglob("results.json"))} == before
+    # the same settings: everything skipped
+    again = run_sweep(runs, data_root=data, output=tmp_path,
+                      load_dataset=sweep_data.load_dataset, sample=sweep_data.sample, **options)
+    assert again.done == [] and len(again.skipped) == 2
+
+
+def test_a_user_dataset_name_stays_inside_the_output(data, tmp_path):
+    name = "folder:a/../b"
+
+    def load(dataset: str, root: Path):
+        return sweep_data.load_dataset("tiny_vehicles" if dataset == name else dataset, root)
+
+    runs = few_shot([name], ["coop"], [1], [2])
+    output = tmp_path / "out"
+    report = run_sweep(runs, data_root=data, output=output, load_dataset=load,
+                       sample=sweep_data.sample, **{**sweep_data.SWEEP_OPTIONS,
+                                                    "training": {"epochs": 1}})
+    (result,) = report.done
+    (path,) = output.rglob("results.json")
+    assert path.resolve().is_relative_to(output.resolve())
+    assert path.relative_to(output).parts[1] == path_part(name) != name
+    assert read_result(path).run.dataset == name  # the real name is kept
+    assert set(result.metrics) == {f"{name}/all"}
+
+
+def test_shared_test_features_only_for_the_frozen_image_encoder():
+    from types import SimpleNamespace
+
+    from cotprompt.experiments.runner import _Sweep
+    from cotprompt.plugins.registry import get_registry
+    from cotprompt.tuners.context_tuner import ContextPromptTuner
+
+    class Adapter(ContextPromptTuner):  # tunes no encoder weights, but has its own features
+        def encode_images(self, backbone, pixels):
+            return super().encode_images(backbone, pixels) * 2
+
+    class Tuned(ContextPromptTuner):  # the frozen function, but tuned encoder weights
+        tunes_image_encoder = True
+
+    def pipeline(tuner_cls):  # encoder_id looks at the tuner's class only
+        return SimpleNamespace(tuner=tuner_cls.__new__(tuner_cls))
+
+    for name in ("coop", "cocoop", "cotpt"):
+        cls = get_registry().get("tuner", METHOD_PRESETS[name].tuner.name)
+        assert _Sweep.frozen_encoder(pipeline(cls)), name
+    assert not _Sweep.frozen_encoder(pipeline(Adapter))
+    assert not _Sweep.frozen_encoder(pipeline(Tuned))
+    assert not _Sweep.frozen_encoder(pipeline(get_registry().get("tuner", "vpt")))
 
 
 def test_transfer_evaluates_other_datasets_over_their_own_classes(data, tmp_path):

@@ -6,10 +6,12 @@ per run, resumable and shardable.
         --datasets caltech101,dtd --shots 1,2,4 --seeds 1,2,3 --shard 0/2
     cotprompt sweep cross_dataset --data $DATA --output runs/xd --epochs 2 --json
 
-A run whose ``results.json`` exists is skipped, so the same command continues a killed sweep;
-``--shard i/n`` runs every n-th run, and n processes (GPUs, machines) writing into one output
-folder make the whole sweep. ``cotprompt report OUTPUT`` then writes the tables. See
-``docs/protocols.md`` and :mod:`cotprompt.experiments.runner`.
+A run whose ``results.json`` exists is skipped, so the same command continues a killed sweep
+(one written for other settings, such as other ``--epochs``, is refused: give another
+``--output``); ``--shard i/n`` runs the i-th of n shards of whole training groups, and n
+processes (GPUs, machines) writing into one output folder make the whole sweep.
+``cotprompt report OUTPUT`` then writes the tables. See ``docs/protocols.md`` and
+:mod:`cotprompt.experiments.runner`.
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "domain_generalization, few_shot) on the datasets of $DATA, loading the backbone "
             "once and sharing frozen image features between runs; writes one results.json per "
             "run under OUTPUT, skips the runs already done (run the same command to continue a "
-            "killed sweep) and splits the runs with --shard. Then: cotprompt report OUTPUT."
+            "killed sweep; a finished run written for other settings is refused, never "
+            "overwritten) and splits the runs with --shard. Then: cotprompt report OUTPUT."
         ),
     )
     parser.add_argument("protocol", metavar="PROTOCOL", choices=_PROTOCOLS,
@@ -59,7 +62,11 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", required=True, metavar="DIR", help="the sweep's folder")
     parser.add_argument("--methods", metavar="LIST",
                         help="comma-separated presets (zsclip, coop, coop_ctxv1, cocoop, cotpt) "
-                        "and method files (.yaml/.json); default: zsclip,coop,cocoop,cotpt")
+                        "and method files (.yaml/.json); default: the papers' methods: "
+                        "zsclip,coop_ctxv1,cocoop,cotpt for base2new, cross_dataset and "
+                        "domain_generalization (CoCoOp's CoOp baseline has 4 vectors from 'a "
+                        "photo of a'), zsclip,coop,cocoop,cotpt for few_shot (CoOp's 16 random "
+                        "vectors)")
     parser.add_argument("--datasets", metavar="LIST",
                         help="comma-separated datasets: the trained ones (base2new, few_shot) "
                         "or the evaluated ones (cross_dataset, domain_generalization); default: "
@@ -67,11 +74,14 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--source", metavar="NAME",
                         help="the training dataset of cross_dataset and domain_generalization "
                         "(default: imagenet)")
-    parser.add_argument("--seeds", metavar="LIST", help="comma-separated seeds (default: 1,2,3)")
+    parser.add_argument("--seeds", metavar="LIST",
+                        help="comma-separated seeds, each >= 1 (default: 1,2,3)")
     parser.add_argument("--shots", metavar="LIST",
                         help="shots per class (default: 16; few_shot: 1,2,4,8,16)")
     parser.add_argument("--shard", metavar="I/N", default="0/1",
-                        help="run every N-th run from the I-th, 0-based (default: 0/1, all)")
+                        help="run the I-th (0-based) of N shards, each of whole training groups "
+                        "(dataset, classes, shots, seed); give every shard the same other "
+                        "options (default: 0/1, all)")
     parser.add_argument("--epochs", type=int, metavar="N",
                         help="train every method for N epochs instead of its published recipe "
                         "(quick runs)")
@@ -141,7 +151,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.workers < 0:
         raise ConfigError(f"--workers must be >= 0, got {args.workers}")
     shard = parse_shard(args.shard)
-    methods = resolve_methods(_names(args.methods) or list(DEFAULT_METHODS))
+    methods = resolve_methods(_names(args.methods) or list(DEFAULT_METHODS[args.protocol]))
     specs = build_runs(
         args.protocol, datasets=_names(args.datasets), methods=list(methods),
         seeds=_integers("--seeds", args.seeds), shots=_integers("--shots", args.shots),

@@ -32,6 +32,8 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
             "Aggregate the results.json files of a sweep over seeds (mean ± population std, as "
             "the research code) into the papers' tables: base-to-new (Base, New, H per dataset "
             "and their average), cross-dataset transfer, domain generalisation and few-shot. "
+            "Runs of one cell must have the same settings (fingerprint) and a table one "
+            "backbone; other results are refused. "
             "Published reference numbers are shown beside the measured ones, with their source. "
             "Writes report.md, report.csv and report.json (and PNG plots with --plots) and "
             "prints the Markdown tables."

@@ -9,6 +9,14 @@
   target is evaluated over its own class names, as the research code does).
 - ``few_shot`` (CoOp, Figure 3): 1, 2, 4, 8 and 16 shots on all classes of every dataset.
 
+Default methods (:data:`DEFAULT_METHODS`) follow the papers' baselines: base-to-new,
+cross-dataset and domain generalisation compare with CoCoOp's paper, whose CoOp is
+``vit_b16_ctxv1`` (4 vectors from "a photo of a": ``coop_ctxv1``); the few-shot protocol is
+CoOp's own, with 16 random vectors (``coop``).
+
+Seeds are integers >= 1: the research code leaves seed 0 unseeded (``if args.seed:`` in its
+``train.py``), so a seed-0 run could not be compared with it.
+
 A zero-shot method (``zsclip``) is not trained: it has one run per dataset, with ``shots`` 0 and
 ``seed`` 0, whatever the seeds and shots of the sweep. Dataset names are those of the research
 code's ``configs/datasets/*.yaml`` (``caltech101``, ``oxford_pets``, ``imagenet_a``...).
@@ -16,16 +24,20 @@ code's ``configs/datasets/*.yaml`` (``caltech101``, ``oxford_pets``, ``imagenet_
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from types import MappingProxyType
 
+from cotprompt.data.research.registry import IMAGENET_VARIANTS, STANDARD_DATASETS
 from cotprompt.errors import ConfigError
 from cotprompt.experiments.results import Classes, EvalTarget, RunSpec
 
 __all__ = [
+    "COCOOP_METHODS",
     "DEFAULT_METHODS",
     "DEFAULT_SEEDS",
     "DG_TARGETS",
     "FEW_SHOTS",
+    "FEW_SHOT_METHODS",
     "PROTOCOLS",
     "STANDARD_DATASETS",
     "base2new",
@@ -33,17 +45,24 @@ __all__ = [
     "cross_dataset",
     "domain_generalization",
     "few_shot",
+    "shard_runs",
     "sweep_order",
+    "training_group",
 ]
 
-#: The 11 datasets of CoOp and CoCoOp, in the papers' column order.
-STANDARD_DATASETS: tuple[str, ...] = (
-    "imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-    "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101",
-)
-#: The ImageNet variants of domain generalisation.
-DG_TARGETS: tuple[str, ...] = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
-DEFAULT_METHODS: tuple[str, ...] = ("zsclip", "coop", "cocoop", "cotpt")
+#: The ImageNet variants of domain generalisation (the registry's ``IMAGENET_VARIANTS``).
+DG_TARGETS: tuple[str, ...] = IMAGENET_VARIANTS
+#: CoCoOp's paper's methods: its CoOp baseline is ``vit_b16_ctxv1`` (``coop_ctxv1``).
+COCOOP_METHODS: tuple[str, ...] = ("zsclip", "coop_ctxv1", "cocoop", "cotpt")
+#: CoOp's few-shot protocol: CoOp with 16 random context vectors (``coop``).
+FEW_SHOT_METHODS: tuple[str, ...] = ("zsclip", "coop", "cocoop", "cotpt")
+#: Protocol -> its default methods.
+DEFAULT_METHODS: Mapping[str, tuple[str, ...]] = MappingProxyType({
+    "base2new": COCOOP_METHODS,
+    "cross_dataset": COCOOP_METHODS,
+    "domain_generalization": COCOOP_METHODS,
+    "few_shot": FEW_SHOT_METHODS,
+})
 DEFAULT_SEEDS: tuple[int, ...] = (1, 2, 3)
 FEW_SHOTS: tuple[int, ...] = (1, 2, 4, 8, 16)
 
@@ -59,9 +78,10 @@ def _check(datasets: Sequence[str], methods: Sequence[str], seeds: Sequence[int]
         if len(set(values)) != len(values):
             raise ConfigError(f"{what} are listed twice: {list(values)}")
     bad_seeds = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int)
-                 or not 0 <= s < 2**63]
+                 or not 1 <= s < 2**63]
     if bad_seeds:
-        raise ConfigError(f"seeds must be integers in 0..2**63-1, got {bad_seeds}")
+        raise ConfigError(f"seeds must be integers in 1..2**63-1 (the research code leaves "
+                          f"seed 0 unseeded), got {bad_seeds}")
     bad_shots = [k for k in shots if isinstance(k, bool) or not isinstance(k, int) or k < 1]
     if bad_shots:
         raise ConfigError(f"shots must be integers >= 1, got {bad_shots}")
@@ -82,7 +102,7 @@ def _runs(protocol: str, dataset: str, methods: Sequence[str], seeds: Sequence[i
 
 def base2new(
     datasets: Sequence[str] = STANDARD_DATASETS,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] = COCOOP_METHODS,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     shots: int = 16,
     *,
@@ -113,7 +133,7 @@ def _transfer(protocol: str, source: str, targets: Sequence[str], methods: Seque
 
 def cross_dataset(
     targets: Sequence[str] = tuple(d for d in STANDARD_DATASETS if d != "imagenet"),
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] = COCOOP_METHODS,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     shots: int = 16,
     *,
@@ -131,7 +151,7 @@ def cross_dataset(
 
 def domain_generalization(
     targets: Sequence[str] = DG_TARGETS,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] = COCOOP_METHODS,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     shots: int = 16,
     *,
@@ -150,7 +170,7 @@ def domain_generalization(
 
 def few_shot(
     datasets: Sequence[str] = STANDARD_DATASETS,
-    methods: Sequence[str] = DEFAULT_METHODS,
+    methods: Sequence[str] = FEW_SHOT_METHODS,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     shots: Sequence[int] = FEW_SHOTS,
     *,
@@ -243,3 +263,36 @@ def sweep_order(runs: Sequence[RunSpec]) -> list[RunSpec]:
             raise ConfigError(f"two different runs have the id {run.run_id}")
     return sorted(by_id.values(), key=lambda r: (r.protocol, r.dataset, r.train_classes, r.shots,
                                                   r.seed, r.method))
+
+
+def training_group(run: RunSpec) -> tuple[str, str, int, int]:
+    """The runs that train on the same images and views: (dataset, train classes, shots,
+    seed), whatever the method and protocol (cross-dataset and domain generalisation both
+    train on ImageNet). A zero-shot method's runs form a group of their own per dataset."""
+    return (run.dataset, run.train_classes, run.shots, run.seed)
+
+
+def shard_runs(runs: Sequence[RunSpec], index: int, count: int) -> list[RunSpec]:
+    """Shard ``index`` of ``count`` of the runs (in :func:`sweep_order`): whole training groups
+    (:func:`training_group`, their augmented views are encoded once for all their methods),
+    each given in sweep order to the shard with the fewest runs so far (ties: the lowest
+    index). A function of the runs only: every process of a sweep must be given the same runs,
+    and then the shards are disjoint and their union is the sweep.
+
+    Raises:
+        ConfigError: Not ``0 <= index < count``, or two different runs with one id.
+    """
+    if count < 1 or not 0 <= index < count:
+        raise ConfigError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
+    ordered = sweep_order(runs)
+    groups: dict[tuple[str, str, int, int], list[RunSpec]] = {}
+    for run in ordered:
+        groups.setdefault(training_group(run), []).append(run)
+    sizes = [0] * count
+    mine: set[tuple[str, str, int, int]] = set()
+    for key, members in groups.items():
+        shard = min(range(count), key=lambda i: (sizes[i], i))
+        sizes[shard] += len(members)
+        if shard == index:
+            mine.add(key)
+    return [run for run in ordered if training_group(run) in mine]

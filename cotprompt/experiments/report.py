@@ -11,6 +11,11 @@ published numbers), ``report.csv`` (one line per cell: ``table, protocol, source
 dataset, method, column, mean, std, n, seeds, datasets, of, source``) and ``report.json`` (the
 same, nested by table, with the sources). Nothing in them depends on the time or the machine, so
 the same results give the same bytes.
+
+A report refuses to average runs of different settings (:func:`check_settings`): the runs of one
+cell (protocol, dataset, method, shots, classes) must have the same ``fingerprint`` (which leaves
+the seed out; results without one, from older files: the same method record, the seed aside),
+and the runs of one table the same backbone.
 """
 
 from __future__ import annotations
@@ -28,7 +33,15 @@ from typing import Any
 from cotprompt.errors import ConfigError, DataError, one_line
 from cotprompt.experiments.published import Source
 from cotprompt.experiments.results import RESULTS_NAME, RunResult, read_result
-from cotprompt.experiments.tables import METRICS, Cell, Row, Table, build_tables
+from cotprompt.experiments.tables import (
+    CROSS_DATASET,
+    DOMAIN_GENERALIZATION,
+    METRICS,
+    Cell,
+    Row,
+    Table,
+    build_tables,
+)
 from cotprompt.io import write_text_atomic
 
 __all__ = [
@@ -38,6 +51,7 @@ __all__ = [
     "STD",
     "Report",
     "build_report",
+    "check_settings",
     "load_results",
     "parse_formats",
     "report_from_folder",
@@ -109,7 +123,117 @@ def load_results(output: str | Path) -> list[RunResult]:
             raise DataError(f"{where[run_id]} and {path} are results of the same run {run_id}")
         where[run_id] = path
         results.append(result)
+    check_settings(results, [str(where[r.run.run_id]) for r in results])
     return sorted(results, key=lambda r: r.run.run_id)
+
+
+def _record(result: RunResult) -> dict[str, Any]:
+    """The method record without what the run's spec sets (the training seed)."""
+    record = dict(result.method)
+    if isinstance(record.get("training"), dict):
+        record["training"] = {k: v for k, v in record["training"].items() if k != "seed"}
+    return record
+
+
+def _record_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    """The entries two method records differ in (``training.epochs, tuner``)."""
+    names = []
+    for key in sorted(set(a) | set(b)):
+        if a.get(key) == b.get(key):
+            continue
+        if isinstance(a.get(key), dict) and isinstance(b.get(key), dict):
+            names += [f"{key}.{k}" for k in sorted(set(a[key]) | set(b[key]))
+                      if a[key].get(k) != b[key].get(k)]
+        else:
+            names.append(key)
+    return ", ".join(names)
+
+
+def _shared(result: RunResult) -> bool | None:
+    """Whether the run shared its frozen features, read from its fingerprint (``None``: the
+    fingerprint is not :func:`~cotprompt.experiments.runner.run_fingerprint` of its record)."""
+    from cotprompt.experiments.runner import run_fingerprint
+
+    spec = result.backbone.get("spec", result.backbone)
+    for share in (True, False):
+        if run_fingerprint(result.method, spec, share_features=share) == result.fingerprint:
+            return share
+    return None
+
+
+def _fingerprint_difference(a: RunResult, b: RunResult) -> str | None:
+    """What two runs of one cell with different fingerprints differ in; ``None`` when only
+    their seeds do (a fingerprint computed over a record that holds the training seed)."""
+    differ = _record_difference(_record(a), _record(b))
+    if differ:
+        return f" ({differ})"
+    shared = _shared(a), _shared(b)
+    if None in shared:
+        return ""
+    return None if shared[0] == shared[1] else " (features shared in one, not the other)"
+
+
+def _backbone_text(backbone: dict[str, Any]) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted(backbone.items())) or "none recorded"
+
+
+def check_settings(results: Sequence[RunResult], names: Sequence[str] | None = None) -> None:
+    """Refuse results a table would average although their settings differ.
+
+    The runs of one cell (protocol, dataset, method, shots, training classes: what the seeds
+    are averaged over) must have the same ``fingerprint``, or fingerprints of
+    :func:`~cotprompt.experiments.runner.run_fingerprint` whose method records differ in the
+    training seed only (with the same feature sharing); where a result has none (an older
+    file) the cell's method records (training seed aside) must be the same. The runs of one
+    table (a protocol; a transfer protocol per source dataset) must have the same backbone.
+
+    Args:
+        results: The runs.
+        names: How the message names each result (its file); default: ``run <run id>``.
+
+    Raises:
+        DataError: One line naming two of the results and what differs.
+    """
+    names = list(names) if names is not None else [f"run {r.run.run_id}" for r in results]
+    cells: dict[tuple[Any, ...], list[int]] = {}
+    tables: dict[tuple[str, ...], int] = {}
+    for index, result in enumerate(results):
+        run = result.run
+        table = (run.protocol, run.dataset) if run.protocol in (
+            CROSS_DATASET, DOMAIN_GENERALIZATION) else (run.protocol,)
+        first = tables.setdefault(table, index)
+        if results[first].backbone != result.backbone:
+            raise DataError(
+                f"{names[first]} and {names[index]} were run with different backbones "
+                f"({_backbone_text(results[first].backbone)} and "
+                f"{_backbone_text(result.backbone)}); a {run.protocol} table cannot mix them: "
+                "report them from separate folders")
+        cells.setdefault((run.protocol, run.dataset, run.method, run.shots, run.train_classes),
+                         []).append(index)
+    for (protocol, dataset, method, shots, classes), members in cells.items():
+        cell = f"{protocol}/{dataset}/{method}, {shots} shots, {classes} classes"
+        prints = [i for i in members if results[i].fingerprint]
+        for i in prints[1:]:
+            first = results[prints[0]]
+            if results[i].fingerprint == first.fingerprint:
+                continue
+            differ = _fingerprint_difference(first, results[i])
+            if differ is not None:
+                raise DataError(
+                    f"{names[prints[0]]} and {names[i]} are runs of one cell ({cell}) with "
+                    f"different fingerprints{differ}: their method, training options, backbone "
+                    "or feature sharing differ; a report does not average them: rerun or remove "
+                    "one")
+        if len(prints) == len(members):
+            continue
+        reference = _record(results[members[0]])
+        for i in members[1:]:
+            differ = _record_difference(reference, _record(results[i]))
+            if differ:
+                raise DataError(
+                    f"{names[members[0]]} and {names[i]} are runs of one cell ({cell}) with "
+                    f"different method records ({differ}); a report does not average them: "
+                    "rerun or remove one")
 
 
 @dataclass(frozen=True)
@@ -206,7 +330,7 @@ def _table_json(table: Table) -> dict[str, Any]:
 
 def _partial(cell: Cell | None, expected: int) -> bool:
     """A cell over fewer seeds than the table's others (zero-shot cells have one run)."""
-    return cell is not None and cell.std is not None and 0 < len(cell.seeds) < expected
+    return cell is not None and not cell.zero_shot and 0 < len(cell.seeds) < expected
 
 
 def _expected_seeds(table: Table) -> int:
@@ -247,10 +371,17 @@ def _markdown_table(table: Table, sources: dict[str, int]) -> list[str]:
         cells = [_format_cell(c, expected) for c in row.cells]
         lines.append("| " + " | ".join(_label_text(row, sources) + cells) + " |")
     notes = list(table.notes)
-    if any(c is not None and c.std is None and c.seeds for r in table.rows for c in r.cells):
+    if any(c is not None and c.zero_shot for r in table.rows for c in r.cells):
         notes.append("A zero-shot method (0 shots) is one deterministic run: no ± std.")
-    if any(_partial(c, expected) for r in table.rows for c in r.cells):
-        notes.append(f"(n=k): a cell over k of the {expected} seeds (a partial sweep).")
+    partial = [(column.key, c) for r in table.rows
+               for column, c in zip(table.columns, r.cells, strict=True) if _partial(c, expected)]
+    if partial:
+        legend = (f"(n=k): a cell over only k of the {expected} seeds of the table's fullest "
+                  "cells (a partial sweep: the other runs are missing)")
+        if any(key == "h" for key, _ in partial):
+            legend += ("; an H so marked is computed from the k seeds that have both Base and "
+                       "New, so it may differ from the H of the Base and New shown")
+        notes.append(legend + ".")
     if any(c is not None and c.datasets is not None and c.of is not None and c.datasets < c.of
            for r in table.rows for c in r.cells):
         notes.append("(k/N): an average over k of the table's N datasets (the others are "
@@ -261,7 +392,14 @@ def _markdown_table(table: Table, sources: dict[str, int]) -> list[str]:
 def build_report(results: Sequence[RunResult], *, metric: str = "accuracy",
                  published: bool = True) -> Report:
     """Aggregate finished runs into a :class:`Report` (see
-    :func:`cotprompt.experiments.tables.build_tables`)."""
+    :func:`cotprompt.experiments.tables.build_tables`).
+
+    Raises:
+        ConfigError: An unknown metric.
+        DataError: Two results of one run, a metric that is not a finite number, or runs whose
+            settings differ (:func:`check_settings`).
+    """
+    check_settings(results)
     tables = build_tables(results, metric=metric, published=published)
     return Report(tables=tuple(tables), metric=metric, runs=len(results))
 

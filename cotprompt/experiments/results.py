@@ -20,8 +20,10 @@ is done (a killed sweep skips it when resumed).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import platform
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -48,6 +50,29 @@ class EvalTarget:
         return f"{self.dataset}/{self.classes}"
 
 
+_SAFE_PART = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def path_part(name: str) -> str:
+    """``name`` as one safe folder name (letters, digits, ``.``, ``_``, ``-``; no ``..``).
+
+    A name that is one already (``caltech101``, ``coop_ctxv1``) is kept; any other (a user's
+    dataset ``folder:PATH``, ``csv:PATH``, ``split:PATH;image_root=DIR``) becomes
+    ``<kind>-<slug>-<8 hex of sha256(name)>``: different names give different folders.
+    """
+    if _SAFE_PART.fullmatch(name) and ".." not in name:
+        return name
+    kind, colon, rest = name.partition(":")
+    parts = [kind, rest] if colon else [name]
+    slugs = []
+    for part in parts:
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "-", part)
+        slug = re.sub(r"\.{2,}", ".", re.sub(r"[-.]*-[-.]*", "-", slug))
+        slugs.append(slug.strip("-.")[:40].strip("-."))
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return "-".join([*(s for s in slugs if s), digest])
+
+
 @dataclass(frozen=True)
 class RunSpec:
     """What one run trains and evaluates.
@@ -72,8 +97,11 @@ class RunSpec:
 
     @property
     def run_id(self) -> str:
-        """The run's folder name under the sweep's output (stable across sweeps)."""
-        return f"{self.protocol}/{self.dataset}/{self.method}/shots{self.shots}_seed{self.seed}"
+        """The run's folder under the sweep's output (stable across sweeps): four path parts,
+        each a :func:`path_part` (a user's dataset name such as ``folder:a/../b`` becomes
+        ``folder-a-b-<8 hex>``, inside the output; ``run.dataset`` keeps the real name)."""
+        return (f"{path_part(self.protocol)}/{path_part(self.dataset)}/{path_part(self.method)}"
+                f"/shots{self.shots}_seed{self.seed}")
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

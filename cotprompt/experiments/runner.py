@@ -3,16 +3,24 @@ shardable, one ``results.json`` per run.
 
 :func:`run_sweep` loads the backbone once and shares it between the runs' pipelines; skips the
 runs whose ``results.json`` exists (a killed sweep continues where it stopped: a result is
-written atomically once its run is complete); with ``shard=(i, n)`` takes every n-th run of the
-sweep's order (:func:`~cotprompt.experiments.protocols.sweep_order`), so that n processes,
-GPUs or machines split a sweep and write into one output folder; and shows a progress bar over
-the runs with an ETA. Each run samples its few-shot training images with its seed (the
-research code's sampler), keeps the base classes for base-to-new, trains, evaluates every
-:class:`~cotprompt.experiments.results.EvalTarget` (other datasets over their own class names
-through ``pipeline.set_classes``: unified-context prompts transfer) and writes its result.
+written atomically once its run is complete), and refuses to go on when a finished result was
+written for other settings (its spec or its fingerprint differ: a result is never overwritten);
+with ``shard=(i, n)`` takes the i-th of n shards of whole training groups
+(:func:`~cotprompt.experiments.protocols.shard_runs`: the methods that share augmented views
+stay together), so that n processes, GPUs or machines split a sweep and write into one output
+folder; and shows a progress bar over the runs with an ETA. Each run samples its few-shot
+training images with its seed (the research code's sampler), keeps the base classes for
+base-to-new, trains, evaluates every :class:`~cotprompt.experiments.results.EvalTarget` (other
+datasets over their own class names through ``pipeline.set_classes``: unified-context prompts
+transfer) and writes its result.
 Frozen image features are shared between runs (:mod:`cotprompt.experiments.sharing`).
 
-Output layout: ``<output>/<protocol>/<dataset>/<method>/shots<K>_seed<S>/results.json`` and the
+A result's ``fingerprint`` (:func:`~cotprompt.experiments.methods.run_fingerprint`) is the
+sha256 of the method's resolved record (components, training options after overrides, the
+precision actually used), the backbone's spec, the share mode and the results format.
+
+Output layout: ``<output>/<protocol>/<dataset>/<method>/shots<K>_seed<S>/results.json`` (each
+part a safe folder name: :attr:`~cotprompt.experiments.results.RunSpec.run_id`) and the
 sweep's feature cache in ``<output>/.features``.
 """
 
@@ -30,19 +38,25 @@ from tqdm.auto import tqdm
 
 from cotprompt.data.records import ImageClassificationDataset, ImageRecord
 from cotprompt.data.research.base import ResearchDataset
-from cotprompt.data.sampling import base_new_split
+from cotprompt.data.research.fewshot import research_class_labels, training_image_list
+from cotprompt.data.sampling import subsample_classes
 from cotprompt.errors import ConfigError, DataError, one_line
 from cotprompt.evaluation.finite import check_finite_scores
 from cotprompt.evaluation.metrics import EvaluationResult
-from cotprompt.experiments.methods import METHOD_PRESETS, Method
-from cotprompt.experiments.protocols import sweep_order
+from cotprompt.experiments.methods import (
+    METHOD_PRESETS,
+    Method,
+    RunRecords,
+    backbone_record,
+    run_fingerprint,
+)
+from cotprompt.experiments.protocols import shard_runs
 from cotprompt.experiments.results import (
     RESULTS_NAME,
     EvalTarget,
     RunResult,
     RunSpec,
     library_versions,
-    read_result,
     write_result,
 )
 from cotprompt.experiments.sharing import (
@@ -50,6 +64,7 @@ from cotprompt.experiments.sharing import (
     SharedFeatures,
     SharedViewsHead,
     TrainingViews,
+    encoder_id,
 )
 from cotprompt.io import check_writable
 from cotprompt.training.config import TrainingConfig
@@ -59,7 +74,7 @@ if TYPE_CHECKING:
     from cotprompt.protocols import Backbone
 
 __all__ = ["FEATURES_FOLDER", "SweepReport", "default_load_dataset", "default_sample",
-           "run_sweep"]
+           "run_fingerprint", "run_sweep"]
 
 logger = logging.getLogger("cotprompt.experiments")
 
@@ -70,17 +85,16 @@ DatasetLoader = Callable[[str, Path], ResearchDataset]
 #: ``(dataset, shots, seed=...) -> (train, val)``, the few-shot images of a run.
 Sampler = Callable[..., tuple[ImageClassificationDataset, ImageClassificationDataset | None]]
 
-#: Options a sweep sets on every run's training (one process, its own progress bar).
-_FORCED = {"checkpoint_dir": None, "checkpoint_every": None, "progress": False}
-_NOT_RECORDED = {"feature_cache_dir", "checkpoint_dir", "checkpoint_every", "keep_checkpoints",
-                 "progress", "log_every", "num_workers"}
-
 
 def default_load_dataset(name: str, root: Path) -> ResearchDataset:
     """The standard dataset ``name`` read from ``$DATA`` (the research code's layouts)."""
     from cotprompt.data.research.registry import load_dataset
 
     return load_dataset(name, root)
+
+
+#: The standard readers (their names are checked before the backbone is built).
+_STANDARD_LOADER = default_load_dataset
 
 
 def default_sample(dataset: ResearchDataset, shots: int, *, seed: int
@@ -118,13 +132,6 @@ class SweepReport:
                 "skipped": self.skipped, "failed": self.failed,
                 "image_forwards": self.image_forwards, "encoder_calls": self.encoder_calls,
                 "seconds": self.seconds}
-
-
-def _check_shard(shard: tuple[int, int]) -> tuple[int, int]:
-    index, count = shard
-    if count < 1 or not 0 <= index < count:
-        raise ConfigError(f"shard must be i/n with 0 <= i < n, got {index}/{count}")
-    return index, count
 
 
 def run_sweep(
@@ -166,7 +173,9 @@ def run_sweep(
         load_dataset: ``(name, data_root) -> ResearchDataset``; default: the standard readers.
         sample: ``(dataset, shots, seed=seed) -> (train, val)``; default: the research code's
             few-shot sampler.
-        shard: ``(i, n)``: run every n-th run from the i-th (0-based).
+        shard: ``(i, n)``: run the i-th (0-based) of n shards, each of whole training groups
+            (:func:`~cotprompt.experiments.protocols.shard_runs`); every process of a sweep
+            must be given the same runs.
         share_features: Compute frozen image features once per sweep (see
             :mod:`cotprompt.experiments.sharing`); ``False`` runs every run as a separate
             ``train`` + ``eval`` would.
@@ -181,47 +190,59 @@ def run_sweep(
 
     Raises:
         ConfigError: A bad shard, an unknown method, an unwritable output folder, bad training
-            options.
+            or backbone options, or a finished result written for other settings (its file,
+            what differs; nothing is run or overwritten).
         DataError: A dataset cannot be read or sampled.
     """
     started = time.perf_counter()
-    index, count = _check_shard(shard)
+    index, count = shard
     known = {**METHOD_PRESETS, **(methods or {})}
-    runs = sweep_order(specs)[index::count]
+    runs = shard_runs(specs, index, count)
     unknown = sorted({r.method for r in runs} - set(known))
     if unknown:
         raise ConfigError(f"unknown method(s) {unknown}; known: {sorted(known)}")
     output = Path(output)
     check_writable(output, what="output folder")
+    options: dict[str, Any] = {"model_name": model_name, "pretrained": pretrained}
+    if allow_pickle:
+        options["allow_pickle"] = True
+    backbone_config, record = backbone_record(backbone, options)
+    expected = RunRecords(known, training or {}, record, share_features)
     report = SweepReport(runs=runs)
     todo = []
+    conflicts: list[tuple[Path, str]] = []
     for run in runs:
         path = output / run.run_id / RESULTS_NAME
         if not path.is_file():
             todo.append(run)
             continue
         report.skipped.append(run.run_id)
-        if read_result(path).run != run:
-            logger.warning("%s was written for other settings of %s (its evaluations differ); "
-                           "delete it to run again", path, run.run_id)
+        differs = expected.check_finished(path, run)
+        if differs is not None:
+            conflicts.append((path, differs))
+    if conflicts:
+        path, differs = conflicts[0]
+        more = f" (and {len(conflicts) - 1} more finished run(s))" if len(conflicts) > 1 else ""
+        raise ConfigError(
+            f"{path} was written for other settings ({differs}: existing vs this sweep){more}; "
+            "a finished result is never overwritten: give another --output to run with these "
+            "settings")
     logger.info("%d run(s) in shard %d/%d: %d done already, %d to run", len(runs), index, count,
                 len(report.skipped), len(todo))
     if not todo:
         report.seconds = time.perf_counter() - started
         return report
-    _check_data(Path(data_root), todo, default_loader=load_dataset is None)
+    loader = load_dataset or default_load_dataset
+    _check_data(Path(data_root), todo, default_loader=loader is _STANDARD_LOADER)
     if backbone is None:
         from cotprompt.plugins.registry import get_registry
 
-        options: dict[str, Any] = {"model_name": model_name, "pretrained": pretrained}
-        if allow_pickle:
-            options["allow_pickle"] = True
-        backbone = get_registry().create("backbone", "open_clip", options)
+        backbone = get_registry().create("backbone", "open_clip", backbone_config)
     sweep = _Sweep(
-        backbone=backbone, methods=known, data_root=Path(data_root), output=output,
-        device=device, training=dict(training or {}),
-        load_dataset=load_dataset or default_load_dataset, sample=sample or default_sample,
-        share=share_features, batch_size=batch_size, num_workers=num_workers, progress=progress,
+        backbone=backbone, expected=expected, data_root=Path(data_root), output=output,
+        device=device, load_dataset=loader,
+        sample=sample or default_sample, share=share_features, batch_size=batch_size,
+        num_workers=num_workers, progress=progress,
     )
     counter = ForwardCounter(backbone)
     bar = tqdm(todo, desc=f"sweep {index}/{count}" if count > 1 else "sweep", unit="run",
@@ -265,26 +286,16 @@ def _check_data(data_root: Path, runs: Sequence[RunSpec], *, default_loader: boo
             get_reader(name)
 
 
-def _image_name(dataset: ResearchDataset, record: ImageRecord) -> str:
-    """The image as ``results.json`` lists it: its path relative to ``$DATA``."""
-    if record.path is None:
-        return record.describe()
-    try:
-        return dataset.relative_path(record)
-    except ValueError:  # outside $DATA (a user's dataset): the absolute path
-        return Path(record.path).resolve().as_posix()
-
-
-def _subset(dataset: ImageClassificationDataset, classes: str, labels_from: Sequence[int]
-            ) -> tuple[list[int], list[int], list[str]]:
+def _subset(dataset: ImageClassificationDataset, classes: str,
+            train: ImageClassificationDataset | None) -> tuple[list[int], list[int], list[str]]:
     """``(indices, labels, class names)`` of the images of ``classes`` in ``dataset``: all, or
-    the base or new half of the labels of ``labels_from`` (the training split's: sorted, cut at
-    ``ceil(n / 2)``, relabelled in order, as the research code's ``subsample_classes``)."""
+    the base or new half of the labels of ``train`` (the research code's ``subsample_classes``:
+    :func:`~cotprompt.data.research.fewshot.research_class_labels`), relabelled in order."""
     if classes == "all":
         return list(range(len(dataset))), dataset.labels, list(dataset.class_names)
-    present = sorted(set(labels_from))
-    base, new = base_new_split([str(label) for label in present])
-    keep = [present[i] for i in (base if classes == "base" else new)]
+    if train is None:
+        raise DataError(f"base/new classes need a training split, got {classes!r}")
+    keep = research_class_labels(train, classes)  # type: ignore[arg-type]
     relabel = {old: i for i, old in enumerate(keep)}
     indices = [i for i, r in enumerate(dataset.records) if r.label in relabel]
     if not indices:
@@ -296,15 +307,15 @@ def _subset(dataset: ImageClassificationDataset, classes: str, labels_from: Sequ
 class _Sweep:
     """The state one process keeps across the runs of a sweep."""
 
-    def __init__(self, *, backbone: Backbone, methods: Mapping[str, Method], data_root: Path,
-                 output: Path, device: str | torch.device | None, training: dict[str, Any],
-                 load_dataset: DatasetLoader, sample: Sampler, share: bool, batch_size: int,
-                 num_workers: int, progress: bool) -> None:
+    def __init__(self, *, backbone: Backbone, expected: RunRecords, data_root: Path,
+                 output: Path, device: str | torch.device | None, load_dataset: DatasetLoader,
+                 sample: Sampler, share: bool, batch_size: int, num_workers: int,
+                 progress: bool) -> None:
         self.backbone = backbone
-        self.methods = methods
+        self.expected = expected
+        self.methods = expected.methods
         self.data_root = data_root
         self.device = device
-        self.training = training
         self.load_dataset = load_dataset
         self.sample = sample
         self.share = share
@@ -316,9 +327,6 @@ class _Sweep:
         self.head = SharedViewsHead(TrainingViews(batch_size=batch_size, progress=progress))
         self.datasets: dict[str, ResearchDataset] = {}
         self.versions = library_versions()
-        config = getattr(backbone, "config", None)
-        self.backbone_record = {"model_name": getattr(config, "model_name", None),
-                                "pretrained": getattr(config, "pretrained", None)}
 
     def dataset(self, name: str) -> ResearchDataset:
         if name not in self.datasets:
@@ -328,7 +336,8 @@ class _Sweep:
     def run(self, spec: RunSpec) -> RunResult:
         started = time.perf_counter()
         method = self.methods[spec.method]
-        record = method.record()
+        record = self.expected.record(spec)
+        fingerprint = self.expected.fingerprint(record)
         train_images: list[str] = []
         if method.zero_shot:
             train_seconds = 0.0
@@ -338,22 +347,20 @@ class _Sweep:
         else:
             dataset = self.dataset(spec.dataset)
             train = self.training_set(spec, dataset)
-            config = method.training_config(dataset=spec.dataset, shots=spec.shots,
-                                            seed=spec.seed, overrides=self.training)
-            config = config.model_copy(update={
-                **_FORCED, "feature_cache_dir": str(self.cache_dir) if self.share else None})
-            record["training"] = config.model_dump(exclude=_NOT_RECORDED)
+            config = self.expected.config(spec).model_copy(update={
+                "feature_cache_dir": str(self.cache_dir) if self.share else None})
             pipeline = method.create_pipeline(self.backbone, training=config,
                                               device=self.device)
             pipeline.fit(train, task_head=self.head if self.share else None)
-            train_images = [_image_name(dataset, r) for r in train.records]
+            train_images = training_image_list(dataset, train)
             train_seconds = time.perf_counter() - started
             metrics = {t.key: self.evaluate(pipeline, t, zero_shot=False) for t in spec.eval}
         total = time.perf_counter() - started
         return RunResult(
             run=spec, method=record, metrics=metrics, train_images=train_images,
             seconds={"train": train_seconds, "eval": total - train_seconds, "total": total},
-            versions=dict(self.versions), backbone=dict(self.backbone_record),
+            versions=dict(self.versions), backbone=dict(self.expected.backbone_record),
+            fingerprint=fingerprint,
         )
 
     def training_set(self, spec: RunSpec, dataset: ResearchDataset
@@ -364,11 +371,7 @@ class _Sweep:
         train, _ = self.sample(dataset, spec.shots, seed=spec.seed)
         if spec.train_classes == "all":
             return train
-        indices, labels, names = _subset(train, spec.train_classes, train.labels)
-        records = [train.records[i] for i in indices]
-        return ImageClassificationDataset(
-            [ImageRecord(path=r.path, label=y, image=r.image)
-             for r, y in zip(records, labels, strict=True)], names, train.transform)
+        return subsample_classes(train, research_class_labels(train, spec.train_classes))
 
     def evaluate_zero_shot(self, method: Method, target: EvalTarget,
                            templates: dict[str, str]) -> dict[str, float]:
@@ -383,6 +386,14 @@ class _Sweep:
                                           device=self.device, generator_config=options)
         return self.evaluate(pipeline, target, zero_shot=True)
 
+    @staticmethod
+    def frozen_encoder(pipeline: CoTPipeline) -> bool:
+        """Whether the pipeline's image features are the frozen encoder's (those the sweep
+        shares): its tuner's ``encode_images`` is the frozen one, and it tunes no part of the
+        image encoder."""
+        return (encoder_id(pipeline) == encoder_id(pipeline, zero_shot=True)
+                and not pipeline.tuner.tunes_image_encoder)
+
     def evaluate(self, pipeline: CoTPipeline, target: EvalTarget, *, zero_shot: bool
                  ) -> dict[str, float]:
         """Accuracy, mean per-class accuracy and the number of images on ``target``'s test
@@ -393,12 +404,11 @@ class _Sweep:
         test = dataset.test
         if target.classes != "all" and dataset.train is None:
             raise DataError(f"{dataset.name}: base/new classes need a training split")
-        indices, labels, names = _subset(test, target.classes,
-                                         dataset.train.labels if dataset.train else [])
+        indices, labels, names = _subset(test, target.classes, dataset.train)
         task = Task.classification(names, dataset=dataset.name)
         if pipeline.task is None or list(pipeline.task.labels) != list(task.labels):
             pipeline.set_classes(task)
-        if self.share and (zero_shot or not pipeline.tuner.tunes_image_encoder):
+        if self.share and (zero_shot or self.frozen_encoder(pipeline)):
             features = self.features.split_features(pipeline, f"{dataset.name}/test", test)
             features = features[torch.tensor(indices, dtype=torch.long)]
             logits = (pipeline.zero_shot_logits(features) if zero_shot

@@ -1,10 +1,14 @@
 """Work a sweep shares between its runs: frozen image features computed once per sweep.
 
+What is shared is shared within one sweep's output folder (its feature cache) and process (its
+memory): protocols run into separate ``--output`` folders encode their test sets again.
+
 - **Evaluation images** (:class:`SharedFeatures`): each split (a test set) is encoded once per
   backbone, in its own order and in fixed batches, kept on disk in the sweep's
-  :class:`~cotprompt.training.feature_cache.FeatureCache` (shards, resumed sweeps and other
-  protocols on the same output read it) and in memory for the process; every method, seed and
-  protocol evaluates from those features (base and new classes are rows of the same test set).
+  :class:`~cotprompt.training.feature_cache.FeatureCache` (shards and resumed sweeps writing
+  into the same output read it) and in memory for the process; every method and seed whose
+  image features are the frozen encoder's (:func:`encoder_id`) evaluates from those features
+  (base and new classes are rows of the same test set).
 - **Training views with augmentation** (:class:`TrainingViews`, :class:`SharedViewsHead`): a
   view is a function of (seed, epoch, sample) (:mod:`cotprompt.training.augment`), so the runs
   that train on the same images with the same seed (the methods of one dataset, shots and seed)
@@ -16,7 +20,11 @@
 
 Features computed in the same batches are the same numbers whichever run computes them first,
 so a sweep killed and resumed, or split into shards, gives the same results as one process.
-Tuners that tune the image encoder (VPT, multimodal) cannot share features: they run as alone.
+Against ``share_features=False`` (each run encoding its own images, in its own batches) the
+results are equal up to float rounding: the image encoder's outputs depend slightly on how
+images are batched (CoCoOp's trained parameters differ by about 3e-8 on a CPU), which is why the
+share mode is part of a result's fingerprint. Tuners whose image features are not the frozen
+encoder's (VPT, multimodal, any tuner with its own ``encode_images``) evaluate as alone.
 :class:`ForwardCounter` counts the images through the backbone's image encoder.
 """
 

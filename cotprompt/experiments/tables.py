@@ -2,8 +2,10 @@
 
 - **base-to-new** (CoCoOp's Table 1): per dataset and method Base, New and H, where H is the
   harmonic mean of the *mean* Base and *mean* New accuracies (as CoCoOp computes it, not a mean of
-  per-seed H); an "Average over N datasets" block first, whose Base and New average the datasets'
-  means and whose H is the harmonic mean of those averages;
+  per-seed H), both taken over the seeds that have Base *and* New (in a partial sweep, a cell can
+  have more seeds than its neighbour; H then says over how many); an "Average over N datasets"
+  block first, whose Base and New average the datasets' means and whose H is the harmonic mean of
+  the averages of those seeds' means;
 - **cross-dataset transfer** and **domain generalisation**: per method the source dataset
   (ImageNet), each target dataset, and the average over the targets (the source excluded);
 - **few-shot**: per dataset and method the accuracy at each number of shots, with an average over
@@ -66,7 +68,8 @@ _DATASETS: dict[str, str] = {
     "ucf101": "UCF101", "imagenetv2": "ImageNetV2", "imagenet_sketch": "ImageNet-Sketch",
     "imagenet_a": "ImageNet-A", "imagenet_r": "ImageNet-R",
 }
-_METHODS = ("clip", "zsclip", "zeroshot", "zero_shot", "zero-shot", "coop", "cocoop", "cotpt")
+_METHODS = ("clip", "zsclip", "zeroshot", "zero_shot", "zero-shot", "coop", "coop_ctxv1", "cocoop",
+            "cotpt")
 
 RowKind = Literal["measured", "average", "published"]
 
@@ -95,10 +98,12 @@ class Cell:
         mean: Accuracy in percent: the mean over seeds, or over datasets (an average), or as
             published.
         std: Population standard deviation over ``seeds``; ``None`` where the number is derived
-            (H, averages) or published.
-        seeds: The seeds the mean is over (empty if derived or published).
+            (H, averages), published or of a zero-shot run.
+        seeds: The seeds the mean is over (H: the seeds with both Base and New; empty for
+            averages over datasets and published numbers).
         datasets: For an average over datasets: how many it covers.
         of: For an average over datasets: how many the table has (``datasets < of``: partial).
+        zero_shot: Of an untrained method (one deterministic run, never partial).
     """
 
     mean: float
@@ -106,6 +111,7 @@ class Cell:
     seeds: tuple[int, ...] = ()
     datasets: int | None = None
     of: int | None = None
+    zero_shot: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dictionary of the fields (``n``: the number of seeds)."""
@@ -121,7 +127,7 @@ def seed_cell(values: Mapping[int, float], *, zero_shot: bool = False) -> Cell:
     seeds = tuple(sorted(values))
     array = np.array([values[s] for s in seeds], dtype=np.float64)
     std = None if zero_shot else float(array.std())
-    return Cell(mean=float(array.mean()), std=std, seeds=seeds)
+    return Cell(mean=float(array.mean()), std=std, seeds=seeds, zero_shot=zero_shot)
 
 
 def _average(cells: Sequence[Cell], of: int) -> Cell:
@@ -220,7 +226,7 @@ def _published_rows(protocol: str, columns: Sequence[Column], *, source: str | N
     for p in published_for(protocol, source):
         keys = ["source" if source is not None and c.key == source else c.key for c in columns]
         cells = tuple(Cell(mean=p.values[k]) if k in p.values else None for k in keys)
-        method = f"{p.label} (published)"
+        method = p.display
         if dataset_label:
             labels, display = ("average", p.method), (p.scope[:1].upper() + p.scope[1:], method)
         else:
@@ -241,7 +247,13 @@ def _published_note(rows: Sequence[Row]) -> tuple[str, ...]:
     if not scopes:
         return ()
     parts = "; ".join(f"{', '.join(labels)}: {scope}" for scope, labels in scopes.items())
-    return (f"Published (CLIP {', '.join(backbones)}, not measured here): {parts}.",)
+    notes = [f"Published (CLIP {', '.join(backbones)}, not measured here): {parts}."]
+    if any(r.published is not None and r.published.method == "coop_ctxv1" for r in rows):
+        notes.append("The published CoOp is CoCoOp's CoOp baseline: 4 context vectors "
+                     'initialised from "a photo of a" (CoOp\'s ctxv1 config), cotprompt\'s '
+                     "coop_ctxv1; it is not the counterpart of coop (16 vectors drawn at "
+                     "random).")
+    return tuple(notes)
 
 
 def _base_to_new(results: Sequence[RunResult], metric: str, published: bool) -> Table:
@@ -259,21 +271,27 @@ def _base_to_new(results: Sequence[RunResult], metric: str, published: bool) -> 
     per_dataset: list[Row] = []
     averages: list[Row] = []
     for key in keys:
-        both: list[tuple[Cell, Cell]] = []
+        zero = key[1] == 0
+        both: list[tuple[Cell, Cell, float, float]] = []
         for dataset in datasets:
             splits = values[key].get(dataset, {})
-            base = seed_cell(splits["base"], zero_shot=key[1] == 0) if splits.get("base") \
-                else None
-            new = seed_cell(splits["new"], zero_shot=key[1] == 0) if splits.get("new") else None
-            h = Cell(mean=harmonic_mean(base.mean, new.mean)) if base and new else None
-            if base and new:
-                both.append((base, new))
+            base = seed_cell(splits["base"], zero_shot=zero) if splits.get("base") else None
+            new = seed_cell(splits["new"], zero_shot=zero) if splits.get("new") else None
+            h = None
+            common = sorted(set(splits.get("base", {})) & set(splits.get("new", {})))
+            if base and new and common:  # H of the means over the seeds that have both
+                base_mean = float(np.mean([splits["base"][s] for s in common]))
+                new_mean = float(np.mean([splits["new"][s] for s in common]))
+                h = Cell(mean=harmonic_mean(base_mean, new_mean), seeds=tuple(common),
+                         zero_shot=zero)
+                both.append((base, new, base_mean, new_mean))
             per_dataset.append(Row((dataset, labels[key]),
                                    (display_dataset(dataset), labels[key]), (base, new, h)))
         if both:
-            avg_base = _average([b for b, _ in both], len(datasets))
-            avg_new = _average([n for _, n in both], len(datasets))
-            avg_h = Cell(mean=harmonic_mean(avg_base.mean, avg_new.mean),
+            avg_base = _average([b for b, _, _, _ in both], len(datasets))
+            avg_new = _average([n for _, n, _, _ in both], len(datasets))
+            avg_h = Cell(mean=harmonic_mean(float(np.mean([b for _, _, b, _ in both])),
+                                            float(np.mean([n for _, _, _, n in both]))),
                          datasets=len(both), of=len(datasets))
             cells: tuple[Cell | None, ...] = (avg_base, avg_new, avg_h)
         else:
@@ -289,9 +307,10 @@ def _base_to_new(results: Sequence[RunResult], metric: str, published: bool) -> 
         label_columns=("dataset", "method"), columns=columns, rows=tuple(rows),
         datasets=tuple(datasets),
         notes=("Base, New: accuracy on the base and the new classes, mean ± std over seeds.",
-               "H: harmonic mean of the mean Base and the mean New accuracy (CoCoOp).",
+               "H: harmonic mean of the mean Base and the mean New accuracy (CoCoOp), over the "
+               "seeds that have both.",
                "Average: Base and New averaged over the datasets that have both, H of those "
-               "averages.", *_published_note(rows)))
+               "averages (each dataset's over its seeds with both).", *_published_note(rows)))
 
 
 def _transfer_column(key: str, source_key: str) -> Column:

@@ -4,8 +4,13 @@ research code (CoOp / CoCoOp on Dassl) reads them, and its few-shot sampler.
 - :func:`load_dataset` / :func:`get_reader` / :func:`dataset_names`: the 15 layouts of the
   research code's ``DATASETS.md``, datasets of plugins (``register_datasets`` hook) and a user's
   own ``folder:PATH``, ``csv:PATH`` or ``split:PATH``.
-- :func:`research_few_shot`, :func:`research_test_split`: the research code's K-shot images for
-  a seed and its base/new classes; :func:`training_image_list`: what a result records.
+- :func:`research_few_shot`: the research code's K-shot images for a seed (>= 1); they are the
+  research code's image for image on the split-file datasets, and on ImageNet when read with
+  ``load_dataset(..., listing="os")`` on the same copy of the files.
+- The API a sweep runner uses besides: :func:`research_class_labels` (the labels of the
+  ``"base"`` / ``"new"`` classes), :func:`research_test_split` (the test split of a subset) and
+  :func:`training_image_list` (a run's training images relative to ``$DATA``, symbolic links not
+  followed).
 """
 
 from cotprompt.data.research.base import DatasetReader, ResearchDataset

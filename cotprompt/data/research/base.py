@@ -54,7 +54,11 @@ class ResearchDataset:
             raise DataError(f"{self.name}: an in-memory image has no path relative to $DATA")
         base = os.path.abspath(self.root)
         path = os.path.abspath(record.path)
-        if os.path.commonpath([base, path]) != base:
+        try:
+            inside = os.path.commonpath([base, path]) == base
+        except ValueError:  # another drive
+            inside = False
+        if not inside:
             raise DataError(f"{self.name}: image {path!r} is not under $DATA {base!r}")
         return Path(os.path.relpath(path, base)).as_posix()
 

@@ -1,4 +1,5 @@
-"""The research code's few-shot sampler and base/new classes, image for image.
+"""The research code's few-shot sampler and base/new classes, image for image; and what a sweep
+runner needs to record and evaluate a run.
 
 The research code (CoOp / CoCoOp on Dassl) seeds Python's ``random`` with the run's seed
 (``dassl.utils.set_random_seed``) before it builds the dataset, then, with no other draw in
@@ -17,10 +18,29 @@ the training split, keeps the first ``ceil(n / 2)`` ("base") or the rest ("new")
 
 Here the draws come from a private ``random.Random(seed)``, the same generator (Mersenne
 Twister, same seeding) as the module-level one after ``random.seed(seed)``, so the picks are the
-research code's without touching the global generator.
+research code's without touching the global generator. They are the research code's picks
+whenever the records are in the research code's order: always for the datasets read from split
+files (the order is the file's); for the ImageNet training folders only with
+``load_dataset("imagenet", root, listing="os")`` on the same copy of the files (the research code
+lists each class folder with ``os.listdir``, whose order depends on the file system and the copy;
+cotprompt lists them sorted by default, the same on every machine but not the research code's).
+
+Seeds start at 1: the research code's ``train.py`` sets the seed only ``if args.seed:`` (its
+default, -1, means "unseeded"), so seed 0 runs unseeded and has no research picks to reproduce;
+:func:`research_few_shot` refuses it.
+
+The API a sweep runner uses:
+
+- :func:`research_few_shot`: a run's K-shot training (and validation) images;
+- :func:`research_class_labels`: the labels of the ``"base"`` / ``"new"`` classes, in their new
+  label order (to cut any split, or the class names, to a subset);
+- :func:`research_test_split`: the test split of a subset, as the research code evaluates it;
+- :func:`training_image_list`: the training images as a result records them, relative to
+  ``$DATA``.
 
 Source: KaiyangZhou/Dassl.pytorch ``dassl/data/datasets/base_dataset.py``,
-``dassl/utils/tools.py``; KaiyangZhou/CoOp ``datasets/oxford_pets.py`` (``subsample_classes``).
+``dassl/utils/tools.py``; KaiyangZhou/CoOp ``train.py``, ``datasets/oxford_pets.py``
+(``subsample_classes``).
 """
 
 from __future__ import annotations
@@ -28,12 +48,13 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Literal
 
 from cotprompt.data.records import ImageClassificationDataset, ImageRecord
 from cotprompt.data.research.base import ResearchDataset
 from cotprompt.data.sampling import base_new_split, subsample_classes
-from cotprompt.errors import DataError
+from cotprompt.errors import ConfigError, DataError
 
 ClassSubset = Literal["all", "base", "new"]
 """Which classes a split keeps: all, the base half or the new half (CoCoOp's protocol)."""
@@ -67,16 +88,28 @@ def sample_per_label(
     return ImageClassificationDataset(picked, split.class_names, split.transform)
 
 
-def research_class_labels(train: ImageClassificationDataset, classes: ClassSubset) -> list[int]:
+def research_class_labels(
+    train: ImageClassificationDataset | Sequence[int], classes: ClassSubset
+) -> list[int]:
     """The labels a class subset keeps, in their new label order (CoOp's
     ``subsample_classes``): the sorted labels present in ``train``, cut at ``ceil(n / 2)``.
+
+    Label ``labels[i]`` of the full dataset becomes label ``i`` of the subset, and its class
+    name is ``class_names[labels[i]]``.
+
+    Args:
+        train: The training split (or its labels) the research code cuts the classes from: the
+            few-shot training split of the run, or the full one (the same labels unless a class
+            has no training image).
+        classes: ``"all"``, ``"base"`` or ``"new"``.
 
     Raises:
         DataError: ``classes`` is unknown, or ``base``/``new`` with fewer than two classes.
     """
     if classes not in CLASS_SUBSETS:
         raise DataError(f"classes must be one of {list(CLASS_SUBSETS)}, got {classes!r}")
-    present = sorted(set(train.labels))
+    labels = train.labels if isinstance(train, ImageClassificationDataset) else train
+    present = sorted(set(labels))
     if classes == "all":
         return present
     base, new = base_new_split([str(label) for label in present])
@@ -92,8 +125,11 @@ def _subsample(split: ImageClassificationDataset, labels: list[int]) -> ImageCla
 def _check_arguments(dataset: ResearchDataset, shots: int, seed: int) -> None:
     if isinstance(shots, bool) or not isinstance(shots, int) or shots < 1:
         raise DataError(f"shots must be a positive integer, got {shots!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise DataError(f"seed must be an integer >= 0 (the research code's seeds), got {seed!r}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 1:
+        raise ConfigError(
+            f"seed must be an integer >= 1, got {seed!r}: the research code seeds only a non-zero "
+            "seed (train.py: 'if args.seed:'), so seed 0 runs unseeded and has no research picks"
+        )
     if dataset.train is None:
         raise DataError(f"{dataset.name}: has no training split (a test-only dataset)")
 
@@ -107,11 +143,15 @@ def research_few_shot(
 ) -> tuple[ImageClassificationDataset, ImageClassificationDataset | None]:
     """The K-shot training and validation splits the research code picks for ``seed``.
 
+    The picks are the research code's when ``dataset``'s records are in its order: always for
+    the split-file datasets; for ImageNet only when read with ``listing="os"`` on the same copy
+    of the files (see the module docstring).
+
     Args:
         dataset: A dataset from a reader of :mod:`cotprompt.data.research` (record order
             matters: it is the research code's).
         shots: K, training images per class (> 0); validation takes ``min(K, 4)``.
-        seed: The run's seed (>= 0), as given to the research code (``--seed``).
+        seed: The run's seed (>= 1), as given to the research code (``--seed``).
         classes: ``"all"``, or the ``"base"`` / ``"new"`` half of the classes, chosen after
             sampling and relabelled ``0..`` (class names follow).
 
@@ -120,8 +160,9 @@ def research_few_shot(
         appearance; ``val`` is ``None`` where the dataset has no validation split (ImageNet).
 
     Raises:
-        DataError: ``shots`` or ``seed`` is invalid, the dataset has no training split, or
-            ``classes`` is unknown.
+        ConfigError: ``seed`` is not an integer >= 1 (seed 0 has no research equivalent).
+        DataError: ``shots`` is invalid, the dataset has no training split, or ``classes`` is
+            unknown.
     """
     _check_arguments(dataset, shots, seed)
     assert dataset.train is not None
@@ -142,8 +183,9 @@ def research_test_split(
 ) -> ImageClassificationDataset:
     """The test split on all, base or new classes, as the research code evaluates it.
 
-    Base and new are cut from the labels of the training split (for a test-only dataset only
-    ``"all"`` applies).
+    Base and new are cut from the labels of the full training split
+    (:func:`research_class_labels`) and relabelled ``0..`` with their class names; for a
+    test-only dataset only ``"all"`` applies.
 
     Raises:
         DataError: ``classes`` is unknown, or ``base``/``new`` on a test-only dataset.
@@ -171,8 +213,11 @@ def training_image_list(
 
     Returns:
         Each image's path relative to ``dataset.root`` with ``/`` separators
-        (``"caltech-101/101_ObjectCategories/face/image_0274.jpg"``); an image outside ``root``
-        (a user's dataset named by an absolute path) keeps its absolute path.
+        (``"caltech-101/101_ObjectCategories/face/image_0274.jpg"``), as
+        :meth:`ResearchDataset.relative_path` gives it: paths are compared as written, symbolic
+        links not followed, so a ``$DATA/<dataset>`` that links elsewhere still gives
+        ``"<dataset>/..."``. An image outside ``root`` (a user's dataset named by an absolute
+        path) keeps its absolute path, links not resolved either.
 
     Raises:
         DataError: A record is an in-memory image, without a path.
@@ -183,10 +228,10 @@ def training_image_list(
     for record in items:
         if record.path is None:
             raise DataError(f"{dataset.name}: an in-memory image has no path to record")
-        path = os.path.abspath(record.path)
+        path = os.path.abspath(record.path)  # not resolved: a linked folder stays where it is
         try:
             inside = os.path.commonpath([base, path]) == base
         except ValueError:  # another drive
             inside = False
-        out.append((os.path.relpath(path, base) if inside else path).replace(os.sep, "/"))
+        out.append(dataset.relative_path(record) if inside else Path(path).as_posix())
     return out

@@ -16,13 +16,29 @@ CLIP's ImageNet class names; the research code's ``ImageNet.read_classnames``):
   ``README.txt`` and other files beside the folders are not classes.
 
 The images of a class are the visible image files of its folder, sorted by name by default
-(``listing="os"``: in ``os.listdir`` order, as the research code lists them on that machine).
+(``listing="os"``: in ``os.listdir`` order, as the research code lists them on that machine and
+that copy; ``load_dataset(..., listing="os")`` passes it on).
+
+**Repeated class names (a deviation).** The real ``classnames.txt`` (CLIP's names, from
+openai/CLIP ``notebooks/Prompt_Engineering_for_ImageNet.ipynb``) names two pairs of classes
+alike: ``missile`` (classes 657 and 744, ``n03773504`` and ``n04008634``) and ``sunglasses``
+(836 and 837, ``n04355933`` and ``n04356056``). The research code keeps the repeats, so each pair
+gets two identical prompts and ``argmax`` always predicts the first of the two. cotprompt's
+datasets and tasks refuse repeated labels (an identical prompt makes a prediction ambiguous), so
+here the first occurrence in ``classnames.txt`` keeps its name and each later repeat gets the
+next free ``" (2)"``, ``" (3)"``... suffix (``missile (2)``, ``sunglasses (2)``), with one
+warning per read naming the classes renamed. The same WNID gets the same name in every variant
+(the renaming follows the file, not the folders present). Only the prompts of the renamed classes
+differ from the research code's; every other class name, label and image is unaffected.
 
 Source: KaiyangZhou/CoOp ``DATASETS.md``, ``datasets/imagenet*.py``.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass
 from pathlib import Path
 
 from cotprompt.data.records import ImageClassificationDataset, ImageRecord
@@ -31,18 +47,22 @@ from cotprompt.data.research.layout import (
     Listing,
     check_class_names,
     class_folders,
+    display_name,
     folder_images,
     read_lines,
     require_dir,
 )
 from cotprompt.errors import DataError
 
+logger = logging.getLogger(__name__)
+
 TEMPLATE = "a photo of a {}."
 """The research code's zero-shot template for ImageNet and its variants."""
 
 
 def read_classnames(path: Path, dataset: str) -> dict[str, str]:
-    """``{wnid: class name}`` of a ``classnames.txt``, in file order.
+    """``{wnid: class name}`` of a ``classnames.txt``, in file order, as written (repeated names
+    kept; see :func:`distinct_classnames`).
 
     Each non-blank line is ``<wnid> <class name>`` (the name may hold spaces).
 
@@ -65,6 +85,69 @@ def read_classnames(path: Path, dataset: str) -> dict[str, str]:
     if not names:
         raise DataError(f"{dataset}: {str(path)!r} names no classes")
     return names
+
+
+@dataclass(frozen=True)
+class Renamed:
+    """A class whose name repeats an earlier one of ``classnames.txt``, and its new name."""
+
+    index: int
+    """Its position in ``classnames.txt`` (0-based: the ImageNet class index)."""
+    wnid: str
+    name: str
+    """The name the file gives it."""
+    new_name: str
+    first: int
+    """The position of the class that keeps ``name``."""
+
+
+def distinct_classnames(classnames: dict[str, str]) -> tuple[dict[str, str], list[Renamed]]:
+    """The class names with every repeat made distinct, and what was renamed.
+
+    Names are compared as prompts spell them (``_`` read as a space). The first occurrence keeps
+    its name; each later one gets the first ``" (k)"`` suffix, ``k = 2, 3...``, that no class
+    of the file has (``missile`` -> ``missile (2)``). Deterministic: it depends only on the file.
+    """
+    taken = {display_name(n) for n in classnames.values()}
+    first: dict[str, int] = {}
+    out: dict[str, str] = {}
+    renamed: list[Renamed] = []
+    for index, (wnid, name) in enumerate(classnames.items()):
+        key = display_name(name)
+        if key not in first:
+            first[key] = index
+            out[wnid] = name
+            continue
+        k = 2
+        while display_name(f"{name} ({k})") in taken:
+            k += 1
+        new_name = f"{name} ({k})"
+        taken.add(display_name(new_name))
+        out[wnid] = new_name
+        renamed.append(Renamed(index, wnid, name, new_name, first[key]))
+    return out, renamed
+
+
+def _distinct(
+    classnames: dict[str, str], dataset: str, path: Path, used: Collection[str] | None = None
+) -> dict[str, str]:
+    """:func:`distinct_classnames`, with one warning naming the renamed classes among ``used``
+    (the WNIDs the dataset reads; default all)."""
+    classnames, renamed = distinct_classnames(classnames)
+    wanted = set(classnames) if used is None else set(used)
+    shown = [r for r in renamed if r.wnid in wanted]
+    if shown:
+        logger.warning(
+            "%s: %s repeats class names (the research code keeps the repeats: identical "
+            "prompts); renamed so that each class has its own prompt: %s",
+            dataset,
+            path,
+            "; ".join(
+                f"class {r.index} ({r.wnid}) {r.name!r}, as class {r.first}, -> {r.new_name!r}"
+                for r in shown
+            ),
+        )
+    return classnames
 
 
 def _named(
@@ -109,7 +192,7 @@ def read_imagenet(root: Path, *, listing: Listing = "sorted") -> ResearchDataset
     root = Path(root)
     base = require_dir(root / "imagenet", name, "dataset folder")
     source = base / "classnames.txt"
-    classnames = read_classnames(source, name)
+    raw_names = read_classnames(source, name)
     images = require_dir(base / "images", name)
     train_dir, val_dir = images / "train", images / "val"
     wnids = class_folders(train_dir, name)
@@ -120,6 +203,7 @@ def read_imagenet(root: Path, *, listing: Listing = "sorted") -> ResearchDataset
             f"{name}: {str(train_dir)!r} and {str(val_dir)!r} hold different class folders "
             f"({len(odd)} differ, the first {odd[0]!r})"
         )
+    classnames = _distinct(raw_names, name, source, wnids)
     class_names = _named(wnids, classnames, name, source, train_dir)
     return ResearchDataset(
         name=name,
@@ -138,9 +222,10 @@ def _read_wnid_variant(
     root = Path(root)
     base = require_dir(root / folder, name, "dataset folder")
     source = base / "classnames.txt"
-    classnames = read_classnames(source, name)
+    raw_names = read_classnames(source, name)
     images = base / image_dir
     wnids = class_folders(images, name)
+    classnames = _distinct(raw_names, name, source, wnids)
     class_names = _named(wnids, classnames, name, source, images)
     return ResearchDataset(
         name=name,
@@ -189,7 +274,7 @@ def read_imagenetv2(root: Path, *, listing: Listing = "sorted") -> ResearchDatas
     root = Path(root)
     base = require_dir(root / "imagenetv2", name, "dataset folder")
     source = base / "classnames.txt"
-    classnames = read_classnames(source, name)
+    classnames = _distinct(read_classnames(source, name), name, source)
     images = require_dir(base / "imagenetv2-matched-frequency-format-val", name)
     class_names = check_class_names(list(classnames.values()), name, source)
     records = [

@@ -13,11 +13,16 @@ plugins register, and a user's own data.
 - A user's own data (:mod:`cotprompt.data.research.user`): ``folder:PATH``, ``csv:PATH`` and
   ``split:PATH`` (images relative to the file's folder) or ``split:PATH;image_root=DIR``.
   A relative ``PATH`` or ``DIR`` is taken from the ``$DATA`` folder; ``~`` is expanded.
+
+``load_dataset(name, root, listing="os")`` lists the ImageNet folders (ImageNet and its four
+variants) in ``os.listdir`` order, as the research code does on that machine and copy, instead of
+sorted by name (the default); readers without a ``listing`` keyword ignore it.
 """
 
 from __future__ import annotations
 
 import difflib
+import inspect
 import logging
 import re
 import threading
@@ -36,6 +41,7 @@ from cotprompt.data.research.imagenet import (
     read_imagenet_sketch,
     read_imagenetv2,
 )
+from cotprompt.data.research.layout import LISTINGS, Listing
 from cotprompt.data.research.split_file import (
     CALTECH101,
     DTD,
@@ -259,8 +265,24 @@ def get_reader(name: str, *, registry: Registry | None = None) -> DatasetReader:
     return reader
 
 
+def _takes_listing(reader: DatasetReader) -> bool:
+    try:
+        parameters = inspect.signature(reader).parameters
+    except (TypeError, ValueError):  # no signature to read: pass nothing
+        return False
+    parameter = parameters.get("listing")
+    return parameter is not None and parameter.kind in (
+        inspect.Parameter.KEYWORD_ONLY,
+        inspect.Parameter.POSITIONAL_OR_KEYWORD,
+    )
+
+
 def load_dataset(
-    name: str, root: str | Path, *, registry: Registry | None = None
+    name: str,
+    root: str | Path,
+    *,
+    registry: Registry | None = None,
+    listing: Listing | None = None,
 ) -> ResearchDataset:
     """Read a dataset by name from the ``$DATA`` folder.
 
@@ -268,21 +290,32 @@ def load_dataset(
         name: See :func:`get_reader`.
         root: The ``$DATA`` folder (``~`` expanded).
         registry: The plugins to ask (see :func:`dataset_names`).
+        listing: The order of the images of a class folder, for the readers that list folders
+            (ImageNet and its variants, a plugin's reader with a ``listing`` keyword):
+            ``"sorted"`` (their default, the same on every machine) or ``"os"`` (the research
+            code's ``os.listdir`` order, which reproduces its ImageNet few-shot picks on the
+            same copy of the files). ``None``: the reader's default. The other readers ignore
+            it (their order is their split file's).
 
     Returns:
         The dataset.
 
     Raises:
-        ConfigError: The name is unknown.
+        ConfigError: The name or ``listing`` is unknown.
         DataError: ``root`` is not a folder, or the reader refuses the layout (naming the file).
         PluginError: A plugin's reader returned something other than a ``ResearchDataset``.
     """
+    if listing is not None and listing not in LISTINGS:
+        raise ConfigError(f"listing must be one of {list(LISTINGS)}, got {listing!r}")
     reader = get_reader(name, registry=registry)
     folder = Path(root).expanduser()
     if not folder.is_dir():
         state = "is not a folder" if folder.exists() else "is missing"
         raise DataError(f"$DATA folder {str(folder)!r} {state}")
-    dataset = reader(folder)
+    if listing is not None and _takes_listing(reader):
+        dataset = reader(folder, listing=listing)  # type: ignore[call-arg]
+    else:
+        dataset = reader(folder)
     if not isinstance(dataset, ResearchDataset):
         raise PluginError(
             f"the reader of dataset {name!r} returned {type(dataset).__name__}, "
