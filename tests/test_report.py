@@ -546,3 +546,14 @@ def test_cli_json_formats_and_folder(
     args = _cli(["report", str(tmp_path / "nothing")])
     with pytest.raises(DataError, match="no such folder"):
         args.handler(args)
+
+
+def test_the_report_says_what_the_runs_were_run_with() -> None:
+    runs = _coop_dtd()
+    for result in runs:
+        result.backbone.update({"model_name": "ViT-B-16", "pretrained": "openai"})
+        result.method.setdefault("training", {})["epochs"] = 2
+    report = build_report(runs)
+    assert report.settings == ("Backbone: ViT-B-16 (pretrained: openai).", "Epochs: coop 2.")
+    assert "Epochs: coop 2." in report.to_markdown()
+    assert report.to_json()["settings"] == list(report.settings)

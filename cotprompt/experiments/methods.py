@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cotprompt.config import ComponentSpec
-from cotprompt.errors import ConfigError
+from cotprompt.errors import ConfigError, UnknownComponentError, one_line
 from cotprompt.experiments.results import FORMAT, RunSpec, read_result
 from cotprompt.training.config import TrainingConfig, merge_training
 
@@ -249,6 +249,13 @@ def method_from_file(path: str | Path) -> Method:
         raise ConfigError(f"method file {path} is named {name!r} like a preset; set `name:` to "
                           "another name")
     config = load_pipeline_config(data, file_source=str(path))
+    from cotprompt.plugins.registry import get_registry
+
+    for kind in ("generator", "tuner", "aggregator"):  # found now, not after other runs
+        try:
+            get_registry().get(kind, getattr(config, kind).name)
+        except UnknownComponentError as exc:
+            raise UnknownComponentError(f"{path}: {one_line(exc)}") from exc
     training = {key: getattr(config.training, key) for key in config.training.model_fields_set}
     return Method(name=name, source=source, generator=config.generator, tuner=config.tuner,
                   aggregator=config.aggregator, training=training, zero_shot=zero_shot)

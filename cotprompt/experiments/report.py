@@ -244,11 +244,13 @@ class Report:
         tables: The tables, in protocol order.
         metric: The aggregated metric (``accuracy``).
         runs: How many runs the tables are made of.
+        settings: What the runs were run with (backbones, each method's epochs), as lines.
     """
 
     tables: tuple[Table, ...]
     metric: str = "accuracy"
     runs: int = 0
+    settings: tuple[str, ...] = ()
 
     def sources(self) -> list[Source]:
         """The sources of the published rows, in order of first appearance (footnotes 1, 2...)."""
@@ -265,6 +267,8 @@ class Report:
         lines = ["# Sweep report", "",
                  f"{self.runs} runs. {self.metric.replace('_', ' ').capitalize()} in percent, "
                  f"mean ± std over seeds; std is the {STD}."]
+        if self.settings:
+            lines += ["", *self.settings]
         if sources:
             lines += ["", "Rows marked *published* are reference numbers of the papers, with "
                       "their source below; they were not measured by this sweep and are never "
@@ -307,6 +311,7 @@ class Report:
     def to_json(self) -> dict[str, Any]:
         """The report as a JSON-serialisable dictionary."""
         return {"format": REPORT_FORMAT, "metric": self.metric, "std": STD, "runs": self.runs,
+                "settings": list(self.settings),
                 "tables": [_table_json(t) for t in self.tables],
                 "sources": [s.to_dict() for s in self.sources()]}
 
@@ -342,7 +347,7 @@ def _format_cell(cell: Cell | None, expected: int) -> str:
     if cell is None:
         return "–"
     text = f"{cell.mean:.2f}"
-    if cell.std is not None:
+    if cell.std is not None and len(cell.seeds) > 1:  # one seed has no spread to show
         text += f" ± {cell.std:.2f}"
     if _partial(cell, expected):
         text += f" (n={len(cell.seeds)})"
@@ -401,7 +406,26 @@ def build_report(results: Sequence[RunResult], *, metric: str = "accuracy",
     """
     check_settings(results)
     tables = build_tables(results, metric=metric, published=published)
-    return Report(tables=tuple(tables), metric=metric, runs=len(results))
+    return Report(tables=tuple(tables), metric=metric, runs=len(results),
+                  settings=run_settings(results))
+
+
+def run_settings(results: Sequence[RunResult]) -> tuple[str, ...]:
+    """What the runs were run with, for the reader of a table: the backbones and each trained
+    method's epochs (a quick ``--epochs`` trial shows here)."""
+    backbones = sorted({f"{r.backbone.get('model_name', '?')} (pretrained: "
+                        f"{r.backbone.get('pretrained') or 'none, random weights'})"
+                        for r in results})
+    epochs: dict[str, set[str]] = {}
+    for result in results:
+        training = result.method.get("training")
+        if isinstance(training, dict) and "epochs" in training and result.run.shots:
+            epochs.setdefault(result.run.method, set()).add(str(training["epochs"]))
+    lines = [f"Backbone: {', '.join(backbones)}."] if backbones else []
+    if epochs:
+        lines.append("Epochs: " + ", ".join(f"{m} {'/'.join(sorted(e, key=int))}"
+                                            for m, e in sorted(epochs.items())) + ".")
+    return tuple(lines)
 
 
 def report_from_folder(output: str | Path, *, metric: str = "accuracy",

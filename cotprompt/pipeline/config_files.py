@@ -38,7 +38,7 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot parse {path}: {exc}") from exc
+        raise ConfigError(f"cannot parse {path}: {_parse_problem(exc)}") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     return data
@@ -81,10 +81,9 @@ def load_pipeline_config(
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
-        raise ConfigError(f"invalid pipeline config: {problems}") from exc
+        problems = "; ".join(_section_problem(e) for e in exc.errors())
+        where = f"{file_source}: " if file_source else ""
+        raise ConfigError(f"{where}invalid pipeline config: {problems}") from exc
     base_dir = _file_folder(file_source)
     if base_dir is not None:
         _resolve_relative_paths(config, base_dir)
@@ -92,6 +91,30 @@ def load_pipeline_config(
         _check_untrusted(config, file_source)
     _apply_caller_options(config, caller_options or {})
     return config
+
+
+def _parse_problem(exc: Exception) -> str:
+    """A YAML or JSON syntax error as one line: what is wrong and where (line, column)."""
+    if isinstance(exc, json.JSONDecodeError):
+        return f"{exc.msg} at line {exc.lineno}, column {exc.colno}"
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    if mark is None:
+        return " ".join(str(exc).split())
+    return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _section_problem(error: Any) -> str:
+    """One validation problem; an unknown top-level section names the closest known one."""
+    loc = ".".join(str(p) for p in error["loc"])
+    if error.get("type") == "extra_forbidden" and len(error["loc"]) == 1:
+        import difflib
+
+        known = [*PipelineConfig.model_fields, *_TRAIN_ONLY]
+        close = difflib.get_close_matches(str(error["loc"][0]), known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return f"{loc}: unknown section{hint} (sections: {', '.join(known)})"
+    return f"{loc}: {error['msg']}"
 
 
 def _component_classes(config: PipelineConfig) -> Iterator[tuple[str, Any, type]]:
