@@ -345,6 +345,10 @@ def test_a_sweep_killed_half_way_resumes_to_the_same_results(reference, data, tm
                        **sweep_data.SWEEP_OPTIONS)
     assert len(report.skipped) == written and len(report.done) == 21 - written
     _same_results(_by_id(output), _by_id(reference[0]))
+    from cotprompt.experiments.report import report_from_folder
+
+    assert report_from_folder(output).to_markdown() == \
+        report_from_folder(reference[0]).to_markdown()  # the same tables
 
 
 def test_shards_merge_into_the_whole_sweep(reference, data, tmp_path):
