@@ -68,6 +68,7 @@ from cotprompt.experiments.sharing import (
 )
 from cotprompt.io import check_writable
 from cotprompt.training.config import TrainingConfig
+from cotprompt.training.loop import progress_disabled
 
 if TYPE_CHECKING:
     from cotprompt.pipeline import CoTPipeline
@@ -246,7 +247,7 @@ def run_sweep(
     )
     counter = ForwardCounter(backbone)
     bar = tqdm(todo, desc=f"sweep {index}/{count}" if count > 1 else "sweep", unit="run",
-               disable=not progress)
+               disable=not progress or progress_disabled())
     try:
         for run in bar:
             bar.set_postfix_str(run.run_id)

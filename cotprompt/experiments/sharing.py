@@ -46,7 +46,7 @@ from cotprompt.tasks.classification import ClassificationHead
 from cotprompt.training.augment import EpochSamples
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.feature_cache import FeatureCache, describe_transform
-from cotprompt.training.loop import TrainingPlan
+from cotprompt.training.loop import TrainingPlan, progress_disabled
 from cotprompt.training.seeding import loader_generator
 from cotprompt.tuners.context_tuner import ContextPromptTuner
 
@@ -105,7 +105,9 @@ def encode_frozen(pipeline: TunablePipeline, dataset: ImageClassificationDataset
     them."""
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     parts = []
-    for pixels, _ in tqdm(loader, desc="image features", leave=False, disable=not progress):
+    bar = tqdm(loader, desc="image features", leave=False,
+               disable=not progress or progress_disabled())
+    for pixels, _ in bar:
         features = pipeline.backbone.encode_images(pixels.to(pipeline.device))
         parts.append(F.normalize(features.float(), dim=-1))
     return torch.cat(parts)
@@ -206,7 +208,7 @@ class TrainingViews:
                             generator=loader_generator(config.seed, "train", epoch))
         parts = []
         bar = tqdm(loader, desc=f"views of epoch {epoch + 1}", leave=False,
-                   disable=not self.progress)
+                   disable=not self.progress or progress_disabled())
         for pixels, _ in bar:
             with accelerator.autocast():
                 parts.append(pipeline.model.image_features(pixels.to(accelerator.device))

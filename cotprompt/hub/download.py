@@ -50,12 +50,45 @@ class PulledArtifact:
 # -- pulling ---------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class _Fetch:
+    """Where and how the three artifact files are fetched (the caller's download options)."""
+
+    repo_id: str
+    token: str | bool | None
+    cache_dir: str | None = None
+    subfolder: str | None = None
+    force_download: bool = False
+
+
+def check_subfolder(subfolder: str | None) -> str | None:
+    """``subfolder`` as a relative ``a/b`` path inside a repository or folder (``None`` or
+    ``""`` for none).
+
+    Raises:
+        ArtifactError: An absolute path, a backslash, or a ``..`` / ``.`` part (it could name a
+            place outside the repository or folder).
+    """
+    if subfolder is None:
+        return None
+    if not isinstance(subfolder, str):
+        raise ArtifactError(f"subfolder must be a string, not {type(subfolder).__name__}")
+    text = subfolder.strip("/")
+    if not text:
+        return None
+    parts = text.split("/")
+    if subfolder.startswith("/") or "\\" in text or any(p in ("", ".", "..") for p in parts):
+        raise ArtifactError(
+            f"subfolder {subfolder!r} must be a relative path such as 'prompts/pets' "
+            "(no '..', '.', empty parts, backslashes or leading '/')"
+        )
+    return text
+
+
 def _download(
-    repo_id: str,
+    fetch: _Fetch,
     name: str,
     revision: str,
-    token: str | bool | None,
-    cache_dir: str | None,
     *,
     local_only: bool = False,
 ) -> Path:
@@ -63,26 +96,32 @@ def _download(
 
     return Path(
         hf_hub_download(
-            repo_id,
+            fetch.repo_id,
             name,
+            subfolder=fetch.subfolder,
             revision=revision,
-            token=token,
-            cache_dir=cache_dir,
+            token=fetch.token,
+            cache_dir=fetch.cache_dir,
             local_files_only=local_only,
+            force_download=fetch.force_download and not local_only,
             **library_kwargs(),
         )
     )
 
 
-def _resolve_commit(
-    repo_id: str, revision: str | None, token: str | bool | None, policy: RetryPolicy | None
-) -> str:
+def _snapshot(folder: Path, subfolder: str | None) -> Path:
+    """The snapshot folder (named by its commit) holding ``folder``, the artifact's folder."""
+    return folder.parents[len(subfolder.split("/")) - 1] if subfolder else folder
+
+
+def _resolve_commit(fetch: _Fetch, revision: str | None, policy: RetryPolicy | None) -> str:
     """The commit ``revision`` points to now, from the config file's metadata (one HEAD call)."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    url = hf_hub_url(repo_id, CONFIG_NAME, revision=revision)
+    repo_id = fetch.repo_id
+    url = hf_hub_url(repo_id, CONFIG_NAME, subfolder=fetch.subfolder, revision=revision)
     metadata = with_retries(
-        lambda: get_hf_file_metadata(url, token=token),
+        lambda: get_hf_file_metadata(url, token=fetch.token),
         f"resolve {repo_id!r} at {revision or 'main'}",
         policy,
     )
@@ -94,31 +133,23 @@ def _resolve_commit(
     return str(metadata.commit_hash)
 
 
-def _fetch_files(
-    repo_id: str,
-    revision: str,
-    token: str | bool | None,
-    cache_dir: str | None,
-    *,
-    local_only: bool,
-) -> Path:
-    """Download config, weights and card; all at the commit the config was found at.
+def _fetch_files(fetch: _Fetch, revision: str, *, local_only: bool) -> tuple[Path, str]:
+    """Download config, weights and card (of ``fetch.subfolder``); all at the commit the config
+    was found at. Returns the folder holding them and that commit.
 
     The config is fetched by the requested revision name (so that the cache records which
     commit a branch or tag pointed to, for offline use), the other files by that commit.
     """
     from huggingface_hub.errors import EntryNotFoundError, LocalEntryNotFoundError
 
-    folder = _download(
-        repo_id, CONFIG_NAME, revision, token, cache_dir, local_only=local_only
-    ).parent
-    commit = folder.name
-    _download(repo_id, WEIGHTS_NAME, commit, token, cache_dir, local_only=local_only)
+    folder = _download(fetch, CONFIG_NAME, revision, local_only=local_only).parent
+    commit = _snapshot(folder, fetch.subfolder).name
+    _download(fetch, WEIGHTS_NAME, commit, local_only=local_only)
     try:
-        _download(repo_id, CARD_NAME, commit, token, cache_dir, local_only=local_only)
+        _download(fetch, CARD_NAME, commit, local_only=local_only)
     except (EntryNotFoundError, LocalEntryNotFoundError):
-        logger.info("%s has no model card at %s", repo_id, commit)
-    return folder
+        logger.info("%s has no model card at %s", fetch.repo_id, commit)
+    return folder, commit
 
 
 def download_artifact(
@@ -128,8 +159,14 @@ def download_artifact(
     token: str | bool | None = None,
     cache_dir: str | Path | None = None,
     retry: RetryPolicy | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+    subfolder: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """Download an artifact's files from the Hub into the cache, pinned to one commit.
+
+    Only the three artifact files (config, weights, model card) are fetched, whatever else the
+    repository holds.
 
     Args:
         repo_id: ``namespace/name``.
@@ -137,18 +174,35 @@ def download_artifact(
         token: Hub token; default the usual huggingface_hub settings.
         cache_dir: Default ``HF_HUB_CACHE``.
         retry: Default :meth:`RetryPolicy.from_env`.
+        local_files_only: Use the cache only and make no request at all (as ``HF_HUB_OFFLINE=1``
+            does); an artifact that is not cached is an error.
+        force_download: Download the files again even when they are cached (not together with
+            ``local_files_only`` or ``HF_HUB_OFFLINE``); no fallback to the cache when the Hub
+            cannot be reached.
+        subfolder: The folder of the repository holding the artifact (``prompts/pets``).
 
     Returns:
         ``(folder, source)``; ``source`` holds ``repo_id``, the requested ``revision``, the
-        resolved ``commit`` and the ``endpoint``.
+        resolved ``commit`` and the ``endpoint`` (and ``subfolder`` when one is given).
 
     Raises:
         HubConnectionError: The endpoint is unreachable and nothing usable is cached.
-        ArtifactError: Missing repository, revision or file; rejected token.
+        ArtifactError: Missing repository, revision or file; rejected token; not cached with
+            ``local_files_only``; ``force_download`` while offline; a ``subfolder`` that is not
+            a relative path.
     """
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
-    cache = str(cache_dir) if cache_dir is not None else None
+    subfolder = check_subfolder(subfolder)
+    offline = is_offline()
+    if force_download and (local_files_only or offline):
+        raise ArtifactError(
+            "force_download needs the Hub, but "
+            + ("local_files_only=True" if local_files_only else "HF_HUB_OFFLINE is set")
+            + " forbids any request"
+        )
+    fetch = _Fetch(repo_id, token, str(cache_dir) if cache_dir is not None else None,
+                   subfolder, force_download)
     name = revision or "main"
     source: dict[str, Any] = {
         "type": "hub",
@@ -156,29 +210,41 @@ def download_artifact(
         "revision": revision,
         "endpoint": endpoint(),
     }
+    if subfolder:
+        source["subfolder"] = subfolder
     try:
-        if is_offline() or is_commit(revision):
-            # Offline, or an immutable commit: the cache answers without any request.
+        if local_files_only or offline or (is_commit(revision) and not force_download):
+            # Offline, cache only, or an immutable commit: the cache answers without any request.
             try:
-                folder = _fetch_files(repo_id, name, token, cache, local_only=True)
-                return folder, {**source, "commit": folder.name}
-            except LocalEntryNotFoundError:
-                if is_offline():
+                folder, commit = _fetch_files(fetch, name, local_only=True)
+                return folder, {**source, "commit": commit}
+            except LocalEntryNotFoundError as exc:
+                if local_files_only:
+                    raise ArtifactError(
+                        f"{repo_id!r} at {name!r}"
+                        + (f" (subfolder {subfolder!r})" if subfolder else "")
+                        + " is not in the local cache and local_files_only=True forbids "
+                        f"downloading it; load it once without local_files_only "
+                        f"(or `cotprompt pull {repo_id}`)"
+                    ) from exc
+                if offline:
                     raise
         try:
             # One cheap request with bounded retries: fails fast and clearly when the endpoint
             # is down, the repository, revision or config is missing, or the token is refused.
-            _resolve_commit(repo_id, revision, token, retry)
+            _resolve_commit(fetch, revision, retry)
         except HubConnectionError as exc:
+            if force_download:
+                raise
             try:
-                folder = _fetch_files(repo_id, name, token, cache, local_only=True)
+                folder, commit = _fetch_files(fetch, name, local_only=True)
             except LocalEntryNotFoundError:
                 raise HubConnectionError(
                     f"{exc} {repo_id!r} at {name!r} is not in the local cache either."
                 ) from exc.__cause__
-            logger.warning("%s; using the cached commit %s of %s", exc, folder.name, repo_id)
-            return folder, {**source, "commit": folder.name}
-        folder = _fetch_files(repo_id, name, token, cache, local_only=False)
+            logger.warning("%s; using the cached commit %s of %s", exc, commit, repo_id)
+            return folder, {**source, "commit": commit}
+        folder, commit = _fetch_files(fetch, name, local_only=False)
     except ArtifactError:
         raise
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
@@ -187,18 +253,36 @@ def download_artifact(
                 f"lost the connection to {endpoint()} while downloading {repo_id!r}: {exc}"
             ) from exc
         raise hub_error(exc, repo_id, revision, "download") from exc
-    return folder, {**source, "commit": folder.name}
+    return folder, {**source, "commit": commit}
 
 
 def resolve_artifact(
-    path_or_repo_id: str | Path, *, revision: str | None = None, token: str | bool | None = None
+    path_or_repo_id: str | Path,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    cache_dir: str | Path | None = None,
+    local_files_only: bool = False,
+    force_download: bool = False,
+    subfolder: str | None = None,
 ) -> tuple[Path, dict[str, Any]]:
     """A local folder holding the artifact files, and a record of where they came from.
 
-    A path that exists locally is used as it is; anything else is read as a Hub repository id
-    and downloaded with :func:`download_artifact` (or taken from the cache when offline). When
-    that fails, the error says first that no local folder of that name exists (``runs/pets``
-    may be a mistyped folder as well as a repository id), then what the Hub said.
+    A path that exists locally is used as it is (``path/subfolder`` when ``subfolder`` is
+    given); anything else is read as a Hub repository id and downloaded with
+    :func:`download_artifact` (or taken from the cache when offline). When that fails, the
+    error says first that no local folder of that name exists (``runs/pets`` may be a mistyped
+    folder as well as a repository id), then what the Hub said.
+
+    Args:
+        path_or_repo_id: A local folder or a Hub repository id (``namespace/name``).
+        revision: Hub branch, tag or commit (default ``main``).
+        token: Hub token; default the usual huggingface_hub settings.
+        cache_dir: The Hub cache folder (default ``HF_HUB_CACHE``); unused for a local folder.
+        local_files_only: Never make a request: the Hub cache only (see
+            :func:`download_artifact`).
+        force_download: Download again even when cached (Hub ids only).
+        subfolder: The artifact's folder inside the repository or local folder.
 
     Returns:
         ``(folder, source)`` where ``source`` names the path, or the repository, the requested
@@ -209,8 +293,14 @@ def resolve_artifact(
             repository (:class:`~cotprompt.hub.http.HubConnectionError` when the Hub could not
             be reached); the message names the folder that does not exist.
     """
+    subfolder = check_subfolder(subfolder)
     path = Path(path_or_repo_id)
     if path.is_dir():
+        if subfolder:
+            inner = path / subfolder
+            if not inner.is_dir():
+                raise ArtifactError(f"{str(path)!r} has no subfolder {subfolder!r}")
+            path = inner
         return path, {"type": "local", "path": str(path.resolve())}
     text = str(path_or_repo_id)
     if path.exists():
@@ -224,7 +314,9 @@ def resolve_artifact(
     if text.startswith((".", "/", "~")) or text.count("/") > 1 or not text or "\\" in text:
         raise ArtifactError(f"{local}, and {text!r} is not a Hub repository id (namespace/name)")
     try:
-        return download_artifact(text, revision=revision, token=token)
+        return download_artifact(text, revision=revision, token=token, cache_dir=cache_dir,
+                                 local_files_only=local_files_only,
+                                 force_download=force_download, subfolder=subfolder)
     except ArtifactError as exc:
         raise type(exc)(f"{local}; as a Hub repository: {exc}") from exc
 

@@ -38,14 +38,31 @@ class HubMixin:
     @classmethod
     def from_pretrained(cls: type[HubT], path_or_repo_id: str | Path, *,
                         revision: str | None = None, token: str | bool | None = None,
+                        cache_dir: str | Path | None = None, local_files_only: bool = False,
+                        force_download: bool = False, subfolder: str | None = None,
                         **kwargs: Any) -> HubT:
         """Load from a local folder or a Hub repository (``namespace/name``) at ``revision``.
+
+        Args:
+            path_or_repo_id: A local folder, or a Hub repository id.
+            revision: Hub branch, tag or commit (default ``main``).
+            token: Hub token; default the usual huggingface_hub settings.
+            cache_dir: The Hub cache folder to use (default ``HF_HUB_CACHE``).
+            local_files_only: Use the Hub cache only, with no request at all (as
+                ``HF_HUB_OFFLINE=1``); an artifact not cached there is an error.
+            force_download: Download the files again even when they are cached.
+            subfolder: The artifact's folder inside the repository (or the local folder).
+            **kwargs: Passed to ``_from_artifact_folder``.
 
         Raises:
             ArtifactError: Not a folder nor a reachable repository, or files that fail checks.
             HubConnectionError: The Hub cannot be reached and nothing is cached.
         """
-        directory, origin = resolve_artifact(path_or_repo_id, revision=revision, token=token)
+        directory, origin = resolve_artifact(
+            path_or_repo_id, revision=revision, token=token, cache_dir=cache_dir,
+            local_files_only=local_files_only, force_download=force_download,
+            subfolder=subfolder,
+        )
         return cls._from_artifact_folder(directory, origin=origin, **kwargs)
 
     def push_to_hub(self, repo_id: str, *, token: str | bool | None = None,

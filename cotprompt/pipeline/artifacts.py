@@ -108,42 +108,69 @@ class ArtifactMixin(HubMixin):
         backbone: Backbone | None = None,
         device: str | torch.device | None = None,
         allow_pickle: bool = False,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        force_download: bool = False,
+        subfolder: str | None = None,
+        precision: str | None = None,
     ) -> PipelineT:
         """Load a saved pipeline from a folder or a Hugging Face Hub repository.
 
         The artifact is untrusted: its config is validated before anything is fetched or built
         (no caller-only opt-ins, no free-form loader arguments, backbone weights only from a
         known open_clip tag or safetensors), the weights checksum is required, and NaN/Inf
-        weights are refused. A save that was interrupted is recovered first (logged).
+        weights are refused. A save that was interrupted is recovered first (logged). Only the
+        config, weights and model card are fetched from a repository.
 
         Args:
             path_or_repo_id: A local folder, or a Hub repository id (``user/name``).
             revision: Hub branch, tag or commit.
             token: Hub token (default: the usual huggingface_hub settings).
-            backbone: An already built backbone to reuse; it must match the saved spec.
+            backbone: An already built backbone to reuse; it must match the saved spec in what
+                changes the model (``model_name``, ``pretrained``, ``init_seed``...). Options
+                local to a machine (``cache_dir``) are not compared; another ``precision`` is
+                accepted (the prompts then run at that precision; logged at INFO).
             device: Where to run.
             allow_pickle: The caller's opt-in to backbone or language-model weights that are
                 pickle-based (``torch.save`` files, TorchScript archives other than OpenAI's
                 published CLIP files); such files can run code. A loaded file can never set it.
+            cache_dir: The Hugging Face Hub cache folder to download into and read from
+                (default ``HF_HUB_CACHE``), as in huggingface_hub. Not the backbone's open_clip
+                ``cache_dir``.
+            local_files_only: Make no network request at all: a Hub id is read from the cache
+                only (as with ``HF_HUB_OFFLINE=1``); an artifact not cached is an error.
+            force_download: Download the artifact's files again even when they are cached
+                (not together with ``local_files_only`` or ``HF_HUB_OFFLINE``).
+            subfolder: The folder holding the artifact inside the Hub repository, or inside the
+                local folder (``path/subfolder``).
+            precision: Build the saved backbone at this precision instead of the saved one (the
+                backbone's option: open_clip's ``fp32``, ``bf16``, ``pure_bf16``...), e.g. to
+                run the prompts on a bf16 backbone. With ``backbone``, it must be that
+                backbone's precision.
 
         Raises:
             ArtifactError: Missing/corrupt/tampered files, newer format, mismatching or
-                non-finite weights, malformed records.
+                non-finite weights, malformed records; not cached with ``local_files_only``.
             UnsafeSettingError: The artifact carries a setting only the caller may make.
-            ConfigError: The backbone's weights need ``allow_pickle`` (one line saying so).
+            ConfigError: The backbone's weights need ``allow_pickle`` (one line saying so); a
+                ``precision`` the backbone does not accept.
             UnknownComponentError: A component's plugin is not installed (names the package).
         """
+        serialization.check_load_options(backbone, precision)  # before anything is fetched
         return super().from_pretrained(path_or_repo_id, revision=revision, token=token,
+                                       cache_dir=cache_dir, local_files_only=local_files_only,
+                                       force_download=force_download, subfolder=subfolder,
                                        backbone=backbone, device=device,
-                                       allow_pickle=allow_pickle)
+                                       allow_pickle=allow_pickle, precision=precision)
 
     @classmethod
     def _from_artifact_folder(cls: type[PipelineT], directory: Path, *, origin: dict[str, Any],
                               backbone: Backbone | None = None,
                               device: str | torch.device | None = None,
-                              allow_pickle: bool = False) -> PipelineT:
+                              allow_pickle: bool = False,
+                              precision: str | None = None) -> PipelineT:
         opened = serialization.open_artifact(directory, origin, backbone=backbone,
-                                             allow_pickle=allow_pickle)
+                                             allow_pickle=allow_pickle, precision=precision)
         records = opened.checked.records
         pipeline = cls(**opened.components, training=records.training, device=device)
         pipeline.set_classes(records.task, records.chain)

@@ -3,6 +3,7 @@ artifact config, saving a folder, and opening one (checked, components built) to
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,14 +12,14 @@ from typing import Any
 
 import torch
 import yaml
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from cotprompt import artifact
 from cotprompt.artifact.checked import CheckedArtifact, read_checked
 from cotprompt.artifact.model_card import render_card
 from cotprompt.artifact.records import ComponentChoice
 from cotprompt.backbones.weights_source import model_quick_gelu
-from cotprompt.config import config_record
+from cotprompt.config import UNTRUSTED, config_record
 from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError, one_line
 from cotprompt.generators.stored import StoredChainGenerator
 from cotprompt.pipeline.config import KINDS
@@ -28,6 +29,10 @@ from cotprompt.training.config import TrainingConfig
 from cotprompt.types import PromptChain, Task
 
 logger = logging.getLogger("cotprompt.pipeline")
+
+#: The backbone option setting the precision of its frozen weights (a given backbone may
+#: differ in it: the prompts then run at another precision).
+PRECISION = "precision"
 
 
 def _load_generator(registry: Registry, choice: ComponentChoice, config: Mapping[str, Any]
@@ -141,23 +146,61 @@ class OpenedArtifact:
     components: dict[str, object]
 
 
+def check_load_options(backbone: object, precision: object) -> None:
+    """The caller's ``backbone`` and ``precision`` loading options, checked before anything is
+    fetched or built.
+
+    Raises:
+        ConfigError: ``backbone`` is not a built backbone; ``precision`` is not a string, or
+            differs from the given backbone's own precision.
+    """
+    if backbone is not None and not isinstance(backbone, Backbone):
+        raise ConfigError(f"backbone must be a built backbone (such as an OpenCLIPBackbone), not "
+                          f"{type(backbone).__name__}")
+    if precision is not None and not isinstance(precision, str):
+        raise ConfigError(f"precision must be a string such as 'bf16', not "
+                          f"{type(precision).__name__}")
+    if backbone is not None and precision is not None:
+        built_at = (backbone.spec().get("config") or {}).get(PRECISION)
+        if built_at != precision:
+            raise ConfigError(
+                f"precision={precision!r} applies to the backbone built from the artifact, but "
+                f"the given backbone is built at {built_at!r}: build it with "
+                f"precision={precision!r} or leave precision out"
+            )
+
+
 def open_artifact(
     directory: Path,
     origin: Mapping[str, Any],
     *,
     backbone: Backbone | None = None,
     allow_pickle: bool = False,
+    precision: str | None = None,
 ) -> OpenedArtifact:
     """Check an artifact folder and build its components (see
     :meth:`cotprompt.pipeline.CoTPipeline.from_pretrained`): every check that needs no model
     comes before the (possibly large) backbone is built.
 
+    A given ``backbone`` must match the recorded one in everything that changes the model
+    (``model_name``, ``pretrained``, ``init_seed``...); machine-local options (``cache_dir``)
+    are not compared, and another ``precision`` is accepted (logged at INFO).
+
+    Args:
+        directory: The artifact folder.
+        origin: Where it came from (see :class:`~cotprompt.hub.HubMixin`).
+        backbone: A built backbone to use instead of building the recorded one.
+        allow_pickle: The caller's opt-in to pickle-based backbone weights.
+        precision: The backbone's precision option (open_clip's ``fp32``, ``bf16``...) to build
+            the recorded backbone with, instead of the saved one. With ``backbone``, it must be
+            that backbone's precision.
+
     Raises:
         ArtifactError: Failed checks, or a given backbone other than the recorded one.
+        ConfigError: A ``precision`` the backbone does not accept, or one other than the given
+            backbone's.
     """
-    if backbone is not None and not isinstance(backbone, Backbone):
-        raise ConfigError(f"backbone must be a built backbone (such as an OpenCLIPBackbone), not "
-                          f"{type(backbone).__name__}")
+    check_load_options(backbone, precision)
     source = _describe(origin, directory)
     checked = read_checked(
         directory, source=source,
@@ -165,24 +208,14 @@ def open_artifact(
         skip=("backbone",) if backbone is not None else (),
     )
     config = checked.config
+    choices = dict(checked.records.components)
     if backbone is not None:
-        record, spec = config["backbone"], backbone.spec()
-        recorded = record.get("config") if isinstance(record.get("config"), Mapping) else {}
-        # older records also carry machine-local options (cache_dir), which change no result
-        comparable = {k: v for k, v in recorded.items() if k in spec["config"]}
-        if spec != {"name": record["name"], "config": comparable}:
-            given = {"name": spec["name"], **spec["config"]}
-            saved = {"name": record["name"], **comparable}
-            differ = [f"{k} {given.get(k)!r} vs {saved.get(k)!r}"
-                      for k in sorted(set(given) | set(saved), key=str)
-                      if given.get(k) != saved.get(k)]
-            raise ArtifactError(
-                "the given backbone differs from the one the prompts were trained for "
-                f"(given vs saved: {'; '.join(differ)})"
-            )
+        _check_given_backbone(config["backbone"], backbone, source)
+    elif precision is not None:
+        choices["backbone"] = _with_precision(choices["backbone"], precision, source)
     registry = get_registry()
     built: dict[str, object] = {"backbone": backbone} if backbone is not None else {}
-    for kind, choice in checked.records.components.items():
+    for kind, choice in choices.items():
         if kind == "generator":
             built[kind] = _load_generator(registry, choice, config)
         else:
@@ -190,6 +223,54 @@ def open_artifact(
                                           package=choice.package)
     _warn_if_activation_changed(config["backbone"], built["backbone"], source)
     return OpenedArtifact(checked, built)
+
+
+def _check_given_backbone(record: Mapping[str, Any], backbone: Backbone, source: str) -> None:
+    """Refuse a given backbone that differs from the recorded one in what changes the model.
+
+    Machine-local options are in neither side (:func:`~cotprompt.config.config_record` drops
+    them from the spec; older records that carry them are compared on the spec's keys only);
+    the precision may differ: the prompts then run at another precision (logged at INFO).
+    """
+    spec = backbone.spec()
+    given_config = dict(spec.get("config") or {})
+    recorded = record.get("config") if isinstance(record.get("config"), Mapping) else {}
+    # older records also carry machine-local options (cache_dir), which change no result
+    comparable = {k: v for k, v in recorded.items() if k in given_config}
+    given_precision = given_config.pop(PRECISION, None)
+    saved_precision = comparable.pop(PRECISION, None)
+    given = {"name": spec.get("name"), **given_config}
+    saved = {"name": record["name"], **comparable}
+    if given != saved:
+        differ = [f"{k} {given.get(k)!r} vs {saved.get(k)!r}"
+                  for k in sorted(set(given) | set(saved), key=str)
+                  if given.get(k) != saved.get(k)]
+        raise ArtifactError(
+            "the given backbone differs from the one the prompts were trained for "
+            f"(given vs saved: {'; '.join(differ)})"
+        )
+    if saved_precision is not None and given_precision != saved_precision:
+        logger.info("%s: the prompts were tuned on a %s backbone and now run on a %s one",
+                    source, saved_precision, given_precision)
+
+
+def _with_precision(choice: ComponentChoice, precision: str, source: str) -> ComponentChoice:
+    """The backbone record ``choice`` with the caller's ``precision`` (validated)."""
+    options = choice.config
+    if options is None or PRECISION not in type(options).model_fields:
+        raise ConfigError(f"the backbone {choice.name!r} has no precision option")
+    saved = getattr(options, PRECISION)
+    try:
+        updated = type(options).model_validate({**options.model_dump(), PRECISION: precision},
+                                               context={UNTRUSTED: source})
+    except ValidationError as exc:
+        problems = "; ".join(str(e.get("msg")) for e in exc.errors())
+        raise ConfigError(f"precision={precision!r} is not valid for the backbone "
+                          f"{choice.name!r}: {problems}") from exc
+    if saved != precision:
+        logger.info("%s: the prompts were tuned on a %s backbone and now run on a %s one",
+                    source, saved, precision)
+    return dataclasses.replace(choice, config=updated)
 
 
 def restore_weights(directory: Path, tensors: Mapping[str, torch.Tensor],

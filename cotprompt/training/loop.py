@@ -14,6 +14,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -242,7 +243,7 @@ def run_epochs(
                        "rate %g; raise epochs or set warmup_epochs: 0", cfg.epochs,
                        cfg.warmup_epochs, cfg.warmup_lr)
     num_batches = len(epoch_batches(num_samples, cfg.batch_size, cfg.seed, 0, cfg.drop_last))
-    show = cfg.progress and accelerator.is_local_main_process
+    show = cfg.progress and accelerator.is_local_main_process and not progress_disabled()
     bar = tqdm(total=cfg.epochs * num_batches, initial=state.global_step, desc="training",
                disable=not show)
     last_checkpoint = None
@@ -283,8 +284,8 @@ def run_epochs(
                 bar.update(1)
                 bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
                 if state.global_step % cfg.log_every == 0:
-                    logger.info("step %d epoch %d loss %.4f lr %.3g", state.global_step,
-                                epoch + 1, losses[-1], lr)
+                    logger.info("step %d, epoch %d/%d: loss %.4f, lr %.2e", state.global_step,
+                                epoch + 1, cfg.epochs, losses[-1], lr)
                 if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
                     last_checkpoint = _checkpoint(run, cfg, accelerator)
                 for callback in callbacks:
@@ -299,7 +300,7 @@ def run_epochs(
                 run.model.eval()
                 record.update(validate())
                 run.model.train()
-            logger.info("epoch %d: %s", epoch + 1, record)
+            logger.info("%s", epoch_summary(record, cfg.epochs))
             state.history.append(record)
             state.epoch, state.step_in_epoch, state.epoch_losses = epoch + 1, 0, []
     finally:
@@ -309,6 +310,33 @@ def run_epochs(
         last_checkpoint = _checkpoint(run, cfg, accelerator)
     return TrainingResult(history=state.history, global_step=state.global_step,
                           seconds=time.perf_counter() - started, checkpoint=last_checkpoint)
+
+
+def progress_disabled() -> bool:
+    """Whether ``TQDM_DISABLE`` in the environment turns progress bars off (``1``, ``true``,
+    ``yes``, ``on``), read when a bar is made: a bar given ``disable=`` explicitly, as
+    cotprompt's are, does not see tqdm's own reading of it (done once, at import)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _figure(value: Any) -> str:
+    """A loss or metric with 4 significant digits (``0.6969``, ``81.25``; one decimal from
+    10 000 up)."""
+    if isinstance(value, bool) or not isinstance(value, float):
+        return str(value)
+    return f"{value:.1f}" if abs(value) >= 1e4 else f"{value:.4g}"
+
+
+def epoch_summary(record: dict[str, Any], epochs: int) -> str:
+    """One epoch's history record as a log line: ``epoch 3/10: loss 0.6969, lr 1.00e-05,
+    val_accuracy 81.25, 2.0 s`` (losses and metrics with 4 significant digits, the learning
+    rate in ``%.2e``, seconds in ``%.1f``); the record itself is left as it is."""
+    parts = [f"{key} {value:.2e}" if key == "lr" and isinstance(value, float)
+             else f"{key} {_figure(value)}"
+             for key, value in record.items() if key not in ("epoch", "seconds")]
+    if isinstance(record.get("seconds"), (int, float)):
+        parts.append(f"{record['seconds']:.1f} s")
+    return f"epoch {record.get('epoch')}/{epochs}: " + ", ".join(parts)
 
 
 def _checkpoint(run: Run, config: TrainingConfig, accelerator: Accelerator) -> Path | None:

@@ -25,6 +25,7 @@ from cotprompt.training.loop import (
     fingerprint_of,
     make_accelerator,
     make_optimizer,
+    progress_disabled,
     run_epochs,
     run_fingerprint,
     run_record,
@@ -100,7 +101,8 @@ class Trainer:
         )
         device = self.accelerator.device
         parts = []
-        bar = tqdm(loader, desc="image features", disable=not self._show_progress(), leave=False)
+        bar = tqdm(loader, desc="image features", leave=False,
+                   disable=not self._show_progress() or progress_disabled())
         for pixels, _ in bar:
             with self.accelerator.autocast():
                 parts.append(self.model.image_features(pixels.to(device)).float())

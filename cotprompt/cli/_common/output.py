@@ -3,7 +3,7 @@
 Results go to stdout (:func:`write`, :func:`print_json`, :func:`table`); every JSON the
 command line writes goes through :func:`json_text`, which refuses NaN and infinities (invalid
 JSON) with a :class:`~cotprompt.errors.NumericalError`; :func:`configure_logging` sends log
-records to stderr at the level that ``-v`` / ``--quiet`` ask for.
+records to stderr at the level that ``-v`` / ``--quiet`` ask for, around any progress bar.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -91,6 +92,25 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence
 
 
 _handler: logging.Handler | None = None
+#: What ``--quiet`` turned off, for the next :func:`configure_logging` call to turn back on.
+_quieted: dict[str, bool] = {"tqdm_env": False, "hub_bars": False}
+
+
+class _ProgressAwareHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record through ``tqdm.write``, which clears the progress bars drawn on the
+    same terminal, prints the line and draws them again: a log line never lands inside a bar."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = self.format(record)
+            from tqdm import tqdm
+
+            tqdm.write(message, file=self.stream)
+            self.flush()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
 
 
 class _CliLogFilter(logging.Filter):
@@ -119,13 +139,18 @@ def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
 
     Default: cotprompt's INFO messages and everyone's warnings; ``-v``: cotprompt's DEBUG
     messages; ``-vv``: every library's DEBUG messages; ``--quiet``: warnings and errors only.
-    Calling it again replaces the handler it installed before (and nothing else).
+    ``--quiet`` also turns progress bars off: cotprompt's and those of any tqdm imported later
+    (``TQDM_DISABLE=1``) and huggingface_hub's download and upload bars.
+    Records are written around progress bars (``tqdm.write``), never inside one.
+    Calling it again replaces the handler it installed before (and nothing else), and turns back
+    on the bars that an earlier ``--quiet`` call turned off.
     """
     global _handler
     root = logging.getLogger()
     if _handler is not None:
         root.removeHandler(_handler)
-    _handler = logging.StreamHandler(sys.stderr)
+    _set_progress_bars(quiet)
+    _handler = _ProgressAwareHandler(sys.stderr)
     _handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     _handler.addFilter(_CliLogFilter())
     root.addHandler(_handler)
@@ -138,3 +163,28 @@ def configure_logging(verbose: int = 0, quiet: bool = False) -> None:
     package.setLevel(logging.INFO if verbose == 0 else logging.DEBUG)
     if verbose >= 2:
         root.setLevel(logging.DEBUG)
+
+
+def _set_progress_bars(quiet: bool) -> None:
+    """``--quiet``: no progress bars (``TQDM_DISABLE``, huggingface_hub's switch); otherwise undo
+    only what an earlier quiet call did, leaving a user's own settings alone."""
+    if quiet:
+        if not os.environ.get("TQDM_DISABLE"):
+            os.environ["TQDM_DISABLE"] = "1"
+            _quieted["tqdm_env"] = True
+        try:
+            from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+        except ImportError:  # pragma: no cover - a dependency, but not needed to log
+            return
+        if not are_progress_bars_disabled():
+            disable_progress_bars()
+            _quieted["hub_bars"] = True
+        return
+    if _quieted["tqdm_env"]:
+        os.environ.pop("TQDM_DISABLE", None)
+        _quieted["tqdm_env"] = False
+    if _quieted["hub_bars"]:
+        from huggingface_hub.utils import enable_progress_bars
+
+        enable_progress_bars()
+        _quieted["hub_bars"] = False
