@@ -1,7 +1,11 @@
 """The ``README.md`` model card of a saved pipeline, built with huggingface_hub's card tools.
 
-The metadata header (``library_name: cotprompt``, the base model when it can be derived, tags,
-the evaluation results as a ``model-index``) is written with :class:`huggingface_hub.ModelCardData`.
+The metadata header (``library_name: cotprompt``, the base model when it can be derived with
+``base_model_relation: adapter``, a license, datasets, tags, the evaluation results as a
+``model-index``) is written with :class:`huggingface_hub.ModelCardData`. The text describes the
+prompts, the training data and hyperparameters, the per-epoch results of a training run made in
+this process, the evaluation, framework versions, how to install cotprompt and load the prompts,
+and the papers to cite.
 The generated text sits between two HTML comments; when a card already exists (text a user wrote
 around it on the Hub or locally), only that part is replaced and the existing metadata is kept,
 ours merged into it (tags are added to the user's, not substituted for them).
@@ -9,8 +13,12 @@ ours merged into it (tags are added to the user's, not substituted for them).
 
 from __future__ import annotations
 
+import contextlib
 import logging
-from collections.abc import Mapping
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -36,6 +44,120 @@ OPENAI_CLIP_REPOS: dict[str, str] = {
     "ViT-L-14": "openai/clip-vit-large-patch14",
     "ViT-L-14-336": "openai/clip-vit-large-patch14-336",
 }
+
+
+#: open_clip pretrained tags whose weights are OpenAI's CLIP weights (released under MIT).
+_OPENAI_TAGS = ("openai",)
+#: Settings of a training run that are not hyperparameters (left out of the card's table).
+_RUN_OPTIONS = frozenset({"progress", "log_every", "num_workers", "checkpoint_every",
+                          "keep_checkpoints", "cache_features", "output_dir", "checkpoint_dir"})
+#: Per-epoch history keys not shown in the card's results table.
+_HISTORY_SKIPPED = frozenset({"seconds"})
+#: ``model_card_kwargs`` keys with a meaning of their own; any other key is front matter as is.
+CARD_KWARGS = ("license", "tags", "datasets")
+
+CITATIONS = """\
+```bibtex
+@article{zhou2022coop,
+  title   = {Learning to Prompt for Vision-Language Models},
+  author  = {Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
+  journal = {International Journal of Computer Vision},
+  volume  = {130},
+  number  = {9},
+  pages   = {2337--2348},
+  year    = {2022}
+}
+
+@inproceedings{zhou2022cocoop,
+  title     = {Conditional Prompt Learning for Vision-Language Models},
+  author    = {Zhou, Kaiyang and Yang, Jingkang and Loy, Chen Change and Liu, Ziwei},
+  booktitle = {Proceedings of the IEEE/CVF Conference on Computer Vision and Pattern
+               Recognition (CVPR)},
+  pages     = {16816--16825},
+  year      = {2022}
+}
+
+@article{ge2023cotpt,
+  title   = {Chain of Thought Prompt Tuning in Vision Language Models},
+  author  = {Ge, Jiaxin and Luo, Hongyin and Qian, Siyuan and Gan, Yulu and Fu, Jie and
+             Zhang, Shanghang},
+  journal = {arXiv preprint arXiv:2304.07919},
+  year    = {2023}
+}
+```"""
+
+
+@dataclass(frozen=True)
+class CardOptions:
+    """What a save adds to the card beyond the artifact config.
+
+    Attributes:
+        card_kwargs: The caller's ``model_card_kwargs`` (checked by :func:`check_card_kwargs`).
+        history: The per-epoch records of a training run made in this process (what
+            ``fit`` returned); ``None`` for prompts loaded from an artifact.
+        versions: Framework versions to list besides cotprompt's (torch, open_clip), given
+            only with ``history``: the versions the prompts were trained with.
+    """
+
+    card_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    history: Sequence[Mapping[str, Any]] | None = None
+    versions: Mapping[str, str] = field(default_factory=dict)
+
+
+_OPTIONS: ContextVar[CardOptions | None] = ContextVar("cotprompt_card_options", default=None)
+
+
+@contextlib.contextmanager
+def card_options(options: CardOptions) -> Iterator[None]:
+    """Use ``options`` for every card rendered inside the block (a push renders it twice: in
+    the temporary save and again against the repository's current card)."""
+    token = _OPTIONS.set(options)
+    try:
+        yield
+    finally:
+        _OPTIONS.reset(token)
+
+
+def check_card_kwargs(card_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``model_card_kwargs`` checked: ``license`` a string, ``tags`` and ``datasets`` strings or
+    lists of strings; other keys are extra front matter (YAML-serialisable values).
+
+    Raises:
+        ConfigError: A value of the wrong type.
+    """
+    from cotprompt.errors import ConfigError
+
+    if card_kwargs is None:
+        return {}
+    if not isinstance(card_kwargs, Mapping):
+        raise ConfigError(f"model_card_kwargs must be a mapping, not {type(card_kwargs).__name__}")
+    checked: dict[str, Any] = {}
+    for key, value in card_kwargs.items():
+        if not isinstance(key, str) or not key:
+            raise ConfigError(f"model_card_kwargs keys must be non-empty strings, not {key!r}")
+        if key == "license":
+            if not isinstance(value, str) or not value.strip():
+                raise ConfigError("model_card_kwargs['license'] must be a license id such as 'mit'")
+            value = value.strip()
+        elif key in ("tags", "datasets"):
+            value = [value] if isinstance(value, str) else value
+            if not isinstance(value, (list, tuple)) or not all(
+                isinstance(v, str) and v.strip() for v in value
+            ):
+                raise ConfigError(f"model_card_kwargs[{key!r}] must be a string or a list of "
+                                  "strings")
+            value = list(dict.fromkeys(v.strip() for v in value))
+        checked[key] = value
+    return checked
+
+
+def license_for(backbone_config: Mapping[str, Any], base_model: str | None) -> str | None:
+    """The license of the base model where known: OpenAI's CLIP weights are MIT."""
+    if backbone_config.get("pretrained") in _OPENAI_TAGS:
+        return "mit"
+    if base_model and (base_model.startswith("openai/clip-") or base_model.endswith(".openai")):
+        return "mit"
+    return None
 
 
 def base_model_for(backbone_config: Mapping[str, Any]) -> str | None:
@@ -89,14 +211,58 @@ def _training_rows(training: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _dataset_of(config: Mapping[str, Any]) -> str | None:
+    training = config.get("training_data")
+    name = training.get("dataset") if isinstance(training, Mapping) else None
+    name = name or (config.get("task") or {}).get("dataset")
+    return str(name) if name else None
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isnan(value) or math.isinf(value):
+            return str(value)
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(_value(v) for v in value) or "-"
+    return "-" if value is None else str(value)
+
+
+def _hyperparameter_rows(training: Mapping[str, Any]) -> list[str]:
+    lines = ["| option | value |", "| --- | --- |"]
+    for key, value in training.items():
+        if key in _RUN_OPTIONS or isinstance(value, Mapping):
+            continue
+        lines.append(f"| {key} | {_value(value)} |")
+    return lines
+
+
+def _history_rows(history: Sequence[Mapping[str, Any]]) -> list[str]:
+    columns: list[str] = []
+    for record in history:
+        columns += [k for k in record if k not in columns and k not in _HISTORY_SKIPPED]
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    for record in history:
+        lines.append("| " + " | ".join(_value(record.get(c)) for c in columns) + " |")
+    return lines
+
+
+def _versions(config: Mapping[str, Any], versions: Mapping[str, str]) -> dict[str, str]:
+    from cotprompt._version import __version__
+
+    return {"cotprompt": str(config.get("library_version") or __version__), **versions}
+
+
 def _generated_body(
-    config: Mapping[str, Any], repo_id: str | None, revision: str | None, base_model: str | None
+    config: Mapping[str, Any], repo_id: str | None, revision: str | None, base_model: str | None,
+    options: CardOptions | None = None,
 ) -> str:
+    options = options or CardOptions()
     tuner = config["tuner"]["name"]
     backbone = config["backbone"]["config"]
     labels = config["chain"]["labels"]
     steps = config["chain"]["steps"]
-    dataset = (config.get("task") or {}).get("dataset")
+    dataset = _dataset_of(config)
     shown = ", ".join(labels[:_MAX_LISTED_LABELS])
     if len(labels) > _MAX_LISTED_LABELS:
         shown += f", ... ({len(labels)} in all)"
@@ -107,7 +273,7 @@ def _generated_body(
         "",
         f"Learned prompts for a frozen open_clip `{backbone.get('model_name')}` "
         f"(pretrained: `{backbone.get('pretrained')}`{base}), made with "
-        "[cotprompt](https://pypi.org/project/cotprompt/): generator "
+        "cotprompt: generator "
         f"`{config['generator']['name']}`, tuner `{tuner}`, aggregator "
         f"`{config['aggregator']['name']}`, {len(steps)} chain step(s): "
         + ", ".join(f"`{s['name']}`" for s in steps)
@@ -123,6 +289,11 @@ def _generated_body(
             lines += [f"Dataset: `{dataset}`.", ""]
         if isinstance(training, Mapping) and training:
             lines += [*_training_rows(training), ""]
+    hyperparameters = config.get("training")
+    if training and isinstance(hyperparameters, Mapping) and hyperparameters:
+        lines += ["## Training hyperparameters", "", *_hyperparameter_rows(hyperparameters), ""]
+    if options.history:
+        lines += ["## Training results", "", *_history_rows(options.history), ""]
     rows = _metric_rows(config.get("metrics") or {})
     if rows:
         lines += ["## Evaluation", "", "| split | metric | value |", "| --- | --- | --- |"]
@@ -131,6 +302,15 @@ def _generated_body(
     source = repo_id or "path/to/this/folder"
     call = f'"{source}"' + (f', revision="{revision}"' if revision else "")
     lines += [
+        "## Install",
+        "",
+        "cotprompt is not on PyPI yet: install it from a checkout of its repository, in a "
+        "virtual environment:",
+        "",
+        "```console",
+        "pip install .",
+        "```",
+        "",
         "## Use",
         "",
         "```python",
@@ -144,25 +324,47 @@ def _generated_body(
         "by `cotprompt_config.json`; the backbone is rebuilt from its own source (open_clip) and "
         "stays frozen. Loading validates tensor names, shapes, dtypes and the checksum, and never "
         "runs code from the repository.",
+        "",
+        "## Framework versions",
+        "",
+        *(f"- {name} {version}" for name, version in _versions(config, options.versions).items()),
+        "",
+        "## Citation",
+        "",
+        "The prompt-learning methods cotprompt implements: CoOp, CoCoOp and CoT-PT (chain of "
+        "thought prompt tuning).",
+        "",
+        CITATIONS,
         END,
     ]
     return "\n".join(lines)
 
 
 def _card_data(
-    config: Mapping[str, Any], repo_id: str | None, base_model: str | None
+    config: Mapping[str, Any], repo_id: str | None, base_model: str | None,
+    card_kwargs: Mapping[str, Any] | None = None,
 ) -> ModelCardData:
+    card_kwargs = dict(card_kwargs or {})
     tuner = config["tuner"]["name"]
     task = config.get("task") or {}
-    dataset = task.get("dataset")
+    dataset = _dataset_of(config)
     task_tag, pipeline_tag = _TASK_TAGS.get(task.get("kind", "classification"),
                                             _TASK_TAGS["classification"])
     rows = _metric_rows(config.get("metrics") or {})
+    tags = [*_BASE_TAGS, task_tag, tuner]
+    tags += [t for t in card_kwargs.pop("tags", []) if t not in tags]
+    datasets = card_kwargs.pop("datasets", None) or ([dataset] if dataset else None)
+    license_ = card_kwargs.pop("license", None) or license_for(
+        config["backbone"].get("config") or {}, base_model)
     data = ModelCardData(
         library_name="cotprompt",
-        tags=[*_BASE_TAGS, task_tag, tuner],
+        license=license_,
+        tags=tags,
         pipeline_tag=pipeline_tag,
         base_model=base_model,
+        base_model_relation="adapter" if base_model else None,
+        datasets=datasets,
+        **card_kwargs,
     )
     if rows:
         data.model_name = (repo_id or f"cotprompt-{tuner}").split("/")[-1]
@@ -180,9 +382,15 @@ def _card_data(
     return data
 
 
-def _merge_data(old: ModelCardData, new: ModelCardData) -> ModelCardData:
+def _merge_data(old: ModelCardData, new: ModelCardData,
+                keep_old: Sequence[str] = ()) -> ModelCardData:
+    """``new`` over ``old``; tags are added to the old ones; the keys of ``keep_old`` (values we
+    only derived, not ones the caller gave) do not replace a value the old card has."""
     merged = old.to_dict()
     fresh = new.to_dict()
+    for key in keep_old:
+        if merged.get(key) is not None:
+            fresh.pop(key, None)
     tags = list(merged.get("tags") or [])
     tags += [t for t in fresh.get("tags") or [] if t not in tags]
     merged.update({k: v for k, v in fresh.items() if v is not None})
@@ -195,6 +403,7 @@ def render_card(
     existing: str | None = None,
     repo_id: str | None = None,
     revision: str | None = None,
+    options: CardOptions | None = None,
 ) -> str:
     """The card text for ``config``, keeping any custom text of ``existing``.
 
@@ -204,10 +413,15 @@ def render_card(
             its metadata are kept.
         repo_id: The Hub repository the card is for (used in the loading snippet).
         revision: The branch the card is pushed to, when not ``main`` (used in the snippet).
+        options: ``model_card_kwargs``, training history and versions (default: those of an
+            enclosing :func:`card_options` block, else none).
     """
+    options = options or _OPTIONS.get() or CardOptions()
     base_model = base_model_for(config["backbone"].get("config") or {})
-    data = _card_data(config, repo_id, base_model)
-    body = _generated_body(config, repo_id, revision if revision != "main" else None, base_model)
+    card_kwargs = check_card_kwargs(options.card_kwargs)
+    data = _card_data(config, repo_id, base_model, card_kwargs)
+    body = _generated_body(config, repo_id, revision if revision != "main" else None, base_model,
+                           options)
     if existing:
         old = ModelCard(existing, ignore_metadata_errors=True)
         text = old.text
@@ -217,7 +431,8 @@ def render_card(
             text = before + body + after
         else:
             text = body + "\n\n" + text.lstrip()
-        data = _merge_data(old.data, data)
+        derived = [key for key in ("license", "datasets") if key not in card_kwargs]
+        data = _merge_data(old.data, data, derived)
     else:
         text = body + "\n"
     if not text.startswith("\n"):

@@ -14,14 +14,17 @@ from typing import TYPE_CHECKING, Any
 
 from cotprompt.cli._common import (
     EXIT_OK,
+    Override,
     add_allow_pickle,
     add_device,
     add_json,
     load_pipeline,
     logger,
+    parse_overrides,
     print_json,
     require_positive,
     table,
+    validate_with_overrides,
     write,
 )
 from cotprompt.errors import ConfigError, DataError
@@ -70,6 +73,16 @@ def _add_train(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--seed", type=int, metavar="N",
         help="the run's seed, instead of the config's `training.seed` and `data.seed`: "
         "parameter initialisation, few-shot sample, shuffling, augmentation",
+    )
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+        help="override a key of the config (repeatable): a dotted path, a YAML value, e.g. "
+        "--set training.epochs=5 --set tuner.config.n_ctx=8 (checked like the file's own keys)",
+    )
+    parser.add_argument(
+        "--allow-fewer", action="store_true",
+        help="take all images of classes with fewer than `data.shots` instead of failing "
+        "(the same as --set data.allow_fewer=true)",
     )
     add_json(parser, "print a JSON summary")
     add_allow_pickle(parser)
@@ -166,19 +179,29 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config_path = Path(args.config)
     raw = read_mapping(config_path)
     base_dir = config_path.resolve().parent
-    data_raw = raw.pop("data", None)
-    output_value = raw.pop("output", None)
-    if output_value is not None and not isinstance(output_value, str):
-        raise ConfigError(f"`output` must be a folder path, got {output_value!r}")
+    overrides = parse_overrides(args.overrides)
+    if getattr(args, "allow_fewer", False):
+        overrides.append(Override("data.allow_fewer=true", label="--allow-fewer"))
     opt_ins = {name: True for name in ("allow_pickle", "trust_remote_code")
                if getattr(args, name, False)}
-    config = load_pipeline_config(raw, file_source=str(config_path), caller_options=opt_ins)
+
+    def validate(mapping: dict[str, Any]) -> tuple[Any, DataSpec, Any]:
+        data_raw = mapping.pop("data", None)
+        output_value = mapping.pop("output", None)
+        if output_value is not None and not isinstance(output_value, str):
+            raise ConfigError(f"`output` must be a folder path, got {output_value!r}")
+        config = load_pipeline_config(mapping, file_source=str(config_path),
+                                      caller_options=opt_ins)
+        seed = config.training.seed if args.seed is None else args.seed
+        # one seed: the few-shot sample follows the run's seed unless `data.seed` sets its own
+        # (`--seed` overrides both)
+        if isinstance(data_raw, Mapping) and (args.seed is not None or "seed" not in data_raw):
+            data_raw = {**data_raw, "seed": seed}
+        return config, DataSpec.from_mapping(data_raw), output_value
+
+    config, spec, output_value = validate_with_overrides(
+        raw, overrides, validate, source=str(config_path))
     seed = config.training.seed if args.seed is None else args.seed
-    # one seed: the few-shot sample follows the run's seed unless `data.seed` sets its own
-    # (`--seed` overrides both)
-    if isinstance(data_raw, Mapping) and (args.seed is not None or "seed" not in data_raw):
-        data_raw = {**data_raw, "seed": seed}
-    spec = DataSpec.from_mapping(data_raw)
     if args.output:
         output = Path(args.output)
     elif output_value:

@@ -5,11 +5,15 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from cotprompt.artifact.model_card import CardOptions, card_options, check_card_kwargs
 from cotprompt.errors import ConfigError
 from cotprompt.hub.mixin import HubMixin
 from cotprompt.pipeline import serialization
@@ -37,6 +41,27 @@ class ArtifactMixin(HubMixin):
     training_data: dict[str, Any] | None
     metrics: dict[str, dict[str, float]]
     source: dict[str, Any] | None
+    #: The per-epoch records of the last ``fit`` in this process (``TrainingResult.history``),
+    #: written to the model card's "Training results"; ``None`` for loaded prompts.
+    training_history: list[dict[str, Any]] | None = None
+
+    def _card_options(self, model_card_kwargs: Mapping[str, Any] | None = None) -> CardOptions:
+        """What the model card adds to the artifact config: ``model_card_kwargs`` (checked), and
+        for prompts trained in this process their per-epoch history and the torch and open_clip
+        versions they were trained with.
+
+        Raises:
+            ConfigError: A ``model_card_kwargs`` value of the wrong type.
+        """
+        history = self.training_history
+        versions: dict[str, str] = {}
+        if history:
+            versions["torch"] = torch.__version__
+            with contextlib.suppress(metadata.PackageNotFoundError):
+                versions["open_clip"] = metadata.version("open_clip_torch")
+        return CardOptions(card_kwargs=check_card_kwargs(model_card_kwargs),
+                           history=[dict(r) for r in history] if history else None,
+                           versions=versions)
 
     def component_records(self) -> dict[str, dict[str, Any]]:
         """The saved record (name, package, config) of each component, by kind."""
@@ -55,17 +80,30 @@ class ArtifactMixin(HubMixin):
             training=self.training, training_data=self.training_data, metrics=self.metrics,
         )
 
-    def save_pretrained(self, directory: str | Path) -> Path:
+    def save_pretrained(self, directory: str | Path, *,
+                        model_card_kwargs: Mapping[str, Any] | None = None) -> Path:
         """Write config, weights (trainable tensors only) and model card to ``directory``.
 
         Files are replaced all or nothing (a save interrupted at any point leaves the previous
         artifact loadable); custom text in an existing ``README.md`` is kept.
 
+        Args:
+            directory: The folder.
+            model_card_kwargs: Model card metadata: ``license`` (default: the base model's
+                where known, ``mit`` for OpenAI's CLIP weights), ``tags`` (added to
+                cotprompt's), ``datasets`` (default: the training data's dataset); any other
+                key is written to the card's front matter as is.
+
         Returns:
             The folder.
+
+        Raises:
+            ConfigError: No classes are bound yet; a ``model_card_kwargs`` value of the wrong
+                type.
         """
+        options = self._card_options(model_card_kwargs)
         return serialization.save_artifact(directory, self.artifact_config(),
-                                           self.model.trainable_state())
+                                           self.model.trainable_state(), options)
 
     def push_to_hub(
         self,
@@ -76,6 +114,7 @@ class ArtifactMixin(HubMixin):
         revision: str | None = None,
         commit_message: str | None = None,
         create_pr: bool = False,
+        model_card_kwargs: Mapping[str, Any] | None = None,
     ) -> CommitInfo:
         """Upload config, weights and model card to a Hub repository in one commit.
 
@@ -91,12 +130,15 @@ class ArtifactMixin(HubMixin):
             revision: Branch to commit to (default ``main``).
             commit_message: Default: a summary of the pipeline.
             create_pr: Open a pull request instead of committing to the branch.
+            model_card_kwargs: Model card metadata, as in :meth:`save_pretrained`.
 
         Returns:
             The ``huggingface_hub.CommitInfo`` (``commit_url``, ``oid``, ``pr_url``).
         """
-        return super().push_to_hub(repo_id, token=token, private=private, revision=revision,
-                                   commit_message=commit_message, create_pr=create_pr)
+        with card_options(self._card_options(model_card_kwargs)):  # both renders of the push
+            return super().push_to_hub(repo_id, token=token, private=private,
+                                       revision=revision, commit_message=commit_message,
+                                       create_pr=create_pr)
 
     @classmethod
     def from_pretrained(

@@ -61,6 +61,9 @@ def load_pipeline_config(
     file may not set caller-only opt-ins such as ``allow_pickle`` or ``trust_remote_code``,
     nor free-form loader arguments; the caller's own opt-ins are applied afterwards.
 
+    A component section may be its name alone (``tuner: cotpt`` means ``tuner: {name: cotpt}``),
+    as in code (``CoTPipeline.create(tuner="cotpt")``).
+
     Args:
         source: A mapping (trusted: the caller's code) or a YAML/JSON file path (untrusted).
         file_source: The file a mapping was read from, which makes it untrusted too (and,
@@ -78,6 +81,9 @@ def load_pipeline_config(
     if not isinstance(source, Mapping):
         for key in _TRAIN_ONLY:  # a training config file also describes a pipeline
             data.pop(key, None)
+    for kind in KINDS:  # `tuner: cotpt`, as in code: a component by its name alone
+        if isinstance(data.get(kind), str):
+            data[kind] = {"name": data[kind]}
     try:
         config = PipelineConfig.model_validate(data)
     except ValidationError as exc:

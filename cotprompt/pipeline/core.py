@@ -9,6 +9,7 @@ dataset trains and evaluates in the task heads (:mod:`cotprompt.pipeline.heads`)
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -21,6 +22,7 @@ from pydantic import BaseModel
 from torch import Tensor
 
 from cotprompt.backbones.zero_shot import zero_shot_classifier, zero_shot_logits
+from cotprompt.data.converters import convert_if_foreign
 from cotprompt.data.records import ImageClassificationDataset
 from cotprompt.errors import ConfigError, DataError, TrainingError
 from cotprompt.evaluation.finite import check_finite_scores
@@ -37,7 +39,7 @@ from cotprompt.pipeline.heads import (
     TaskHead,
     article,
     check_accepts,
-    check_split_name,
+    check_evaluation,
     check_task_head,
     task_head_for,
 )
@@ -115,6 +117,7 @@ class CoTPipeline(ArtifactMixin):
         self.chain: PromptChain | None = None
         self.metrics: dict[str, dict[str, float]] = {}
         self.training_data: dict[str, Any] | None = None
+        self.training_history: list[dict[str, Any]] | None = None
         self.source: dict[str, Any] | None = None
         self._zero_shot_cache: tuple[PromptChain, Tensor] | None = None
         self._init_record: InitRecord | None = None  # the seed untrained parameters hold
@@ -277,6 +280,7 @@ class CoTPipeline(ArtifactMixin):
             ConfigError: ``val`` is of another kind than ``train``.
             TrainingError: NaN loss, or an incompatible checkpoint.
         """
+        train, val = convert_if_foreign(train), convert_if_foreign(val)  # HF, torchvision, pairs
         started = time.perf_counter()
         head = task_head_for(train) if task_head is None else check_task_head(task_head)
         check_accepts(head, train, "training data")
@@ -301,6 +305,7 @@ class CoTPipeline(ArtifactMixin):
                                   started=started)
         self.training = config
         self.training_data = head.training_record(train, config, plan)
+        self.training_history = list(result.history)  # the model card's per-epoch table
         self._zero_shot_cache = None
         if self.metrics:  # measured on the prompts this run replaced
             logger.info("dropping the metrics recorded before this training (%s)",
@@ -447,7 +452,8 @@ class CoTPipeline(ArtifactMixin):
 
     def evaluate(self, dataset: ImageClassificationDataset | TaskDataset, *, batch_size: int = 64,
                  zero_shot: bool = False, split: str | None = None,
-                 task_head: TaskHead | None = None) -> EvaluationResult | TaskResult:
+                 task_head: TaskHead | None = None,
+                 num_workers: int = 0) -> EvaluationResult | TaskResult:
         """Accuracy, mean per-class accuracy and per-class accuracy on ``dataset``.
 
         Args:
@@ -457,6 +463,11 @@ class CoTPipeline(ArtifactMixin):
             split: If given, the metrics are recorded under this name for the model card.
             task_head: How to evaluate ``dataset`` (default: the registered head that accepts
                 it).
+            num_workers: Worker processes loading images (for a head whose ``evaluate`` takes
+                ``num_workers``, as classification's does; ``pin_memory`` follows on CUDA).
+
+        ``dataset`` may also be a Hugging Face or torchvision dataset or a list of (image,
+        label) pairs (see :func:`cotprompt.data.as_classification_dataset`).
 
         A :class:`~cotprompt.tasks.RetrievalDataset` or :class:`~cotprompt.tasks.VQADataset`
         is evaluated by its task's head instead (recall@k both ways, or VQA accuracy with
@@ -468,20 +479,14 @@ class CoTPipeline(ArtifactMixin):
                 producing NaN/Inf), instead of reporting an accuracy; the message names the
                 images.
         """
+        dataset = convert_if_foreign(dataset)  # HF, torchvision, (image, label) pairs
         head = task_head_for(dataset) if task_head is None else check_task_head(task_head)
-        check_accepts(head, dataset, "evaluation data")
-        if split is not None:
-            check_split_name(split)
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if self.task is not None and self.task.kind != head.kind:
-            raise ConfigError(
-                f"this pipeline is bound to the {self.task.kind} task; evaluating "
-                f"{head.kind} data would bind it to that task instead: use a pipeline made for "
-                f"it (CoTPipeline.for_method, cotprompt.tasks.for_task) or trained on it"
-            )
+        check_evaluation(head, dataset, bound=self.task, split=split, batch_size=batch_size)
         self.model.eval()
-        result = head.evaluate(self, dataset, batch_size=batch_size, zero_shot=zero_shot)
+        loading = ({"num_workers": num_workers}
+                   if "num_workers" in inspect.signature(head.evaluate).parameters else {})
+        result = head.evaluate(self, dataset, batch_size=batch_size, zero_shot=zero_shot,
+                               **loading)
         if split is not None:
             self.metrics[split] = dict(result.metrics())
         return result  # type: ignore[return-value]

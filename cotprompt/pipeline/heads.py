@@ -163,6 +163,28 @@ def check_split_name(split: object) -> str:
     return split
 
 
+def check_evaluation(head: TaskHead, dataset: object, *, bound: Task | None,
+                     split: object, batch_size: object) -> None:
+    """What ``CoTPipeline.evaluate`` checks before any work.
+
+    Raises:
+        DataError: The head does not take ``dataset``.
+        ConfigError: A split name the model card cannot show, a batch size below 1, or a
+            pipeline bound to another task (evaluating would rebind it).
+    """
+    check_accepts(head, dataset, "evaluation data")
+    if split is not None:
+        check_split_name(split)
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if bound is not None and bound.kind != head.kind:
+        raise ConfigError(
+            f"this pipeline is bound to the {bound.kind} task; evaluating {head.kind} data "
+            "would bind it to that task instead: use a pipeline made for it "
+            "(CoTPipeline.for_method, cotprompt.tasks.for_task) or trained on it"
+        )
+
+
 def register_task_head(head: TaskHead) -> None:
     """Make ``head`` the one :func:`task_head_for` returns for the datasets it accepts (a head
     registered later is asked first; one of the same ``kind`` and class is replaced).

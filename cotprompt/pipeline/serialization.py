@@ -16,7 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from cotprompt import artifact
 from cotprompt.artifact.checked import CheckedArtifact, read_checked
-from cotprompt.artifact.model_card import render_card
+from cotprompt.artifact.model_card import CardOptions, render_card
 from cotprompt.artifact.records import ComponentChoice
 from cotprompt.backbones.weights_source import model_quick_gelu
 from cotprompt.config import UNTRUSTED, config_record
@@ -100,12 +100,15 @@ def artifact_config(
 
 
 def save_artifact(directory: str | Path, config: dict[str, Any],
-                  tensors: dict[str, torch.Tensor]) -> Path:
+                  tensors: dict[str, torch.Tensor], card_options: CardOptions | None = None
+                  ) -> Path:
     """Write config, weights and model card to ``directory`` (all or nothing).
 
     The custom text of an existing ``README.md`` is kept; a ``README.md`` that is a symbolic link
     is not followed (its target could be any file): it is treated as absent, with a warning, and
-    the save replaces the link with a regular file.
+    the save replaces the link with a regular file. ``card_options``: ``model_card_kwargs``,
+    training history and versions for the card (see :func:`~cotprompt.artifact.model_card.
+    render_card`).
     """
     directory = Path(directory)
     card_path = directory / artifact.CARD_NAME
@@ -119,7 +122,7 @@ def save_artifact(directory: str | Path, config: dict[str, Any],
         except (OSError, UnicodeDecodeError) as exc:
             return _save_keeping_card(directory, config, tensors, card_path, exc)
     try:
-        card = render_card(config, existing)
+        card = render_card(config, existing, options=card_options)
     except (ValueError, yaml.YAMLError) as exc:  # a user's README whose header is not a card's
         return _save_keeping_card(directory, config, tensors, card_path, exc)
     return artifact.write_artifact(directory, config, tensors, card)

@@ -7,6 +7,8 @@ package's modules) and from the library only.
 - :mod:`~cotprompt.cli._common.options`: the options every subcommand accepts (``-v``, ``-q``,
   ``--debug``), ``--json``, ``--device`` / ``--threads``, ``--allow-pickle``, the checks of
   their values and loading a command's ``ARTIFACT``;
+- :mod:`~cotprompt.cli._common.overrides`: ``--set KEY=VALUE`` overrides of a config file's
+  keys;
 - :mod:`~cotprompt.cli._common.output`: results on stdout (lines, JSON, tables) and logging to
   stderr;
 - here: the type of a command's ``handler`` and the command line's :data:`logger`.
@@ -35,26 +37,36 @@ from cotprompt.cli._common.options import (
     torch_threads,
 )
 from cotprompt.cli._common.output import configure_logging, json_text, print_json, table, write
+from cotprompt.cli._common.overrides import (
+    Override,
+    apply_overrides,
+    parse_overrides,
+    validate_with_overrides,
+)
 
 __all__ = [
     "EXIT_FAILURE",
     "EXIT_OK",
     "EXIT_USAGE",
     "Handler",
+    "Override",
     "add_allow_pickle",
     "add_device",
     "add_json",
     "add_top_level_options",
+    "apply_overrides",
     "check_device",
     "common_options",
     "configure_logging",
     "describe_failure",
     "json_text",
     "load_pipeline",
+    "parse_overrides",
     "print_json",
     "require_positive",
     "table",
     "torch_threads",
+    "validate_with_overrides",
     "write",
 ]
 

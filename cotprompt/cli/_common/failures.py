@@ -3,20 +3,45 @@ turns any exception into the one line ``error: ...`` and the status."""
 
 from __future__ import annotations
 
+import re
 import traceback
 from typing import Any
 
 from cotprompt.errors import CotpromptError, one_line
 
-__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "describe_failure"]
+__all__ = ["EXIT_FAILURE", "EXIT_OK", "EXIT_USAGE", "cli_syntax", "describe_failure"]
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # argparse's status for bad usage; also used for cotprompt's own errors
 
 
+#: Library options that the command line sets with a flag of the same name (``--allow-pickle``).
+CLI_FLAGS = ("allow_fewer", "allow_pickle", "trust_remote_code")
+_FLAG = "|".join(CLI_FLAGS)
+#: ``allow_pickle=True in code (...) or --allow-pickle on the command line``: the flag alone.
+_IN_CODE_OR_FLAG = re.compile(
+    rf"\b({_FLAG})=True in code \([^()]*\)(?: or --[\w-]+ on the command line)?")
+#: ``(in code, or with --allow-pickle on the command line)``: ``(with --allow-pickle)``.
+_IN_CODE_OR_WITH = re.compile(r"\(in code, or with (--[\w-]+) on the command line\)")
+_ASSIGNMENT = re.compile(rf"\b({_FLAG})=True\b")
+
+
+def cli_syntax(message: str) -> str:
+    """A library message in command-line syntax: ``allow_fewer=True`` -> ``--allow-fewer``
+    (for the options the command line has as flags, :data:`CLI_FLAGS`)."""
+
+    def flag(match: re.Match[str]) -> str:
+        return "--" + match.group(1).replace("_", "-")
+
+    message = _IN_CODE_OR_FLAG.sub(flag, message)
+    message = _IN_CODE_OR_WITH.sub(r"(with \1)", message)
+    return _ASSIGNMENT.sub(flag, message)
+
+
 def describe_failure(exc: BaseException) -> tuple[str, int]:
-    """The one-line message (without ``error:``) and the exit status of a failed command.
+    """The one-line message (without ``error:``, in command-line syntax: see
+    :func:`cli_syntax`) and the exit status of a failed command.
 
     - a cotprompt error (:class:`~cotprompt.errors.CotpromptError`): its message, status 2;
     - an exception raised by a plugin's component (its class, or code of its module, is on the
@@ -28,6 +53,11 @@ def describe_failure(exc: BaseException) -> tuple[str, int]:
       ``KeyError`` or ``TypeError`` is not a malformed input): ``internal error: <type>:
       <message>``, asking for a report, status 2 (``--debug`` shows the traceback).
     """
+    message, status = _describe(exc)
+    return cli_syntax(message), status
+
+
+def _describe(exc: BaseException) -> tuple[str, int]:
     if isinstance(exc, CotpromptError):
         return one_line(exc), EXIT_USAGE
     component = _failing_component(exc)

@@ -1,0 +1,143 @@
+"""The model card's Hub conventions (issue 15): base model relation, license, datasets,
+hyperparameters, per-epoch results, framework versions, citations, install line and
+``model_card_kwargs``."""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+
+from cotprompt import CoTPipeline
+from cotprompt.artifact.model_card import CardOptions, card_options, render_card
+from cotprompt.errors import ConfigError
+
+CLASSES = ["cat", "dog"]
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+@pytest.fixture
+def pipeline(tiny_backbone):
+    return CoTPipeline.for_method("cotpt", backbone=tiny_backbone, class_names=CLASSES)
+
+
+def trained_config(pipeline, *, pretrained="openai", model_name="ViT-B-16", dataset="caltech101"):
+    """The pipeline's config as if it were trained on ``dataset`` over real weights (the test
+    machine has none: only the config is rendered)."""
+    config = copy.deepcopy(pipeline.artifact_config())
+    config["backbone"]["config"].update(model_name=model_name, pretrained=pretrained)
+    config["task"]["dataset"] = dataset
+    config["training_data"] = {"num_images": 32, "num_classes": 2, "epochs": 2, "seed": 1}
+    return config
+
+
+def test_openai_weights_give_base_model_adapter_relation_mit_license_and_dataset(pipeline):
+    card = ModelCard(render_card(trained_config(pipeline)))
+    assert card.data.base_model == "openai/clip-vit-base-patch16"
+    assert card.data.base_model_relation == "adapter"
+    assert card.data.license == "mit"
+    assert card.data.datasets == ["caltech101"]
+
+
+def test_unknown_base_model_omits_relation_and_license(pipeline):
+    card = ModelCard(render_card(trained_config(pipeline, pretrained=None, model_name="tiny",
+                                                dataset=None)))
+    data = card.data.to_dict()
+    for key in ("base_model", "base_model_relation", "license", "datasets"):
+        assert key not in data, key
+
+
+def test_hyperparameters_install_line_versions_and_citations(pipeline):
+    text = render_card(trained_config(pipeline))
+    hyperparameters = text.split("## Training hyperparameters", 1)[1].split("\n## ", 1)[0]
+    assert f"| lr | {pipeline.training.lr:.4g} |" in hyperparameters
+    assert "| optimizer | sgd |" in hyperparameters
+    assert "progress" not in hyperparameters and "log_every" not in hyperparameters
+    assert "Training results" not in text  # no history: prompts not trained in this process
+    assert re.search(r"## Framework versions\n\n- cotprompt \d", text)
+    assert "- torch" not in text
+    # the install line is README's (cotprompt is not on PyPI yet)
+    assert "```console\npip install .\n```" in text
+    assert "pip install ." in README.read_text(encoding="utf-8")
+    assert "pypi.org/project/cotprompt" not in text
+    for key, title in [("zhou2022coop", "Learning to Prompt for Vision-Language Models"),
+                       ("zhou2022cocoop", "Conditional Prompt Learning for Vision-Language Models"),
+                       ("ge2023cotpt", "Chain of Thought Prompt Tuning in Vision Language Models")]:
+        assert f"{{{key}," in text and f"{{{title}}}" in text
+    assert "arXiv:2304.07919" in text and "International Journal of Computer Vision" in text
+
+
+def test_untrained_pipeline_has_no_hyperparameters(pipeline):
+    assert "## Training hyperparameters" not in render_card(pipeline.artifact_config())
+
+
+def test_history_of_a_run_in_this_process_gives_results_and_versions(pipeline, tmp_path):
+    pipeline.training_history = [
+        {"epoch": 1, "loss": 1.23456, "lr": 0.002, "seconds": 1.5, "val_accuracy": 50.0},
+        {"epoch": 2, "loss": 0.5, "lr": 1e-05, "seconds": 1.4, "val_accuracy": 75.0},
+    ]
+    text = (pipeline.save_pretrained(tmp_path / "a") / "README.md").read_text()
+    results = text.split("## Training results", 1)[1].split("\n## ", 1)[0]
+    assert "| epoch | loss | lr | val_accuracy |" in results
+    assert "| 1 | 1.235 | 0.002 | 50 |" in results and "| 2 | 0.5 | 1e-05 | 75 |" in results
+    assert "seconds" not in results
+    assert f"- torch {torch.__version__}" in text and "- open_clip " in text
+    loaded = CoTPipeline.from_pretrained(tmp_path / "a", device="cpu")
+    assert loaded.training_history is None  # not saved (no history.json: the card shows it)
+
+
+def test_model_card_kwargs_on_save(pipeline, tmp_path):
+    folder = pipeline.save_pretrained(tmp_path / "a", model_card_kwargs={
+        "license": "apache-2.0", "tags": ["pets", "cotprompt"], "datasets": "oxford_pets",
+        "language": ["en"], "co2_eq_emissions": {"emissions": 1.0},
+    })
+    data = ModelCard((folder / "README.md").read_text()).data
+    assert data.license == "apache-2.0"
+    assert data.tags[:3] == ["cotprompt", "prompt-tuning", "clip"] and data.tags[-1] == "pets"
+    assert data.tags.count("cotprompt") == 1
+    assert data.datasets == ["oxford_pets"]
+    assert data.language == ["en"] and data.co2_eq_emissions == {"emissions": 1.0}
+
+
+@pytest.mark.parametrize("kwargs", [{"license": 3}, {"tags": [1]}, {"datasets": {"a": 1}},
+                                    ["license"]])
+def test_bad_model_card_kwargs_are_refused_before_writing(pipeline, tmp_path, kwargs):
+    with pytest.raises(ConfigError, match="model_card_kwargs"):
+        pipeline.save_pretrained(tmp_path / "a", model_card_kwargs=kwargs)
+    assert not (tmp_path / "a").exists()
+
+
+def test_user_text_and_license_kept_derived_values_do_not_replace_them(pipeline):
+    config = trained_config(pipeline)
+    first = render_card(config)
+    user = first.replace("license: mit", "license: cc-by-4.0").replace(
+        "---\n\n<!--", "---\n\nMy own intro.\n\n<!--", 1) + "\n## Notes\n\nMine.\n"
+    again = render_card(config, user)
+    assert ModelCard(again).data.license == "cc-by-4.0"  # the default does not replace it
+    assert "My own intro." in again and "## Notes\n\nMine." in again
+    assert again.count("<!-- cotprompt:generated:start -->") == 1
+    given = render_card(config, user, options=CardOptions(card_kwargs={"license": "mit"}))
+    assert ModelCard(given).data.license == "mit"  # an explicit option does
+
+
+def test_card_options_context_reaches_every_render_of_a_push(pipeline, monkeypatch):
+    rendered = []
+
+    def fake_push(obj, repo_id, **kwargs):  # what cotprompt.hub.push_to_hub does: two renders
+        rendered.append(render_card(obj.artifact_config(), repo_id=repo_id))
+        rendered.append(render_card(obj.artifact_config(), rendered[0], repo_id=repo_id))
+        return "info"
+
+    monkeypatch.setattr("cotprompt.hub.mixin.push_to_hub", fake_push)
+    pipeline.training_history = [{"epoch": 1, "loss": 0.5, "lr": 0.002, "seconds": 1.0}]
+    assert pipeline.push_to_hub("alice/x", model_card_kwargs={"license": "bsd-3-clause"}) == "info"
+    for text in rendered:
+        assert ModelCard(text).data.license == "bsd-3-clause"
+        assert "## Training results" in text
+    with card_options(CardOptions(card_kwargs={"license": "mit"})):
+        pass
+    assert "license" not in ModelCard(render_card(pipeline.artifact_config())).data.to_dict()
