@@ -412,6 +412,8 @@ CORPUS = [
     case("report-missing-folder", "report {root}/absent", "absent", "no such folder"),
     case("report-no-results", "report {root}", "no results.json"),
     case("report-format-typo", "report {root} --format xls", "md, csv, json", "xls"),
+    # env
+    case("env-bogus-option", "env --bogus", "unrecognized argument", "--bogus"),
 ]
 
 
@@ -422,7 +424,7 @@ def test_the_corpus_covers_every_subcommand() -> None:
     commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     covered = {p.values[0].argv[0] for p in CORPUS}
     assert commands == covered == {"train", "eval", "predict", "plugins", "demo", "push", "pull",
-                                   "eval-retrieval", "eval-vqa", "sweep", "report"}
+                                   "eval-retrieval", "eval-vqa", "sweep", "report", "env"}
 
 
 def error_lines(err: str) -> list[str]:

@@ -720,3 +720,16 @@ def test_pull_through_olah_mirror(olah, tiny_backbone, tmp_path):
     assert pull("alice/mirrored").source["commit"] == second
     with pytest.raises(ArtifactError):
         load("alice/not-mirrored", tiny_backbone)
+
+
+def test_cli_push_and_pull_print_their_result_once(hub, pipeline, tmp_path, capsys):
+    """The result line is on stdout only: the library's INFO record of it is not logged too."""
+    from cotprompt.cli import main
+
+    folder = pipeline.save_pretrained(tmp_path / "saved")
+    assert main(["push", str(folder), "alice/once", "--token", ALICE]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("pushed ") == 1 and "pushed " not in err, (out, err)
+    assert main(["pull", "alice/once"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("pulled alice/once") == 1 and "pulled " not in err, (out, err)

@@ -6,7 +6,8 @@ sets each one's ``handler`` (a function of the parsed arguments returning the ex
 ``train``, ``eval`` and ``predict`` in :mod:`cotprompt.cli.pipeline`, ``plugins`` in
 :mod:`cotprompt.cli.plugins`, ``demo`` in :mod:`cotprompt.cli.demo`, ``push`` and ``pull`` in
 :mod:`cotprompt.cli.hub`, ``eval-retrieval`` and ``eval-vqa`` in :mod:`cotprompt.cli.tasks`,
-``sweep`` in :mod:`cotprompt.cli.experiments`, ``report`` in :mod:`cotprompt.cli.report`.
+``sweep`` in :mod:`cotprompt.cli.experiments`, ``report`` in :mod:`cotprompt.cli.report`, ``env`` in
+:mod:`cotprompt.cli.env`.
 What they share (exit statuses, options, output, logging) is in :mod:`cotprompt.cli._common`.
 
 Every failure is printed as one line ``error: ...`` on stderr, never as a traceback (``--debug``
@@ -26,7 +27,7 @@ from types import ModuleType
 from typing import NoReturn
 
 from cotprompt._version import __version__
-from cotprompt.cli import demo, experiments, hub, pipeline, plugins, report, tasks
+from cotprompt.cli import demo, env, experiments, hub, pipeline, plugins, report, tasks
 from cotprompt.cli._common import (
     EXIT_USAGE,
     Handler,
@@ -43,7 +44,9 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 
 #: The command modules, in help order. To add commands, write a module with
 #: ``add_commands(subparsers, common)`` and list it here.
-COMMAND_MODULES: list[ModuleType] = [pipeline, plugins, demo, hub, tasks, experiments, report]
+COMMAND_MODULES: list[ModuleType] = [
+    pipeline, plugins, demo, hub, tasks, experiments, report, env,
+]
 
 
 class _Parser(argparse.ArgumentParser):

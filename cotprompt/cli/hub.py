@@ -13,11 +13,17 @@ go to stdout (``--json`` for a JSON object).
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 from cotprompt.cli._common import EXIT_OK, add_json, print_json, write
 
 __all__ = ["add_commands"]
+
+#: The INFO records of :mod:`cotprompt.hub` that say what the commands print on stdout anyway.
+_RESULT_RECORDS = ("pushed %s to %s", "pulled %s at commit %s")
 
 _TOKEN_HELP = "Hub token (default: HF_TOKEN or the token saved by `hf auth login`)"
 
@@ -102,18 +108,37 @@ def _add_pull(subparsers: Any, common: argparse.ArgumentParser) -> None:
     pull.set_defaults(handler=_cmd_pull)
 
 
+class _DropResultRecords(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(_RESULT_RECORDS))
+
+
+@contextlib.contextmanager
+def _result_printed_once() -> Iterator[None]:
+    """Leave out the library's log line of the result that the command prints on stdout, so that
+    it is not shown twice (once on stderr)."""
+    hub_logger = logging.getLogger("cotprompt.hub")
+    drop = _DropResultRecords()
+    hub_logger.addFilter(drop)
+    try:
+        yield
+    finally:
+        hub_logger.removeFilter(drop)
+
+
 def _cmd_push(args: argparse.Namespace) -> int:
     from cotprompt.hub import push_folder
 
-    info = push_folder(
-        args.folder,
-        args.repo_id,
-        token=args.token,
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        create_pr=args.create_pr,
-    )
+    with _result_printed_once():
+        info = push_folder(
+            args.folder,
+            args.repo_id,
+            token=args.token,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            create_pr=args.create_pr,
+        )
     summary = {
         "repo_id": args.repo_id,
         "commit": getattr(info, "oid", None),
@@ -132,7 +157,9 @@ def _cmd_push(args: argparse.Namespace) -> int:
 def _cmd_pull(args: argparse.Namespace) -> int:
     from cotprompt.hub import pull
 
-    pulled = pull(args.repo_id, revision=args.revision, token=args.token, local_dir=args.local_dir)
+    with _result_printed_once():
+        pulled = pull(args.repo_id, revision=args.revision, token=args.token,
+                      local_dir=args.local_dir)
     summary = {
         "repo_id": args.repo_id,
         "revision": args.revision,

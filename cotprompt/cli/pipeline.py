@@ -18,6 +18,7 @@ from cotprompt.cli._common import (
     add_allow_pickle,
     add_device,
     add_json,
+    check_plots,
     load_pipeline,
     logger,
     parse_overrides,
@@ -26,6 +27,7 @@ from cotprompt.cli._common import (
     table,
     validate_with_overrides,
     write,
+    write_plots,
 )
 from cotprompt.errors import ConfigError, DataError
 
@@ -84,6 +86,11 @@ def _add_train(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help="take all images of classes with fewer than `data.shots` instead of failing "
         "(the same as --set data.allow_fewer=true)",
     )
+    parser.add_argument(
+        "--plots", action="store_true",
+        help="write PNG plots to <output>/plots/: training curves and, when there is a test "
+        "split, its confusion matrix and per-class accuracy (needs cotprompt[plots])",
+    )
     add_json(parser, "print a JSON summary")
     add_allow_pickle(parser)
     parser.add_argument(
@@ -126,6 +133,11 @@ def _add_eval(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--zero-shot", action="store_true", help="also evaluate the untuned (zero-shot) classifier"
     )
     parser.add_argument("--per-class", action="store_true", help="print per-class accuracy")
+    parser.add_argument(
+        "--plots", metavar="DIR",
+        help="write PNG plots of the confusion matrix and per-class accuracy (of each evaluated "
+        "classifier) to DIR (needs cotprompt[plots])",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
     parser.add_argument("--revision", help="Hub branch, tag or commit of ARTIFACT")
     add_json(parser)
@@ -209,6 +221,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     else:
         output = Path(TRAIN_OUTPUT)
 
+    if args.plots:
+        check_plots()  # before anything slow
     training = config.training
     updates: dict[str, Any] = {"seed": seed}
     if args.quiet:
@@ -256,6 +270,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if dist.is_available() and dist.is_initialized() and dist.get_rank() != 0:
         return EXIT_OK  # data parallel (torchrun, accelerate launch): the main process writes
     saved = pipeline.save_pretrained(output)
+    plots = Path(saved) / "plots" if args.plots else None
+    if plots is not None:
+        write_plots(plots, {"zero_shot": zero_shot, "tuned": tuned}, result.history)
 
     summary = {
         "output": str(saved),
@@ -270,6 +287,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "metrics": pipeline.metrics,
         "checkpoint": str(result.checkpoint) if result.checkpoint else None,
     }
+    if plots is not None:  # the key only with --plots: the summary is otherwise unchanged
+        summary["plots"] = str(plots)
     if args.json:
         print_json(summary)
         return EXIT_OK
@@ -335,6 +354,8 @@ def _bind_dataset_classes(pipeline: CoTPipeline, dataset: ImageClassificationDat
 
 def _cmd_eval(args: argparse.Namespace) -> int:
     require_positive("--batch-size", args.batch_size)
+    if args.plots:
+        check_plots()  # before anything slow
     dataset = _eval_dataset(args)
     pipeline = load_pipeline(args)
     _bind_dataset_classes(pipeline, dataset)
@@ -342,6 +363,8 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.zero_shot:
         results["zero_shot"] = pipeline.evaluate(dataset, batch_size=args.batch_size,
                                                  zero_shot=True)
+    if args.plots:
+        write_plots(args.plots, results)
     if args.json:
         print_json({
             "artifact": str(args.artifact),

@@ -7,7 +7,7 @@ Predictions and labels may be torch tensors, numpy arrays or lists. Predictions 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -158,12 +158,16 @@ class EvaluationResult:
         mean_per_class_accuracy: Mean accuracy over classes that have samples.
         per_class: ``{class_name: accuracy}``; ``None`` for classes without samples.
         num_samples: N.
+        confusion: The confusion matrix ``[C, C]`` (rows true, columns predicted; see
+            :func:`confusion_matrix`) when computed from predictions, else ``None``; not part of
+            :meth:`to_dict`.
     """
 
     accuracy: float
     mean_per_class_accuracy: float
     per_class: dict[str, float | None] = field(default_factory=dict)
     num_samples: int = 0
+    confusion: np.ndarray | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def from_predictions(
@@ -177,16 +181,22 @@ class EvaluationResult:
         p, y = _pair(preds, labels)
         per_class = per_class_accuracy(p, y, len(class_names))
         present = [a for a in per_class if a is not None]
+        confusion = confusion_matrix(p, y, len(class_names))
+        confusion.setflags(write=False)
         return cls(
             accuracy=accuracy(p, y),
             mean_per_class_accuracy=float(np.mean(present)),
             per_class=dict(zip(class_names, per_class, strict=True)),
             num_samples=int(p.shape[0]),
+            confusion=confusion,
         )
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-serialisable dictionary of the fields."""
-        return asdict(self)
+        """A JSON-serialisable dictionary of the fields (without :attr:`confusion`)."""
+        return {"accuracy": self.accuracy,
+                "mean_per_class_accuracy": self.mean_per_class_accuracy,
+                "per_class": dict(self.per_class),
+                "num_samples": self.num_samples}
 
     def metrics(self) -> dict[str, float]:
         """What an artifact records for an evaluated split (the model card's figures)."""

@@ -18,10 +18,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
-from cotprompt.errors import ConfigError
+from cotprompt.evaluation.plots import DPI, new_figure, require_matplotlib, save_png
 from cotprompt.experiments.tables import (
     BASE2NEW,
     CROSS_DATASET,
@@ -32,41 +31,16 @@ from cotprompt.experiments.tables import (
     Table,
     display_dataset,
 )
-from cotprompt.io import atomic_path
 
 __all__ = ["DPI", "require_matplotlib", "write_plots"]
 
-#: Resolution of the PNG files.
-DPI = 100
-_PNG_METADATA: dict[str, Any] = {"Software": None}
-
-
-def require_matplotlib() -> ModuleType:
-    """The ``matplotlib`` module.
-
-    Raises:
-        ConfigError: matplotlib is not installed (the message says how to install it).
-    """
-    try:
-        import matplotlib
-    except ImportError as exc:
-        raise ConfigError('plots need matplotlib, which is not installed: pip install '
-                          '"cotprompt[plots]"') from exc
-    return matplotlib
-
 
 def _new_figure(width: float, height: float) -> Any:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(figure)
-    return figure
+    return new_figure(width, height)
 
 
 def _save(figure: Any, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=DPI, metadata=_PNG_METADATA)
+    save_png(figure, path)
 
 
 def _methods(rows: Sequence[Row]) -> list[str]:

@@ -43,6 +43,7 @@ from cotprompt.cli._common.overrides import (
     parse_overrides,
     validate_with_overrides,
 )
+from cotprompt.cli._common.plots import check_plots, write_plots
 
 __all__ = [
     "EXIT_FAILURE",
@@ -56,6 +57,7 @@ __all__ = [
     "add_top_level_options",
     "apply_overrides",
     "check_device",
+    "check_plots",
     "common_options",
     "configure_logging",
     "describe_failure",
@@ -68,6 +70,7 @@ __all__ = [
     "torch_threads",
     "validate_with_overrides",
     "write",
+    "write_plots",
 ]
 
 #: A command's ``handler``: the parsed arguments -> the exit status.
