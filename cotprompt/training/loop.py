@@ -74,17 +74,34 @@ class TrainingResult:
     checkpoint: Path | None = None
 
 
+#: ``accelerate launch --mixed_precision`` values (its ``ACCELERATE_MIXED_PRECISION``) by precision.
+_LAUNCHED_PRECISION = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
+
+
 def make_accelerator(precision: str) -> Accelerator:
-    """An ``accelerate.Accelerator`` for the precision (``auto``: bf16 on a capable GPU)."""
+    """An ``accelerate.Accelerator`` for the precision.
+
+    ``auto`` takes the precision ``accelerate launch --mixed_precision`` chose (it sets
+    ``ACCELERATE_MIXED_PRECISION``), else bf16 on a GPU that supports it, else fp32; an explicit
+    precision wins over the launcher. Runs on CUDA when available, else on Apple's MPS, else on
+    the CPU.
+
+    Raises:
+        TrainingError: fp16 without a GPU.
+    """
     from accelerate import Accelerator
 
     cuda = torch.cuda.is_available()
-    if precision == "auto":
+    mps = not cuda and torch.backends.mps.is_available()
+    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "").strip().lower()
+    if precision == "auto" and launched in _LAUNCHED_PRECISION:
+        precision = _LAUNCHED_PRECISION[launched]
+    elif precision == "auto":
         precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp16" and not cuda:
+    if precision == "fp16" and not (cuda or mps):
         raise TrainingError("precision='fp16' needs a GPU; use 'fp32' or 'bf16' on the CPU")
     mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    return Accelerator(cpu=not cuda, mixed_precision=mixed)
+    return Accelerator(cpu=not (cuda or mps), mixed_precision=mixed)
 
 
 def make_optimizer(config: TrainingConfig, params: list[Tensor]) -> torch.optim.Optimizer:
