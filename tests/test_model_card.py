@@ -9,15 +9,20 @@ import re
 from pathlib import Path
 
 import pytest
+import test_hub
 import torch
 from huggingface_hub import ModelCard
+from test_hub import ALICE
 
 from cotprompt import CoTPipeline
-from cotprompt.artifact.model_card import CardOptions, card_options, render_card
+from cotprompt.artifact.model_card import CardOptions, render_card
 from cotprompt.errors import ConfigError
 
 CLASSES = ["cat", "dog"]
 README = Path(__file__).resolve().parents[1] / "README.md"
+
+hf_home = test_hub.hf_home  # fixtures: huggingface_hub home under tmp_path, and the Hub server
+hub = test_hub.hub
 
 
 @pytest.fixture
@@ -124,20 +129,10 @@ def test_user_text_and_license_kept_derived_values_do_not_replace_them(pipeline)
     assert ModelCard(given).data.license == "mit"  # an explicit option does
 
 
-def test_card_options_context_reaches_every_render_of_a_push(pipeline, monkeypatch):
-    rendered = []
-
-    def fake_push(obj, repo_id, **kwargs):  # what cotprompt.hub.push_to_hub does: two renders
-        rendered.append(render_card(obj.artifact_config(), repo_id=repo_id))
-        rendered.append(render_card(obj.artifact_config(), rendered[0], repo_id=repo_id))
-        return "info"
-
-    monkeypatch.setattr("cotprompt.hub.mixin.push_to_hub", fake_push)
+def test_model_card_kwargs_reach_the_card_a_push_uploads(hub, pipeline):
     pipeline.training_history = [{"epoch": 1, "loss": 0.5, "lr": 0.002, "seconds": 1.0}]
-    assert pipeline.push_to_hub("alice/x", model_card_kwargs={"license": "bsd-3-clause"}) == "info"
-    for text in rendered:
-        assert ModelCard(text).data.license == "bsd-3-clause"
-        assert "## Training results" in text
-    with card_options(CardOptions(card_kwargs={"license": "mit"})):
-        pass
+    pipeline.push_to_hub("alice/x", token=ALICE, model_card_kwargs={"license": "bsd-3-clause"})
+    text = hub.file("alice/x", "README.md").data.decode()
+    assert ModelCard(text).data.license == "bsd-3-clause"
+    assert "## Training results" in text
     assert "license" not in ModelCard(render_card(pipeline.artifact_config())).data.to_dict()

@@ -110,6 +110,14 @@ def test_split_names_the_model_card_cannot_show_are_refused(backbone, split):
     assert pipeline.metrics == {}
 
 
+@pytest.mark.parametrize("num_workers", [-1, 1.5, True])
+def test_evaluate_checks_its_number_of_workers(backbone, num_workers):
+    for pipeline, data in ((classifier(backbone), classification_set()),
+                           (retriever(backbone), retrieval_set())):
+        with pytest.raises(ConfigError, match="num_workers must be an integer >= 0"):
+            pipeline.evaluate(data, num_workers=num_workers)
+
+
 @pytest.mark.parametrize("batch_size", [0, -1, "4"])
 def test_classification_evaluate_checks_its_batch_size(backbone, batch_size):
     with pytest.raises(ConfigError, match="batch_size must be an integer >= 1"):
@@ -177,8 +185,8 @@ class SameColourHead(ClassificationHead):
     def training_record(self, train: Any, config: Any, plan: Any) -> dict[str, Any]:
         return {"task": self.kind, "num_pairs": len(train.images)}
 
-    def evaluate(self, pipeline: Any, dataset: Any, *, batch_size: int, zero_shot: bool
-                 ) -> EvaluationResult:
+    def evaluate(self, pipeline: Any, dataset: Any, *, batch_size: int, zero_shot: bool,
+                 num_workers: int = 0) -> EvaluationResult:
         images = dataset.images.with_transform(pipeline.backbone.image_transform(train=False))
         features = pipeline.image_features(torch.stack([images[i][0] for i in
                                                         range(len(images))]))

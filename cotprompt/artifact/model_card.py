@@ -13,11 +13,9 @@ ours merged into it (tags are added to the user's, not substituted for them).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-from collections.abc import Iterator, Mapping, Sequence
-from contextvars import ContextVar
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,20 +100,6 @@ class CardOptions:
     card_kwargs: Mapping[str, Any] = field(default_factory=dict)
     history: Sequence[Mapping[str, Any]] | None = None
     versions: Mapping[str, str] = field(default_factory=dict)
-
-
-_OPTIONS: ContextVar[CardOptions | None] = ContextVar("cotprompt_card_options", default=None)
-
-
-@contextlib.contextmanager
-def card_options(options: CardOptions) -> Iterator[None]:
-    """Use ``options`` for every card rendered inside the block (a push renders it twice: in
-    the temporary save and again against the repository's current card)."""
-    token = _OPTIONS.set(options)
-    try:
-        yield
-    finally:
-        _OPTIONS.reset(token)
 
 
 def check_card_kwargs(card_kwargs: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -413,10 +397,9 @@ def render_card(
             its metadata are kept.
         repo_id: The Hub repository the card is for (used in the loading snippet).
         revision: The branch the card is pushed to, when not ``main`` (used in the snippet).
-        options: ``model_card_kwargs``, training history and versions (default: those of an
-            enclosing :func:`card_options` block, else none).
+        options: ``model_card_kwargs``, training history and versions (default: none).
     """
-    options = options or _OPTIONS.get() or CardOptions()
+    options = options or CardOptions()
     base_model = base_model_for(config["backbone"].get("config") or {})
     card_kwargs = check_card_kwargs(options.card_kwargs)
     data = _card_data(config, repo_id, base_model, card_kwargs)

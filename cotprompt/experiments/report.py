@@ -151,8 +151,8 @@ def _record_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
 
 def _shared(result: RunResult) -> bool | None:
     """Whether the run shared its frozen features, read from its fingerprint (``None``: the
-    fingerprint is not :func:`~cotprompt.experiments.runner.run_fingerprint` of its record)."""
-    from cotprompt.experiments.runner import run_fingerprint
+    fingerprint is not :func:`~cotprompt.experiments.methods.run_fingerprint` of its record)."""
+    from cotprompt.experiments.methods import run_fingerprint
 
     spec = result.backbone.get("spec", result.backbone)
     for share in (True, False):
@@ -161,16 +161,16 @@ def _shared(result: RunResult) -> bool | None:
     return None
 
 
-def _fingerprint_difference(a: RunResult, b: RunResult) -> str | None:
-    """What two runs of one cell with different fingerprints differ in; ``None`` when only
-    their seeds do (a fingerprint computed over a record that holds the training seed)."""
+def _fingerprint_difference(a: RunResult, b: RunResult) -> str:
+    """What two runs of one cell with different fingerprints differ in, as `` (...)`` (empty
+    when it cannot be told)."""
     differ = _record_difference(_record(a), _record(b))
     if differ:
         return f" ({differ})"
     shared = _shared(a), _shared(b)
-    if None in shared:
-        return ""
-    return None if shared[0] == shared[1] else " (features shared in one, not the other)"
+    if None not in shared and shared[0] != shared[1]:
+        return " (features shared in one, not the other)"
+    return ""
 
 
 def _backbone_text(backbone: dict[str, Any]) -> str:
@@ -181,10 +181,9 @@ def check_settings(results: Sequence[RunResult], names: Sequence[str] | None = N
     """Refuse results a table would average although their settings differ.
 
     The runs of one cell (protocol, dataset, method, shots, training classes: what the seeds
-    are averaged over) must have the same ``fingerprint``, or fingerprints of
-    :func:`~cotprompt.experiments.runner.run_fingerprint` whose method records differ in the
-    training seed only (with the same feature sharing); where a result has none (an older
-    file) the cell's method records (training seed aside) must be the same. The runs of one
+    are averaged over) must have the same ``fingerprint`` (which leaves the seed out); where a
+    result has none (an older file) the cell's method records (training seed aside) must be the
+    same. The runs of one
     table (a protocol; a transfer protocol per source dataset) must have the same backbone.
 
     Args:
@@ -217,13 +216,11 @@ def check_settings(results: Sequence[RunResult], names: Sequence[str] | None = N
             first = results[prints[0]]
             if results[i].fingerprint == first.fingerprint:
                 continue
-            differ = _fingerprint_difference(first, results[i])
-            if differ is not None:
-                raise DataError(
-                    f"{names[prints[0]]} and {names[i]} are runs of one cell ({cell}) with "
-                    f"different fingerprints{differ}: their method, training options, backbone "
-                    "or feature sharing differ; a report does not average them: rerun or remove "
-                    "one")
+            raise DataError(
+                f"{names[prints[0]]} and {names[i]} are runs of one cell ({cell}) with "
+                f"different fingerprints{_fingerprint_difference(first, results[i])}: their "
+                "method, training options, backbone or feature sharing differ; a report does not "
+                "average them: rerun or remove one")
         if len(prints) == len(members):
             continue
         reference = _record(results[members[0]])

@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from cotprompt.artifact.model_card import CardOptions
 from cotprompt.hub.download import resolve_artifact
 from cotprompt.hub.push import push_to_hub
 
@@ -67,8 +68,10 @@ class HubMixin:
 
     def push_to_hub(self, repo_id: str, *, token: str | bool | None = None,
                     private: bool | None = None, revision: str | None = None,
-                    commit_message: str | None = None, create_pr: bool = False) -> CommitInfo:
+                    commit_message: str | None = None, create_pr: bool = False,
+                    card_options: CardOptions | None = None) -> CommitInfo:
         """Save to a temporary folder and upload it to ``repo_id`` in one commit (see
-        :func:`cotprompt.hub.push_folder`)."""
+        :func:`cotprompt.hub.push_folder`; ``card_options``: what the pushed model card adds)."""
         return push_to_hub(self, repo_id, token=token, private=private, revision=revision,
-                           commit_message=commit_message, create_pr=create_pr)
+                           commit_message=commit_message, create_pr=create_pr,
+                           card_options=card_options)

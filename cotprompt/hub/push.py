@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from cotprompt.artifact.checked import check_artifact
 from cotprompt.artifact.format import ARTIFACT_FILES, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact.model_card import CardOptions
 from cotprompt.errors import ArtifactError
 from cotprompt.folder_commit import reading, recover, resolve
 from cotprompt.hub.http import (
@@ -98,6 +99,7 @@ def push_folder(
     commit_message: str | None = None,
     create_pr: bool = False,
     retry: RetryPolicy | None = None,
+    card_options: CardOptions | None = None,
 ) -> CommitInfo:
     """Upload a saved artifact folder to a Hub repository in one commit.
 
@@ -156,7 +158,8 @@ def push_folder(
         existing = _existing_card(api, repo_id, revision, token, retry)
         if existing is None:
             existing = local_card
-        card = render_card(config, existing, repo_id=repo_id, revision=branch)
+        card = render_card(config, existing, repo_id=repo_id, revision=branch,
+                           options=card_options)
         labels = config["chain"]["labels"]
         message = commit_message or (
             f"Upload cotprompt {config['tuner']['name']} prompts ({len(labels)} labels)"
@@ -207,8 +210,10 @@ def push_to_hub(
     revision: str | None = None,
     commit_message: str | None = None,
     create_pr: bool = False,
+    card_options: CardOptions | None = None,
 ) -> CommitInfo:
-    """Save ``obj`` (a pipeline) to a temporary folder and push it with :func:`push_folder`.
+    """Save ``obj`` (a pipeline) to a temporary folder and push it with :func:`push_folder`
+    (``card_options``: what the card pushed adds to the artifact config).
 
     ``private`` is passed on as is: ``None`` (default) leaves the visibility of a new
     repository to the Hub's default for the namespace, ``True``/``False`` make it
@@ -224,4 +229,5 @@ def push_to_hub(
             revision=revision,
             commit_message=commit_message,
             create_pr=create_pr,
+            card_options=card_options,
         )

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
-from cotprompt.artifact.model_card import CardOptions, card_options, check_card_kwargs
+from cotprompt.artifact.model_card import CardOptions, check_card_kwargs
 from cotprompt.errors import ConfigError
 from cotprompt.hub.mixin import HubMixin
 from cotprompt.pipeline import serialization
@@ -135,10 +135,9 @@ class ArtifactMixin(HubMixin):
         Returns:
             The ``huggingface_hub.CommitInfo`` (``commit_url``, ``oid``, ``pr_url``).
         """
-        with card_options(self._card_options(model_card_kwargs)):  # both renders of the push
-            return super().push_to_hub(repo_id, token=token, private=private,
-                                       revision=revision, commit_message=commit_message,
-                                       create_pr=create_pr)
+        return super().push_to_hub(repo_id, token=token, private=private, revision=revision,
+                                   commit_message=commit_message, create_pr=create_pr,
+                                   card_options=self._card_options(model_card_kwargs))
 
     @classmethod
     def from_pretrained(

@@ -9,7 +9,6 @@ dataset trains and evaluates in the task heads (:mod:`cotprompt.pipeline.heads`)
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -463,8 +462,8 @@ class CoTPipeline(ArtifactMixin):
             split: If given, the metrics are recorded under this name for the model card.
             task_head: How to evaluate ``dataset`` (default: the registered head that accepts
                 it).
-            num_workers: Worker processes loading images (for a head whose ``evaluate`` takes
-                ``num_workers``, as classification's does; ``pin_memory`` follows on CUDA).
+            num_workers: Worker processes loading images (classification also pins memory on
+                CUDA).
 
         ``dataset`` may also be a Hugging Face or torchvision dataset or a list of (image,
         label) pairs (see :func:`cotprompt.data.as_classification_dataset`).
@@ -481,12 +480,11 @@ class CoTPipeline(ArtifactMixin):
         """
         dataset = convert_if_foreign(dataset)  # HF, torchvision, (image, label) pairs
         head = task_head_for(dataset) if task_head is None else check_task_head(task_head)
-        check_evaluation(head, dataset, bound=self.task, split=split, batch_size=batch_size)
+        check_evaluation(head, dataset, bound=self.task, split=split, batch_size=batch_size,
+                         num_workers=num_workers)
         self.model.eval()
-        loading = ({"num_workers": num_workers}
-                   if "num_workers" in inspect.signature(head.evaluate).parameters else {})
         result = head.evaluate(self, dataset, batch_size=batch_size, zero_shot=zero_shot,
-                               **loading)
+                               num_workers=num_workers)
         if split is not None:
             self.metrics[split] = dict(result.metrics())
         return result  # type: ignore[return-value]

@@ -106,8 +106,9 @@ class TaskHead(Protocol):
         ...
 
     def evaluate(self, pipeline: TunablePipeline, dataset: Any, *, batch_size: int,
-                 zero_shot: bool) -> HasMetrics:
-        """The head's metrics on ``dataset`` (tuned, or the untuned model's)."""
+                 zero_shot: bool, num_workers: int) -> HasMetrics:
+        """The head's metrics on ``dataset`` (tuned, or the untuned model's); ``num_workers``
+        worker processes load its images."""
         ...
 
 
@@ -164,19 +165,22 @@ def check_split_name(split: object) -> str:
 
 
 def check_evaluation(head: TaskHead, dataset: object, *, bound: Task | None,
-                     split: object, batch_size: object) -> None:
+                     split: object, batch_size: object, num_workers: object) -> None:
     """What ``CoTPipeline.evaluate`` checks before any work.
 
     Raises:
         DataError: The head does not take ``dataset``.
-        ConfigError: A split name the model card cannot show, a batch size below 1, or a
-            pipeline bound to another task (evaluating would rebind it).
+        ConfigError: A split name the model card cannot show, a batch size below 1, a
+            negative number of workers, or a pipeline bound to another task (evaluating would
+            rebind it).
     """
     check_accepts(head, dataset, "evaluation data")
     if split is not None:
         check_split_name(split)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
+        raise ConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}")
     if bound is not None and bound.kind != head.kind:
         raise ConfigError(
             f"this pipeline is bound to the {bound.kind} task; evaluating {head.kind} data "

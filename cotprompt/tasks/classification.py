@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from cotprompt.data.records import ImageClassificationDataset
-from cotprompt.errors import ConfigError, DataError
+from cotprompt.errors import DataError
 from cotprompt.evaluation.finite import check_finite_scores
 from cotprompt.evaluation.metrics import EvaluationResult
 from cotprompt.training.config import TrainingConfig
@@ -107,8 +107,6 @@ class ClassificationHead:
     def evaluate(self, pipeline: TunablePipeline, dataset: ImageClassificationDataset, *,
                  batch_size: int, zero_shot: bool, num_workers: int = 0) -> EvaluationResult:
         check_dataset_classes(pipeline, dataset)
-        if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
-            raise ConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}")
         transform = pipeline.backbone.image_transform(train=False)
         loader = DataLoader(dataset.with_transform(transform), batch_size=batch_size,
                             shuffle=False, num_workers=num_workers,

@@ -100,13 +100,15 @@ def train_features(
 @torch.no_grad()
 def eval_features(
     pipeline: CoTPipeline, records: Sequence[ImageRecord], batch_size: int,
-    transform: Transform | None = None,
+    transform: Transform | None = None, num_workers: int = 0,
 ) -> Tensor:
-    """Normalised image features ``[N, E]`` for evaluation (evaluation transform)."""
+    """Normalised image features ``[N, E]`` for evaluation (evaluation transform), images loaded
+    by ``num_workers`` worker processes."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     transform = transform or pipeline.backbone.image_transform(train=False)
-    loader = DataLoader(PixelList(records, transform), batch_size=batch_size, shuffle=False)
+    loader = DataLoader(PixelList(records, transform), batch_size=batch_size, shuffle=False,
+                        num_workers=num_workers)
     pipeline.model.eval()
     parts = [pipeline.model.image_features(pixels.to(pipeline.device)).float()
              for pixels in loader]

@@ -152,10 +152,11 @@ class RetrievalHead:
                 "num_captions": train.num_captions, "epochs": config.epochs, "seed": config.seed}
 
     def evaluate(self, pipeline: CoTPipeline, dataset: RetrievalDataset, *, batch_size: int,
-                 zero_shot: bool) -> RetrievalResult:
+                 zero_shot: bool, num_workers: int = 0) -> RetrievalResult:
         started = time.perf_counter()
         prepare(pipeline)
-        features = loops.eval_features(pipeline, dataset.images, batch_size, dataset.transform)
+        features = loops.eval_features(pipeline, dataset.images, batch_size, dataset.transform,
+                                       num_workers)
         result = score_gallery(pipeline, features, dataset, self.eval_config,
                                zero_shot=zero_shot)
         seconds = time.perf_counter() - started

@@ -140,7 +140,7 @@ class VQAHead:
                 "seed": config.seed}
 
     def evaluate(self, pipeline: CoTPipeline, dataset: VQADataset, *, batch_size: int,
-                 zero_shot: bool) -> VQAResult:
+                 zero_shot: bool, num_workers: int = 0) -> VQAResult:
         config = self.eval_config or VQAEvalConfig()
         loops.check_generator(pipeline, VQA)
         vocab = vocabulary(pipeline)
@@ -148,7 +148,8 @@ class VQAHead:
             raise DataError("the VQA dataset has questions without human answers: it cannot be "
                             "scored (use cotprompt.tasks.predict_answers)")
         started = time.perf_counter()
-        features = loops.eval_features(pipeline, dataset.images, batch_size, dataset.transform)
+        features = loops.eval_features(pipeline, dataset.images, batch_size, dataset.transform,
+                                       num_workers)
         logits = score_questions(pipeline, features, dataset, config, zero_shot)
         predicted = [vocab[i] for i in logits.argmax(-1).tolist()]
         result = summarise(dataset, vocab, predicted, config.leave_one_out,
