@@ -1,12 +1,25 @@
-"""cotprompt: chain-of-thought prompt tuning (CoT-PT, CoOp, CoCoOp) for CLIP-style models."""
+"""cotprompt: chain-of-thought prompt tuning (CoT-PT, CoOp, CoCoOp) for CLIP-style models.
 
-import cotprompt.tasks  # noqa: F401  (registers the task heads CoTPipeline.fit/evaluate find)
+The public names below are imported on first use (PEP 562 module ``__getattr__``), so that
+``import cotprompt`` and the command line's ``--help`` / ``--version`` do not import torch;
+``from cotprompt import CoTPipeline`` works as usual. The task heads that
+``CoTPipeline.fit`` / ``evaluate`` look up are loaded by their registry on first lookup
+(see :mod:`cotprompt.pipeline.heads`).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from cotprompt._version import __version__
-from cotprompt.pipeline import CoTPipeline, PipelineConfig, Prediction
-from cotprompt.plugins.hookspecs import hookimpl
-from cotprompt.protocols import Aggregator, PromptGenerator, PromptTuner
-from cotprompt.training.config import TrainingConfig
-from cotprompt.types import PromptChain, PromptStep, Task
+
+if TYPE_CHECKING:
+    from cotprompt.pipeline import CoTPipeline, PipelineConfig, Prediction
+    from cotprompt.plugins.hookspecs import hookimpl
+    from cotprompt.protocols import Aggregator, PromptGenerator, PromptTuner
+    from cotprompt.training.config import TrainingConfig
+    from cotprompt.types import PromptChain, PromptStep, Task
 
 __all__ = [
     "Aggregator",
@@ -22,3 +35,32 @@ __all__ = [
     "__version__",
     "hookimpl",
 ]
+
+# Public name -> the module it is imported from on first access.
+_LAZY_NAMES: dict[str, str] = {
+    "Aggregator": "cotprompt.protocols",
+    "CoTPipeline": "cotprompt.pipeline",
+    "PipelineConfig": "cotprompt.pipeline",
+    "Prediction": "cotprompt.pipeline",
+    "PromptChain": "cotprompt.types",
+    "PromptGenerator": "cotprompt.protocols",
+    "PromptStep": "cotprompt.types",
+    "PromptTuner": "cotprompt.protocols",
+    "Task": "cotprompt.types",
+    "TrainingConfig": "cotprompt.training.config",
+    "hookimpl": "cotprompt.plugins.hookspecs",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first access and keep it in the module's namespace."""
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -30,8 +30,17 @@ class Backbone(Protocol):
     """
 
     name: ClassVar[str]
-    Config: ClassVar[type[BaseModel]]
-    config: BaseModel
+
+    # read-only members: an implementation's own Config / config subclass satisfies them
+    @property
+    def Config(self) -> type[BaseModel]:
+        """The pydantic model of the options (a class attribute)."""
+        ...
+
+    @property
+    def config(self) -> BaseModel:
+        """The options it was built with (a ``Config`` instance)."""
+        ...
 
     embed_dim: int
     text_width: int
@@ -94,6 +103,10 @@ class Backbone(Protocol):
         """A JSON-serialisable description sufficient to rebuild the backbone."""
         ...
 
+    def to(self, device: torch.device) -> Any:
+        """Move the weights to ``device`` (``torch.nn.Module.to``)."""
+        ...
+
 
 @runtime_checkable
 class PromptGenerator(Protocol):
@@ -105,8 +118,17 @@ class PromptGenerator(Protocol):
     """
 
     name: ClassVar[str]
-    Config: ClassVar[type[BaseModel]]
-    config: BaseModel
+
+    # read-only members: an implementation's own Config / config subclass satisfies them
+    @property
+    def Config(self) -> type[BaseModel]:
+        """The pydantic model of the options (a class attribute)."""
+        ...
+
+    @property
+    def config(self) -> BaseModel:
+        """The options it was built with (a ``Config`` instance)."""
+        ...
 
     def generate(self, task: Task, backbone: Backbone | None = None) -> PromptChain:
         """Build the K-step chain for ``task``.
@@ -133,8 +155,17 @@ class PromptTuner(Protocol):
     """
 
     name: ClassVar[str]
-    Config: ClassVar[type[BaseModel]]
-    config: BaseModel
+
+    # read-only members: an implementation's own Config / config subclass satisfies them
+    @property
+    def Config(self) -> type[BaseModel]:
+        """The pydantic model of the options (a class attribute)."""
+        ...
+
+    @property
+    def config(self) -> BaseModel:
+        """The options it was built with (a ``Config`` instance)."""
+        ...
 
     @property
     def image_conditioned(self) -> bool:
@@ -170,8 +201,17 @@ class Aggregator(Protocol):
     """Combines the K step text features with the image features into logits."""
 
     name: ClassVar[str]
-    Config: ClassVar[type[BaseModel]]
-    config: BaseModel
+
+    # read-only members: an implementation's own Config / config subclass satisfies them
+    @property
+    def Config(self) -> type[BaseModel]:
+        """The pydantic model of the options (a class attribute)."""
+        ...
+
+    @property
+    def config(self) -> BaseModel:
+        """The options it was built with (a ``Config`` instance)."""
+        ...
 
     def bind(self, num_steps: int, embed_dim: int) -> None:
         """Create the parameters for K = ``num_steps`` steps of dimension E = ``embed_dim``."""

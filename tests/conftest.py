@@ -40,3 +40,19 @@ def _one_torch_thread() -> Iterator[None]:
 @pytest.fixture(autouse=True)
 def _deterministic() -> None:
     torch.manual_seed(0)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "loader_workers: keep num_workers='auto' resolving to worker processes")
+
+
+@pytest.fixture(autouse=True)
+def _main_process_loading(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``num_workers="auto"`` loads in the main process, except in tests marked
+    ``loader_workers``: starting worker processes for every tiny run makes the suite much slower
+    on a busy machine (results do not depend on it: tests/test_data_loading.py)."""
+    if request.node.get_closest_marker("loader_workers") is None:
+        import cotprompt.training.config as training_config
+
+        monkeypatch.setattr(training_config, "default_num_workers", lambda: 0)

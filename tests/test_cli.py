@@ -509,7 +509,8 @@ def test_every_command_module_follows_the_one_convention() -> None:
         module.add_commands(parser.add_subparsers(), argparse.ArgumentParser(add_help=False))
         commands += list(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     assert commands == ["train", "eval", "predict", "plugins", "demo", "push", "pull",
-                        "eval-retrieval", "eval-vqa", "sweep", "report", "env"]
+                        "eval-retrieval", "eval-vqa", "sweep", "report", "env", "interpret",
+                        "completion"]
 
 
 def test_cli_modules_share_only_public_names_through_common() -> None:

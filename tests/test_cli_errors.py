@@ -414,6 +414,14 @@ CORPUS = [
     case("report-format-typo", "report {root} --format xls", "md, csv, json", "xls"),
     # env
     case("env-bogus-option", "env --bogus", "unrecognized argument", "--bogus"),
+    # interpret
+    case("interpret-top-k-zero", "interpret {art} --top-k 0", "--top-k", ">= 1"),
+    case("interpret-missing-image", "interpret {art} --image {root}/gone.png", "gone.png"),
+    case("interpret-image-for-coop", "interpret {art} --image {good}", "not image-conditioned"),
+    case("interpret-metric-typo", "interpret {art} --metric l1", "invalid choice", "l1"),
+    case("interpret-artifact-typo", "interpret runs/pets", "no local folder 'runs/pets'"),
+    # completion
+    case("completion-unknown-shell", "completion fish", "invalid choice", "fish"),
 ]
 
 
@@ -424,7 +432,8 @@ def test_the_corpus_covers_every_subcommand() -> None:
     commands = set(parser._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
     covered = {p.values[0].argv[0] for p in CORPUS}
     assert commands == covered == {"train", "eval", "predict", "plugins", "demo", "push", "pull",
-                                   "eval-retrieval", "eval-vqa", "sweep", "report", "env"}
+                                   "eval-retrieval", "eval-vqa", "sweep", "report", "env",
+                                   "interpret", "completion"}
 
 
 def error_lines(err: str) -> list[str]:

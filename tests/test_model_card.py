@@ -92,7 +92,7 @@ def test_history_of_a_run_in_this_process_gives_results_and_versions(pipeline, t
     assert "seconds" not in results
     assert f"- torch {torch.__version__}" in text and "- open_clip " in text
     loaded = CoTPipeline.from_pretrained(tmp_path / "a", device="cpu")
-    assert loaded.training_history is None  # not saved (no history.json: the card shows it)
+    assert loaded.training_history == pipeline.training_history  # saved as history.json
 
 
 def test_model_card_kwargs_on_save(pipeline, tmp_path):

@@ -186,7 +186,7 @@ class SameColourHead(ClassificationHead):
         return {"task": self.kind, "num_pairs": len(train.images)}
 
     def evaluate(self, pipeline: Any, dataset: Any, *, batch_size: int, zero_shot: bool,
-                 num_workers: int = 0) -> EvaluationResult:
+                 num_workers: int = 0, pin_memory: bool | None = None) -> EvaluationResult:
         images = dataset.images.with_transform(pipeline.backbone.image_transform(train=False))
         features = pipeline.image_features(torch.stack([images[i][0] for i in
                                                         range(len(images))]))

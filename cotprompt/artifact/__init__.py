@@ -1,5 +1,6 @@
 """The saved-pipeline format: one folder (or Hub repository) of ``cotprompt_config.json``,
-``prompt_weights.safetensors`` and ``README.md``, written all-or-nothing and read as untrusted.
+``prompt_weights.safetensors``, ``README.md`` and, for prompts trained in the saving process,
+``history.json``, written all-or-nothing and read as untrusted.
 
 :mod:`cotprompt.artifact.format` writes, reads and verifies the files (one path used by
 loading, ``cotprompt pull``/``check`` and pushing); :mod:`cotprompt.artifact.records` validates the
@@ -11,6 +12,7 @@ from cotprompt.artifact.format import (
     ARTIFACT_FILES,
     CARD_NAME,
     CONFIG_NAME,
+    FOLDER_FILES,
     FORMAT_VERSION,
     WEIGHTS_NAME,
     check_fits_model,
@@ -18,16 +20,20 @@ from cotprompt.artifact.format import (
     file_sha256,
     read_artifact,
     read_config,
+    read_history,
     resolve,
     verify_weights,
     write_artifact,
 )
+from cotprompt.artifact.history import HISTORY_NAME
 
 __all__ = [
     "ARTIFACT_FILES",
     "CARD_NAME",
     "CONFIG_NAME",
+    "FOLDER_FILES",
     "FORMAT_VERSION",
+    "HISTORY_NAME",
     "WEIGHTS_NAME",
     "CheckedArtifact",
     "check_artifact",
@@ -37,6 +43,7 @@ __all__ = [
     "read_artifact",
     "read_checked",
     "read_config",
+    "read_history",
     "resolve",
     "verify_weights",
     "write_artifact",

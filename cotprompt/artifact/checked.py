@@ -4,6 +4,7 @@ pushing (:func:`cotprompt.hub.push_folder`)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +12,13 @@ from typing import Any
 
 from torch import Tensor
 
-from cotprompt.artifact.format import CONFIG_NAME, read_artifact
+from cotprompt.artifact.format import CONFIG_NAME, read_artifact, read_history
 from cotprompt.artifact.records import ValidatedRecords, validate_records
+from cotprompt.errors import ArtifactError
+from cotprompt.folder_commit import reading
 from cotprompt.plugins.records import Kind
+
+logger = logging.getLogger("cotprompt.artifact")  # the logger name users configure
 
 
 @dataclass(frozen=True)
@@ -24,11 +29,14 @@ class CheckedArtifact:
         config: The parsed ``cotprompt_config.json``.
         tensors: The weights, as recorded and verified.
         records: The validated records (components, training, chain, task, metrics).
+        history: The per-epoch training records of ``history.json``; ``None`` when the
+            artifact has none, or a bad one (logged as a warning).
     """
 
     config: dict[str, Any]
     tensors: dict[str, Tensor]
     records: ValidatedRecords
+    history: list[dict[str, Any]] | None = None
 
 
 def read_checked(
@@ -41,7 +49,11 @@ def read_checked(
     """Read config and weights (:func:`~cotprompt.artifact.format.read_artifact`: recovery of an
     interrupted save, shared lock, format version, checksum, header, finite values) and validate
     the records (:func:`~cotprompt.artifact.records.validate_records`: components installed,
-    options a file may carry), before anything is built.
+    options a file may carry), before anything is built; then the training history
+    (:func:`~cotprompt.artifact.format.read_history`). A bad ``history.json`` is left out with a
+    warning rather than refused: it changes no prediction, and the prompts it describes are
+    checked on their own (the history's checksum still keeps a wrong or edited file from being
+    shown as theirs).
 
     Args:
         folder: The artifact folder.
@@ -58,7 +70,13 @@ def read_checked(
     config, tensors = read_artifact(folder)
     records = validate_records(config, source=source or str(folder / CONFIG_NAME),
                                caller_options=caller_options, skip=skip)
-    return CheckedArtifact(config, tensors, records)
+    try:
+        with reading(folder):
+            history = read_history(folder, config)
+    except (ArtifactError, OSError) as exc:
+        logger.warning("%s; loading without its training history", exc)
+        history = None
+    return CheckedArtifact(config, tensors, records, history)
 
 
 def check_artifact(folder: str | Path, *, source: str | None = None) -> dict[str, Any]:

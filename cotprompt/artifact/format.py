@@ -1,9 +1,10 @@
-"""The saved-pipeline format: ``cotprompt_config.json`` + ``prompt_weights.safetensors`` + card.
+"""The saved-pipeline format: ``cotprompt_config.json`` + ``prompt_weights.safetensors`` + card,
+and ``history.json`` when the prompts were trained in the saving process.
 
 Only trainable tensors are stored; the backbone is named by its spec and rebuilt on load. The
 config records each component's registered name, providing package and options, the labels and
 the prompt chain texts (so loading never re-runs a generator), and the weights' names, shapes,
-dtypes and SHA-256.
+dtypes and SHA-256, and the SHA-256 of ``history.json`` when there is one.
 
 Saves are all-or-nothing (:mod:`cotprompt.folder_commit`): the new files are written into a
 staging folder inside the artifact folder and a commit marker makes them the artifact in one
@@ -19,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,12 @@ from torch import Tensor
 
 from cotprompt import folder_commit
 from cotprompt._version import __version__
+from cotprompt.artifact.history import (
+    HISTORY_NAME,
+    MAX_HISTORY_BYTES,
+    encode_history,
+    parse_history,
+)
 from cotprompt.errors import ArtifactError
 from cotprompt.folder_commit import commit_files, reading, recover
 from cotprompt.io import save_safetensors_atomic, write_text_atomic
@@ -39,7 +46,11 @@ FORMAT_VERSION = 1
 CONFIG_NAME = "cotprompt_config.json"
 WEIGHTS_NAME = "prompt_weights.safetensors"
 CARD_NAME = "README.md"
+#: The files every artifact is made of.
 ARTIFACT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
+#: Every file an artifact folder may hold, and its all-or-nothing commits may write or remove:
+#: also the training history, which only prompts trained in the saving process have.
+FOLDER_FILES = (*ARTIFACT_FILES, HISTORY_NAME)
 
 _DTYPE_NAMES = {
     torch.float32: "F32",
@@ -72,10 +83,12 @@ def write_artifact(
     config: dict[str, Any],
     tensors: Mapping[str, Tensor],
     card: str | None,
+    history: Sequence[Mapping[str, Any]] | None = None,
 ) -> Path:
-    """Write an artifact folder all-or-nothing; ``config["weights"]`` is filled in here.
+    """Write an artifact folder all-or-nothing; ``config["weights"]`` (and ``config["history"]``)
+    are filled in here.
 
-    Weights, card and config are staged in the folder and committed together (see
+    Weights, card, history and config are staged in the folder and committed together (see
     :func:`cotprompt.folder_commit.commit_files`): whatever interrupts the save, the folder keeps
     the complete previous artifact or holds the complete new one. Other files in the folder are
     left alone; the new files get the mode ``0o666 & ~umask``.
@@ -85,6 +98,9 @@ def write_artifact(
         config: The config without the ``weights`` entry.
         tensors: The trainable tensors, by name.
         card: The model card text; ``None`` keeps the folder's card as it is.
+        history: The per-epoch records of the run that trained the prompts, written to
+            ``history.json`` (its SHA-256 recorded in the config); ``None``: none, and a
+            ``history.json`` of an earlier artifact in the folder is removed in the same commit.
 
     Returns:
         The folder.
@@ -94,8 +110,10 @@ def write_artifact(
         OSError: The files cannot be written (permissions, ``ENOSPC``, ``EFBIG``...), or
             ``directory/.cotprompt-staging`` is in the way; the folder still holds its previous
             artifact.
+        ValueError: ``history`` is not a list of mappings (nothing is written).
     """
     directory = Path(directory)
+    history_text = encode_history(history) if history is not None else None
     config = dict(config)
     config["format_version"] = FORMAT_VERSION
     config["library"] = "cotprompt"
@@ -116,11 +134,17 @@ def write_artifact(
     def write_config(path: Path) -> None:
         write_text_atomic(path, json.dumps(config, indent=2, sort_keys=False) + "\n")
 
-    writers = {WEIGHTS_NAME: write_weights}
+    writers: dict[str, folder_commit.Writer | None] = {WEIGHTS_NAME: write_weights}
     if card is not None:
         writers[CARD_NAME] = lambda path: write_text_atomic(path, card)
+    if history_text is not None:
+        config["history"] = {"file": HISTORY_NAME,
+                             "sha256": hashlib.sha256(history_text.encode("utf-8")).hexdigest()}
+        writers[HISTORY_NAME] = lambda path: write_text_atomic(path, history_text)
+    else:  # a history left by an earlier artifact is not this one's: it goes in the same commit
+        writers[HISTORY_NAME] = None
     writers[CONFIG_NAME] = write_config  # last: it records the staged weights' checksum
-    commit_files(directory, writers, allowed=ARTIFACT_FILES)
+    commit_files(directory, writers, allowed=FOLDER_FILES)
     logger.info("saved pipeline to %s", directory)
     return directory
 
@@ -128,7 +152,7 @@ def write_artifact(
 def resolve(directory: str | Path, name: str) -> Path:
     """Where to read the artifact file ``name`` from (see :func:`cotprompt.folder_commit.resolve`):
     the staged copy of a committed save a read-only folder kept, else ``directory / name``."""
-    return folder_commit.resolve(directory, name, ARTIFACT_FILES)
+    return folder_commit.resolve(directory, name, FOLDER_FILES)
 
 
 def read_config(directory: str | Path) -> dict[str, Any]:
@@ -145,7 +169,7 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         OSError: An interrupted save cannot be recovered for another reason than a read-only
             folder.
     """
-    recover(directory, ARTIFACT_FILES)  # never waits: inside read_artifact's lock it is "busy"
+    recover(directory, FOLDER_FILES)  # never waits: inside read_artifact's lock it is "busy"
     path = resolve(directory, CONFIG_NAME)
     if not path.is_file():
         raise ArtifactError(
@@ -194,11 +218,39 @@ def read_artifact(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tens
         OSError: An interrupted save cannot be recovered for another reason than a read-only
             folder.
     """
-    recover(directory, ARTIFACT_FILES)  # needs the exclusive lock: before taking the shared one
+    recover(directory, FOLDER_FILES)  # needs the exclusive lock: before taking the shared one
     with reading(directory):
         config = read_config(directory)
         tensors = verify_weights(directory, config)
     return config, tensors
+
+
+def read_history(directory: str | Path, config: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The training history an artifact's config records (``config["history"]``), read from its
+    ``history.json`` as untrusted input: the recorded SHA-256 must match, then
+    :func:`~cotprompt.artifact.history.parse_history` (size cap, JSON, schema). ``None`` when
+    the config records none (a ``history.json`` it does not record is not this artifact's).
+
+    Raises:
+        ArtifactError: The recorded file is missing, over the size cap, does not match its
+            checksum, or is not a valid history.
+    """
+    recorded = config.get("history")
+    if recorded is None:
+        return None
+    path = resolve(directory, HISTORY_NAME)
+    if not isinstance(recorded, Mapping) or not isinstance(recorded.get("sha256"), str):
+        raise ArtifactError(f"{Path(directory) / CONFIG_NAME} has a malformed history entry")
+    if not path.is_file():
+        raise ArtifactError(f"{path} is missing")
+    if path.stat().st_size > MAX_HISTORY_BYTES:
+        raise ArtifactError(f"{path} is over the {MAX_HISTORY_BYTES} bytes a training history "
+                            "may have")
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != recorded["sha256"]:
+        raise ArtifactError(f"{path} does not match the checksum in {CONFIG_NAME}: the file is "
+                            "corrupt, edited or from another save")
+    return parse_history(data, str(path))
 
 
 def verify_weights(

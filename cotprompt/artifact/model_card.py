@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub import CardData, EvalResult, ModelCard, ModelCardData
 
 logger = logging.getLogger("cotprompt.model_card")  # the logger name users configure
 
@@ -366,7 +366,7 @@ def _card_data(
     return data
 
 
-def _merge_data(old: ModelCardData, new: ModelCardData,
+def _merge_data(old: CardData, new: ModelCardData,
                 keep_old: Sequence[str] = ()) -> ModelCardData:
     """``new`` over ``old``; tags are added to the old ones; the keys of ``keep_old`` (values we
     only derived, not ones the caller gave) do not replace a value the old card has."""

@@ -42,7 +42,8 @@ class BlockWeights:
         """A copy with the matmul weights and biases in ``dtype`` (no gradients)."""
         with torch.no_grad():
             fields = {name: getattr(self, name) for name in MATMUL_WEIGHTS}
-            cast = {name: None if w is None else w.to(dtype) for name, w in fields.items()}
+            cast: dict[str, Any] = {name: None if w is None else w.to(dtype)
+                                    for name, w in fields.items()}
         return dataclasses.replace(self, **cast)
 
 
@@ -55,7 +56,8 @@ def activation_name(module: nn.Module) -> str:
     return "module"
 
 
-def fold_scale(weight: Tensor, bias: Tensor | None, scale: nn.Module) -> tuple[Tensor, ...]:
+def fold_scale(weight: Tensor, bias: Tensor | None, scale: nn.Module
+               ) -> tuple[Tensor, Tensor | None]:
     """``ls(x @ W^T + b)`` -> ``x @ (g W)^T + g b`` for a LayerScale ``ls``."""
     gamma = getattr(scale, "gamma", None)
     if gamma is None:
@@ -72,7 +74,7 @@ class TowerWeights:
     """
 
     def __init__(self, resblocks: nn.ModuleList) -> None:
-        self.resblocks = resblocks
+        self.resblocks: Any = resblocks  # open_clip's blocks (untyped attributes)
         self._cast: dict[torch.dtype, tuple[Any, list[BlockWeights]]] = {}
 
     def folded(self) -> list[BlockWeights]:

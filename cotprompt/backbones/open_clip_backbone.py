@@ -198,9 +198,10 @@ class OpenCLIPBackbone(nn.Module):
                 model, _, preprocess = self._create(open_clip, source)
             load_state(model, source)
             self._tokenizer = self._get_tokenizer(open_clip, source)
-        self.model = model.eval().requires_grad_(False)
+        # open_clip is untyped: its CLIP modules' attributes are typed as Any here
+        self.model: Any = model.eval().requires_grad_(False)
         self._preprocess = preprocess
-        self.text = self._text_tower(self.model)
+        self.text: Any = self._text_tower(self.model)
         self.embed_dim = int(self.text.text_projection.shape[-1])
         self.text_width = int(self.text.token_embedding.weight.shape[-1])
         self.context_length = int(self.text.positional_embedding.shape[0])
@@ -247,7 +248,7 @@ class OpenCLIPBackbone(nn.Module):
                 "See open_clip.list_models()."
             )
 
-    def _create(self, open_clip: Any, source: WeightsSource) -> tuple[nn.Module, Any, Any]:
+    def _create(self, open_clip: Any, source: WeightsSource) -> tuple[Any, Any, Any]:
         cfg = self.config
         # no tower weights fetched behind the checked source's back (HF text models, timm)
         options: dict[str, Any] = {"weights_only": True, "pretrained_text": False,
@@ -276,7 +277,7 @@ class OpenCLIPBackbone(nn.Module):
             ) from exc
 
     @staticmethod
-    def _text_tower(model: nn.Module) -> nn.Module:
+    def _text_tower(model: nn.Module) -> Any:
         """The module holding token_embedding/transformer/ln_final/text_projection."""
         text = getattr(model, "text", model)
         needed = ("token_embedding", "positional_embedding", "transformer", "ln_final")

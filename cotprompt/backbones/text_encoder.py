@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -141,10 +141,10 @@ class FastTextEncoder:
         reason = unsupported_reason(tower)
         if reason is not None:
             raise ValueError(reason)
-        self.tower = tower
-        blocks = tower.transformer.resblocks
+        self.tower: Any = cast(Any, tower)  # open_clip's text tower: untyped attributes
+        blocks = self.tower.transformer.resblocks
         self.num_layers = len(blocks)
-        self.width = int(tower.positional_embedding.shape[-1])
+        self.width = int(self.tower.positional_embedding.shape[-1])
         self.heads = int(blocks[0].attn.num_heads)
         self.compile = compile
         self._compiled: Callable[..., Tensor] | None = None
@@ -336,7 +336,7 @@ class FastTextEncoder:
         prefix_x = prefix + pos[:lp].to(prefix.dtype)
         lengths = suffix_eot + 1
         rows_per_text = torch.bincount(row_text, minlength=suffix.shape[0])
-        groups = []
+        groups: list[tuple[Tensor, int]] = []
         first_layer: dict[int, tuple[Tensor, Tensor, Tensor]] = {}
         for texts in length_buckets(lengths, rows_per_text):
             length = int(lengths[texts].max())

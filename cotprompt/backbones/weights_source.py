@@ -41,7 +41,7 @@ import os
 import struct
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -190,7 +190,7 @@ def _pickle_state(path: Path) -> dict[str, Any] | None:
     return checkpoint if isinstance(checkpoint, dict) else None
 
 
-def _is_openai_state(keys: Iterator[str] | list[str]) -> bool:
+def _is_openai_state(keys: Iterable[str]) -> bool:
     return any(str(key).removeprefix("module.") == "input_resolution" for key in keys)
 
 
@@ -252,9 +252,9 @@ def _file_source(model_name: str, path: Path, allow_pickle: bool) -> WeightsSour
             f"save its state dict with safetensors.torch.save_file as a .safetensors file, or, "
             f"{_PICKLE_HINT}"
         )
-    state = _pickle_state(path)
-    if state is not None and _is_openai_state(state):
-        return _openai_state(model_name, path, state)
+    pickled = _pickle_state(path)
+    if pickled is not None and _is_openai_state(pickled):
+        return _openai_state(model_name, path, pickled)
     return WeightsSource("file", model_name, str(path))
 
 

@@ -7,8 +7,13 @@ sets each one's ``handler`` (a function of the parsed arguments returning the ex
 :mod:`cotprompt.cli.plugins`, ``demo`` in :mod:`cotprompt.cli.demo`, ``push`` and ``pull`` in
 :mod:`cotprompt.cli.hub`, ``eval-retrieval`` and ``eval-vqa`` in :mod:`cotprompt.cli.tasks`,
 ``sweep`` in :mod:`cotprompt.cli.experiments`, ``report`` in :mod:`cotprompt.cli.report`, ``env`` in
-:mod:`cotprompt.cli.env`.
+:mod:`cotprompt.cli.env`, ``interpret`` in :mod:`cotprompt.cli.interpret`, ``completion`` in
+:mod:`cotprompt.cli.completion`.
+The parsed arguments of every command carry the whole parser as ``root_parser``.
 What they share (exit statuses, options, output, logging) is in :mod:`cotprompt.cli._common`.
+Building the parser stays light: command modules import only the standard library and light
+cotprompt modules at the top (torch, open_clip, pydantic... inside their handlers), so
+``--version`` and every ``--help`` answer without importing torch (tests/test_cli_startup.py).
 
 Every failure is printed as one line ``error: ...`` on stderr, never as a traceback (``--debug``
 adds it): errors that cotprompt raises on purpose (:class:`~cotprompt.errors.CotpromptError`),
@@ -27,7 +32,18 @@ from types import ModuleType
 from typing import NoReturn
 
 from cotprompt._version import __version__
-from cotprompt.cli import demo, env, experiments, hub, pipeline, plugins, report, tasks
+from cotprompt.cli import (
+    completion,
+    demo,
+    env,
+    experiments,
+    hub,
+    interpret,
+    pipeline,
+    plugins,
+    report,
+    tasks,
+)
 from cotprompt.cli._common import (
     EXIT_USAGE,
     Handler,
@@ -45,7 +61,16 @@ __all__ = ["COMMAND_MODULES", "build_parser", "main"]
 #: The command modules, in help order. To add commands, write a module with
 #: ``add_commands(subparsers, common)`` and list it here.
 COMMAND_MODULES: list[ModuleType] = [
-    pipeline, plugins, demo, hub, tasks, experiments, report, env,
+    pipeline,
+    plugins,
+    demo,
+    hub,
+    tasks,
+    experiments,
+    report,
+    env,
+    interpret,
+    completion,
 ]
 
 
@@ -69,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run `cotprompt COMMAND --help` for a command's options.",
     )
     parser.add_argument("--version", action="version", version=f"cotprompt {__version__}")
+    parser.set_defaults(root_parser=parser)
     add_top_level_options(parser)
     subparsers = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
     subparsers.required = True

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from cotprompt.training.config import TrainingConfig
 
 __all__ = [
+    "DEMO_MODEL",
     "DEMO_OUTPUT",
     "RANDOM_BACKBONE_EPOCHS",
     "RANDOM_BACKBONE_TRAINING",
@@ -40,6 +41,9 @@ __all__ = [
 ]
 
 DEMO_OUTPUT = "cotprompt-demo-output"
+#: The demo's default model: ``cotprompt.backbones.TINY_DEMO_MODEL``, spelled out because the
+#: parser is built without importing the backbones (which import torch); a test keeps them equal.
+DEMO_MODEL = "cotprompt-tiny-avgpool"
 
 #: Training options of the demo on a random-weight backbone (``cotprompt-tiny-avgpool``): SGD at
 #: CoOp's learning rate barely moves random features, AdamW at 0.01 does.
@@ -68,27 +72,25 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
 
 
 def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
-    from cotprompt.backbones.open_clip_backbone import TINY_DEMO_MODEL as TINY_MODEL
-
     parser = subparsers.add_parser(
         "demo", parents=[common], help="train CoOp, CoCoOp and CoT-PT on bundled digits",
         description=(
             "The offline demo: few-shot training of CoOp, CoCoOp and CoT-PT on scikit-learn's "
             "bundled digits (no download), sharing one backbone; prints zero-shot vs tuned "
             "accuracy, saves every artifact, reloads one and checks its predictions. With the "
-            f"default random-weight {TINY_MODEL} model accuracies are far below pretrained "
+            f"default random-weight {DEMO_MODEL} model accuracies are far below pretrained "
             "CLIP's (compare tuned with zero-shot only); use e.g. "
             "--model ViT-B-16 --pretrained openai for real numbers (weights are downloaded by "
             "open_clip on first use)."
         ),
     )
     parser.add_argument(
-        "--model", default=TINY_MODEL, help=f"open_clip architecture (default: {TINY_MODEL})"
+        "--model", default=DEMO_MODEL, help=f"open_clip architecture (default: {DEMO_MODEL})"
     )
     parser.add_argument(
         "--pretrained",
         help=f"open_clip pretrained tag, a checkpoint path, or `none` for random weights "
-        f"(default: none for {TINY_MODEL}, openai otherwise)",
+        f"(default: none for {DEMO_MODEL}, openai otherwise)",
     )
     parser.add_argument(
         "--methods", default="coop,cocoop,cotpt", help="comma-separated (default: all three)"
@@ -113,7 +115,7 @@ def _add_demo(subparsers: Any, common: argparse.ArgumentParser) -> None:
         help=f"where the artifacts go, one folder per method (default: ./{DEMO_OUTPUT})",
     )
     add_json(parser, "print a JSON summary")
-    add_device(parser, threads_default=f"1 for {TINY_MODEL}, whose tiny matrices gain nothing "
+    add_device(parser, threads_default=f"1 for {DEMO_MODEL}, whose tiny matrices gain nothing "
                 "from more; torch's default otherwise")
     parser.set_defaults(handler=_cmd_demo)
 

@@ -108,7 +108,7 @@ def _caches() -> dict[str, str]:
 
 def _cmd_env(args: argparse.Namespace) -> int:
     plugins, failures = _plugins()
-    report = {"versions": _versions(), "devices": _devices(), "plugins": plugins,
+    report: dict[str, Any] = {"versions": _versions(), "devices": _devices(), "plugins": plugins,
               "plugin_failures": failures, "caches": _caches()}
     if args.json:
         print_json(report)

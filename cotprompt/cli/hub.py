@@ -45,7 +45,8 @@ def _add_push(subparsers: Any, common: argparse.ArgumentParser) -> None:
         parents=[common],
         help="upload a saved pipeline folder to the Hugging Face Hub",
         description=(
-            "Upload config, weights and model card of a folder written by save_pretrained (or "
+            "Upload config, weights, model card and training history (history.json, whose "
+            "per-epoch table the card shows) of a folder written by save_pretrained (or "
             "`cotprompt train`) to a Hub repository, in one commit. The repository, and the "
             "branch named by --revision, are created when missing; the custom text of the "
             "repository's README.md is kept. The endpoint is HF_ENDPOINT (see docs/sharing.md)."

@@ -18,6 +18,7 @@ from cotprompt.cli._common import (
     add_allow_pickle,
     add_device,
     add_json,
+    add_workers,
     check_plots,
     load_pipeline,
     logger,
@@ -139,6 +140,7 @@ def _add_eval(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "classifier) to DIR (needs cotprompt[plots])",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    add_workers(parser)
     parser.add_argument("--revision", help="Hub branch, tag or commit of ARTIFACT")
     add_json(parser)
     add_allow_pickle(parser)
@@ -166,6 +168,7 @@ def _add_predict(subparsers: Any, common: argparse.ArgumentParser) -> None:
         "--zero-shot", action="store_true", help="use the untuned (zero-shot) classifier"
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
+    add_workers(parser)
     parser.add_argument("--revision", help="Hub branch, tag or commit of ARTIFACT")
     add_json(parser)
     add_allow_pickle(parser)
@@ -359,10 +362,11 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     dataset = _eval_dataset(args)
     pipeline = load_pipeline(args)
     _bind_dataset_classes(pipeline, dataset)
-    results = {"tuned": pipeline.evaluate(dataset, batch_size=args.batch_size)}
+    results = {"tuned": pipeline.evaluate(dataset, batch_size=args.batch_size,
+                                          num_workers=args.workers)}
     if args.zero_shot:
         results["zero_shot"] = pipeline.evaluate(dataset, batch_size=args.batch_size,
-                                                 zero_shot=True)
+                                                 zero_shot=True, num_workers=args.workers)
     if args.plots:
         write_plots(args.plots, results)
     if args.json:
@@ -450,6 +454,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     pipeline = load_pipeline(args)
     predictions = pipeline.predict([str(p) for p in paths], top_k=args.top_k,
                                    batch_size=args.batch_size, zero_shot=args.zero_shot,
+                                   num_workers=args.workers,
                                    on_bad_image=args.on_bad_image)
 
     def skipped_dict(path: Path) -> dict[str, Any]:  # why an image was skipped

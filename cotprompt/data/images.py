@@ -39,7 +39,7 @@ import hashlib
 import io
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -61,6 +61,7 @@ _ALPHA_MODES = {"RGBA": "RGB", "LA": "L"}
 _CONVERTED = {"RGBa": "RGBA", "La": "LA", "PA": "RGBA", "RGBX": "RGB", "YCbCr": "RGB",
               "HSV": "RGB", "LAB": "RGB", "1": "L"}
 _GAMMA_TOLERANCE = 0.01
+_Info = dict[str | tuple[int, int], Any]  # PIL's Image.info
 
 
 def load_image(path: str | Path) -> Image.Image:
@@ -186,7 +187,7 @@ def _shown(img: Image.Image, name: str) -> Image.Image:
     return background
 
 
-def _needs_colour_work(info: dict[str, Any]) -> bool:
+def _needs_colour_work(info: _Info) -> bool:
     return bool(info.get("icc_profile")) or "transparency" in info or _gamma_exponent(info) != 1.0
 
 
@@ -252,7 +253,7 @@ def _converted(img: Image.Image) -> Image.Image:
     return img
 
 
-def _in_srgb(img: Image.Image, info: dict[str, Any], name: str) -> Image.Image:
+def _in_srgb(img: Image.Image, info: _Info, name: str) -> Image.Image:
     """``img`` (L / RGB / CMYK) with its ICC profile, or PNG gamma, converted to sRGB."""
     profile = info.get("icc_profile")
     if profile:
@@ -265,7 +266,8 @@ def _in_srgb(img: Image.Image, info: dict[str, Any], name: str) -> Image.Image:
             return img
         from PIL import ImageCms
 
-        return ImageCms.applyTransform(img, transform)
+        # not in place: PIL returns the converted image (None only for inPlace=True)
+        return cast(Image.Image, ImageCms.applyTransform(img, transform))
     exponent = _gamma_exponent(info)
     if exponent != 1.0 and img.mode in ("L", "RGB"):
         table = [round(255 * (v / 255) ** exponent) for v in range(256)]
@@ -273,7 +275,7 @@ def _in_srgb(img: Image.Image, info: dict[str, Any], name: str) -> Image.Image:
     return img
 
 
-def _gamma_exponent(info: dict[str, Any]) -> float:
+def _gamma_exponent(info: _Info) -> float:
     """The exponent that shows a PNG with a ``gAMA`` chunk as browsers do (1.0: nothing to do).
 
     Only without an ICC profile or ``sRGB`` chunk (they take precedence), and only when the

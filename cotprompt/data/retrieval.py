@@ -88,7 +88,8 @@ class RetrievalDataset:
 
     def caption_entries(self) -> tuple[list[str], list[int]]:
         """All T captions in image order, and the image index of each."""
-        texts, owners = [], []
+        texts: list[str] = []
+        owners: list[int] = []
         for i, group in enumerate(self.captions):
             texts.extend(group)
             owners.extend([i] * len(group))

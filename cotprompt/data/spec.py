@@ -168,13 +168,13 @@ def _read_splits(spec: DataSpec, base_dir: Path) -> dict[str, ImageClassificatio
         split_file = _path(spec.split_file, base_dir)
         image_root = _path(spec.image_root, base_dir)
         assert split_file is not None and image_root is not None
-        splits = from_coop_split(split_file, image_root)
-        if "train" not in splits:
+        coop = from_coop_split(split_file, image_root)
+        if "train" not in coop:
             raise DataError(
                 f"CoOp split file {str(split_file)!r} has no 'train' split "
-                f"(it has {sorted(splits)})"
+                f"(it has {sorted(coop)})"
             )
-        return {name: splits[name] for name in _SPLITS if name in splits}
+        return {name: coop[name] for name in _SPLITS if name in coop}
     splits: dict[str, ImageClassificationDataset] = {}
     for name in _SPLITS:
         path = _path(getattr(spec, name), base_dir)

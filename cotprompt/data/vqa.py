@@ -228,11 +228,11 @@ def from_vqa_json(
             if not _is_id(question_id):
                 raise DataError(f"{awhere}, annotations[{n}]: 'question_id' must be a number or "
                                 f"string, got {question_id!r}")
-            answers = require(ann, "answers", f"{awhere}, annotations[{n}]")
-            if not isinstance(answers, list):
+            given = require(ann, "answers", f"{awhere}, annotations[{n}]")
+            if not isinstance(given, list):
                 raise DataError(f"{awhere}, annotations[{n}]: 'answers' must be a list, "
-                                f"got {answers!r}")
-            for m, answer in enumerate(answers):
+                                f"got {given!r}")
+            for m, answer in enumerate(given):
                 text = require(answer, "answer", f"{awhere}, annotations[{n}].answers[{m}]")
                 if not isinstance(text, (str, int, float)) or isinstance(text, bool):
                     raise DataError(f"{awhere}, annotations[{n}].answers[{m}]: 'answer' must be "

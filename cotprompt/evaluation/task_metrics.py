@@ -17,7 +17,7 @@ evaluation script does).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -37,7 +37,7 @@ def _check_ks(ks: Sequence[int]) -> tuple[int, ...]:
 
 
 def image_to_text_recall(
-    top_texts: Tensor, image_texts: Sequence[Sequence[int]], ks: Sequence[int] = DEFAULT_KS
+    top_texts: Tensor, image_texts: Sequence[Collection[int]], ks: Sequence[int] = DEFAULT_KS
 ) -> dict[int, float]:
     """Image -> text recall@k from ranked caption texts.
 

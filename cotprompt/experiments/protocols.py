@@ -52,6 +52,8 @@ __all__ = [
 
 #: The ImageNet variants of domain generalisation (the registry's ``IMAGENET_VARIANTS``).
 DG_TARGETS: tuple[str, ...] = IMAGENET_VARIANTS
+#: The targets of cross-dataset transfer from ImageNet: the other standard datasets.
+_CROSS_DATASET_TARGETS: tuple[str, ...] = tuple(d for d in STANDARD_DATASETS if d != "imagenet")
 #: CoCoOp's paper's methods: its CoOp baseline is ``vit_b16_ctxv1`` (``coop_ctxv1``).
 COCOOP_METHODS: tuple[str, ...] = ("zsclip", "coop_ctxv1", "cocoop", "cotpt")
 #: CoOp's few-shot protocol: CoOp with 16 random context vectors (``coop``).
@@ -132,7 +134,7 @@ def _transfer(protocol: str, source: str, targets: Sequence[str], methods: Seque
 
 
 def cross_dataset(
-    targets: Sequence[str] = tuple(d for d in STANDARD_DATASETS if d != "imagenet"),
+    targets: Sequence[str] = _CROSS_DATASET_TARGETS,
     methods: Sequence[str] = COCOOP_METHODS,
     seeds: Sequence[int] = DEFAULT_SEEDS,
     shots: int = 16,

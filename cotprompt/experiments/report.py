@@ -213,19 +213,19 @@ def check_settings(results: Sequence[RunResult], names: Sequence[str] | None = N
         cell = f"{protocol}/{dataset}/{method}, {shots} shots, {classes} classes"
         prints = [i for i in members if results[i].fingerprint]
         for i in prints[1:]:
-            first = results[prints[0]]
-            if results[i].fingerprint == first.fingerprint:
+            reference = results[prints[0]]
+            if results[i].fingerprint == reference.fingerprint:
                 continue
             raise DataError(
                 f"{names[prints[0]]} and {names[i]} are runs of one cell ({cell}) with "
-                f"different fingerprints{_fingerprint_difference(first, results[i])}: their "
+                f"different fingerprints{_fingerprint_difference(reference, results[i])}: their "
                 "method, training options, backbone or feature sharing differ; a report does not "
                 "average them: rerun or remove one")
         if len(prints) == len(members):
             continue
-        reference = _record(results[members[0]])
+        record = _record(results[members[0]])
         for i in members[1:]:
-            differ = _record_difference(reference, _record(results[i]))
+            differ = _record_difference(record, _record(results[i]))
             if differ:
                 raise DataError(
                     f"{names[members[0]]} and {names[i]} are runs of one cell ({cell}) with "

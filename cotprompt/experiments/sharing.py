@@ -204,7 +204,7 @@ class TrainingViews:
         n = len(train)
         batches = [[(epoch, i) for i in range(start, min(start + self.batch_size, n))]
                    for start in range(0, n, self.batch_size)]
-        loader = DataLoader(samples, batch_sampler=batches, num_workers=config.num_workers,
+        loader = DataLoader(samples, batch_sampler=batches, num_workers=config.loader_workers(),
                             generator=loader_generator(config.seed, "train", epoch))
         parts = []
         bar = tqdm(loader, desc=f"views of epoch {epoch + 1}", leave=False,

@@ -227,6 +227,8 @@ def _published_rows(protocol: str, columns: Sequence[Column], *, source: str | N
         keys = ["source" if source is not None and c.key == source else c.key for c in columns]
         cells = tuple(Cell(mean=p.values[k]) if k in p.values else None for k in keys)
         method = p.display
+        labels: tuple[str, ...]
+        display: tuple[str, ...]
         if dataset_label:
             labels, display = ("average", p.method), (p.scope[:1].upper() + p.scope[1:], method)
         else:
@@ -351,14 +353,14 @@ def _transfer(results: Sequence[RunResult], protocol: str, metric: str,
         method_keys = _ordered(values)
         labels = _labels(method_keys)
         rows: list[Row] = []
-        for key in method_keys:
-            cells = [seed_cell(values[key][k], zero_shot=key[1] == 0) if values[key].get(k)
-                     else None
+        for method_key in method_keys:
+            cells = [seed_cell(values[method_key][k], zero_shot=method_key[1] == 0)
+                     if values[method_key].get(k) else None
                      for k in keys_in_order]
             targets = [c for k, c in zip(keys_in_order, cells, strict=True)
                        if k != source_key and c is not None]
             cells.append(_average(targets, len(others)) if targets else None)
-            rows.append(Row((labels[key],), (labels[key],), tuple(cells)))
+            rows.append(Row((labels[method_key],), (labels[method_key],), tuple(cells)))
         if published:
             rows += _published_rows(protocol, columns, source=source, dataset_label=False)
         name = protocol if len(by_source) == 1 else f"{protocol}_{source}"

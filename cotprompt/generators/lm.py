@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import logging
+import os
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -47,6 +48,12 @@ if TYPE_CHECKING:
     from cotprompt.generators.lm_backend import DecodingParams, LoadedLM
 
 logger = logging.getLogger(__name__)
+
+
+def _progress_disabled() -> bool:
+    """``TQDM_DISABLE`` as :func:`cotprompt.training.loop.progress_disabled` reads it (that
+    module is a layer above the generators)."""
+    return os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes", "on"}
 
 INSTALL_HINT = 'pip install "cotprompt[lm]"'
 
@@ -312,8 +319,10 @@ class LMGenerator:
             "lm generator (%s): %d classes, %d continuations, %d cached, %d to generate",
             cfg.model, task.num_labels, len(rows), len(rows) - len(missing), len(missing),
         )
+        # disable=None: off where stderr is not a terminal; True: off (TQDM_DISABLE, as every
+        # cotprompt bar: an explicit disable= hides tqdm's own reading of it)
         bar = tqdm(total=task.num_labels, desc=f"lm {cfg.model}", unit="class",
-                   disable=None if cfg.progress else True)
+                   disable=None if cfg.progress and not _progress_disabled() else True)
         bar.update(task.num_labels - len(remaining))
         started = time.perf_counter()
         last_save = started

@@ -111,8 +111,8 @@ def fill_template(
         choices.append(list(values))
     texts = []
     for combo in itertools.product(*choices):
-        values = dict(zip(names, combo, strict=True), **{"class": label})
-        texts.append(template.format_map(values))
+        fill = dict(zip(names, combo, strict=True), **{"class": label})
+        texts.append(template.format_map(fill))
     return texts
 
 

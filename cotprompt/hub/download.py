@@ -7,6 +7,7 @@ See :mod:`cotprompt.hub` for the overview.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 from dataclasses import dataclass
@@ -14,7 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from cotprompt.artifact.checked import check_artifact
-from cotprompt.artifact.format import CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact.format import (
+    CARD_NAME,
+    CONFIG_NAME,
+    HISTORY_NAME,
+    WEIGHTS_NAME,
+    read_config,
+)
 from cotprompt.errors import ArtifactError
 from cotprompt.hub.http import (
     HubConnectionError,
@@ -85,6 +92,10 @@ def check_subfolder(subfolder: str | None) -> str | None:
     return text
 
 
+def _copy_to(src: Path, path: Path) -> None:
+    shutil.copyfile(src, path)
+
+
 def _download(
     fetch: _Fetch,
     name: str,
@@ -134,8 +145,9 @@ def _resolve_commit(fetch: _Fetch, revision: str | None, policy: RetryPolicy | N
 
 
 def _fetch_files(fetch: _Fetch, revision: str, *, local_only: bool) -> tuple[Path, str]:
-    """Download config, weights and card (of ``fetch.subfolder``); all at the commit the config
-    was found at. Returns the folder holding them and that commit.
+    """Download config, weights, card and (when the config records one) training history (of
+    ``fetch.subfolder``); all at the commit the config was found at. Returns the folder holding
+    them and that commit.
 
     The config is fetched by the requested revision name (so that the cache records which
     commit a branch or tag pointed to, for offline use), the other files by that commit.
@@ -145,10 +157,14 @@ def _fetch_files(fetch: _Fetch, revision: str, *, local_only: bool) -> tuple[Pat
     folder = _download(fetch, CONFIG_NAME, revision, local_only=local_only).parent
     commit = _snapshot(folder, fetch.subfolder).name
     _download(fetch, WEIGHTS_NAME, commit, local_only=local_only)
-    try:
-        _download(fetch, CARD_NAME, commit, local_only=local_only)
-    except (EntryNotFoundError, LocalEntryNotFoundError):
-        logger.info("%s has no model card at %s", fetch.repo_id, commit)
+    optional = [(CARD_NAME, "model card")]
+    if "history" in read_config(folder):  # an artifact without one costs no request
+        optional.append((HISTORY_NAME, "training history"))
+    for name, what in optional:
+        try:
+            _download(fetch, name, commit, local_only=local_only)
+        except (EntryNotFoundError, LocalEntryNotFoundError):
+            logger.info("%s has no %s at %s", fetch.repo_id, what, commit)
     return folder, commit
 
 
@@ -344,7 +360,7 @@ def pull(
             and :func:`check_artifact`; also ``local_dir`` holding a README.md but no artifact.
         OSError: ``local_dir`` cannot be written; it keeps what it held.
     """
-    from cotprompt.artifact.format import ARTIFACT_FILES
+    from cotprompt.artifact.format import FOLDER_FILES
     from cotprompt.folder_commit import Writer, commit_files
 
     if local_dir is not None:  # checked before anything is fetched
@@ -361,13 +377,13 @@ def pull(
         target = Path(local_dir)
         writers: dict[str, Writer | None] = {
             # copyfile follows the cache's symlinks
-            name: lambda path, src=folder / name: shutil.copyfile(src, path)
-            for name in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME)
+            name: functools.partial(_copy_to, folder / name)
+            for name in (WEIGHTS_NAME, CARD_NAME, HISTORY_NAME, CONFIG_NAME)
             if (folder / name).is_file()
         }
-        if CARD_NAME not in writers:  # no card: one an earlier artifact left goes, same commit
-            writers[CARD_NAME] = None
-        commit_files(target, writers, allowed=ARTIFACT_FILES)
+        for name in (CARD_NAME, HISTORY_NAME):  # absent: one an earlier artifact left goes too
+            writers.setdefault(name, None)
+        commit_files(target, writers, allowed=FOLDER_FILES)
         folder = target
     logger.info("pulled %s at commit %s into %s", repo_id, source["commit"], folder)
     return PulledArtifact(folder=folder, source=source, config=config)

@@ -15,7 +15,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from cotprompt.artifact.format import CONFIG_NAME, WEIGHTS_NAME
 from cotprompt.errors import ArtifactError, CotpromptError
@@ -200,7 +200,15 @@ def hub_error(
     return ArtifactError(message)
 
 
-def library_kwargs() -> dict[str, str]:
+class LibraryKwargs(TypedDict):
+    """The ``library_name`` / ``library_version`` keywords of huggingface_hub's calls."""
+
+    library_name: str
+    library_version: str
+
+
+def library_kwargs() -> LibraryKwargs:
+    """cotprompt's name and version, for the user agent of huggingface_hub's requests."""
     from cotprompt._version import __version__
 
     return {"library_name": "cotprompt", "library_version": __version__}

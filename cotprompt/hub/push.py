@@ -6,6 +6,7 @@ See :mod:`cotprompt.hub` for the overview.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -14,7 +15,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cotprompt.artifact.checked import check_artifact
-from cotprompt.artifact.format import ARTIFACT_FILES, CARD_NAME, CONFIG_NAME, WEIGHTS_NAME
+from cotprompt.artifact.format import (
+    CARD_NAME,
+    CONFIG_NAME,
+    FOLDER_FILES,
+    HISTORY_NAME,
+    WEIGHTS_NAME,
+    read_history,
+)
 from cotprompt.artifact.model_card import CardOptions
 from cotprompt.errors import ArtifactError
 from cotprompt.folder_commit import reading, recover, resolve
@@ -60,15 +68,19 @@ def _existing_card(
         return Path(path).read_text(encoding="utf-8")
 
 
-def _checked_files(folder: Path, config: dict[str, Any]) -> tuple[dict[str, bytes], str | None]:
-    """The config and weights bytes :func:`check_artifact` just checked, and the folder's card
-    text (``None`` when absent or a symbolic link); read under the folder's reader lock.
+def _checked_files(
+    folder: Path, config: dict[str, Any]
+) -> tuple[dict[str, bytes], str | None, list[dict[str, Any]] | None]:
+    """The config and weights bytes :func:`check_artifact` just checked (and the history's,
+    checked here), the folder's card text (``None`` when absent or a symbolic link) and the
+    training history (``None`` when the config records none); read under the folder's reader
+    lock.
 
     The bytes are compared with what was checked (the parsed config, the weights' checksum), so
     that a file changed in between by something else than a cotprompt save (which waits for the
     lock) is refused rather than uploaded unchecked.
     """
-    data = {name: resolve(folder, name, ARTIFACT_FILES).read_bytes()
+    data = {name: resolve(folder, name, FOLDER_FILES).read_bytes()
             for name in (CONFIG_NAME, WEIGHTS_NAME)}
     try:
         same_config = json.loads(data[CONFIG_NAME].decode("utf-8")) == config
@@ -80,13 +92,19 @@ def _checked_files(folder: Path, config: dict[str, Any]) -> tuple[dict[str, byte
             f"{folder} changed while it was being checked for the push; nothing was uploaded: "
             "push again"
         )
-    card_path = resolve(folder, CARD_NAME, ARTIFACT_FILES)
+    history = read_history(folder, config)  # a bad one is refused: it would be published
+    if history is not None:
+        data[HISTORY_NAME] = resolve(folder, HISTORY_NAME, FOLDER_FILES).read_bytes()
+        if hashlib.sha256(data[HISTORY_NAME]).hexdigest() != config["history"]["sha256"]:
+            raise ArtifactError(f"{folder} changed while it was being checked for the push; "
+                                "nothing was uploaded: push again")
+    card_path = resolve(folder, CARD_NAME, FOLDER_FILES)
     card = None
     if card_path.is_symlink():
         logger.warning("%s is a symbolic link; not reading it for the model card", card_path)
     elif card_path.is_file():
         card = card_path.read_text(encoding="utf-8")
-    return data, card
+    return data, card, history
 
 
 def push_folder(
@@ -106,10 +124,10 @@ def push_folder(
     The repository is created if needed (``private`` only applies then, and by default leaves
     the visibility to the Hub, as ``huggingface_hub`` does); a ``revision`` naming a
     branch that does not exist yet is created from ``main``. The folder is checked first
-    (:func:`check_artifact`, under the folder's reader lock) and exactly the bytes checked are
-    uploaded; its model card is re-rendered for the repository, keeping the
-    custom text and metadata of the repository's current ``README.md`` (or, for a first push,
-    of the folder's).
+    (:func:`check_artifact` and its training history, under the folder's reader lock) and
+    exactly the bytes checked are uploaded; its model card is re-rendered for the repository
+    (with the per-epoch table of the folder's ``history.json``), keeping the custom text and
+    metadata of the repository's current ``README.md`` (or, for a first push, of the folder's).
 
     Args:
         folder: A folder written by :meth:`CoTPipeline.save_pretrained`.
@@ -129,7 +147,8 @@ def push_folder(
 
     Raises:
         HubConnectionError: The endpoint is unreachable.
-        ArtifactError: Invalid folder, rejected token (401), another namespace (403)...
+        ArtifactError: Invalid folder (a ``history.json`` too: missing, edited, malformed),
+            rejected token (401), another namespace (403)...
     """
     from huggingface_hub import CommitOperationAdd, HfApi
     from huggingface_hub.errors import HfHubHTTPError
@@ -137,10 +156,13 @@ def push_folder(
     from cotprompt.artifact.model_card import render_card
 
     folder = Path(folder)
-    recover(folder, ARTIFACT_FILES)  # an interrupted save: before the reader lock (needs it all)
+    recover(folder, FOLDER_FILES)  # an interrupted save: before the reader lock (needs it all)
     with reading(folder):  # a save into the folder waits: the bytes uploaded are the checked ones
         config = check_artifact(folder)
-        files, local_card = _checked_files(folder, config)
+        files, local_card, history = _checked_files(folder, config)
+    if history is not None and (card_options is None or card_options.history is None):
+        # the per-epoch table of the card: known to the training process, and from the folder
+        card_options = dataclasses.replace(card_options or CardOptions(), history=history)
     api = HfApi(**library_kwargs())
     branch = revision if revision and revision != "main" else None
     try:
@@ -169,6 +191,9 @@ def push_folder(
             CommitOperationAdd(path_in_repo=WEIGHTS_NAME, path_or_fileobj=files[WEIGHTS_NAME]),
             CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card.encode("utf-8")),
         ]
+        if HISTORY_NAME in files:
+            operations.append(CommitOperationAdd(path_in_repo=HISTORY_NAME,
+                                                 path_or_fileobj=files[HISTORY_NAME]))
         info = api.create_commit(
             repo_id,
             operations,

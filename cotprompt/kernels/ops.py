@@ -121,7 +121,7 @@ class AddLayerNormFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         x: Tensor,
         residual: Tensor | None,
@@ -135,7 +135,7 @@ class AddLayerNormFunction(torch.autograd.Function):
         x2 = x.reshape(-1, n).contiguous()
         rows = x2.shape[0]
         has_r = residual is not None
-        if has_r:
+        if residual is not None:
             y_dtype = torch.promote_types(x.dtype, residual.dtype)
             r2 = residual.reshape(-1, n).contiguous()
             y2 = torch.empty((rows, n), device=x.device, dtype=y_dtype)
@@ -176,7 +176,7 @@ class AddLayerNormFunction(torch.autograd.Function):
         return h
 
     @staticmethod
-    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, *grads: Tensor | None) -> tuple[Tensor | None, ...]:
         kernels = _kernels()
         y2, weight, bias, mean, rstd = ctx.saved_tensors
         if ctx.has_r:
@@ -255,7 +255,7 @@ class BiasActFunction(torch.autograd.Function):
     """Triton ``act(x + bias)``; the bias gradient (rarely needed) is summed with PyTorch."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any, x: Tensor, bias: Tensor | None, activation: Activation
     ) -> Tensor:
         kernels = _kernels()
@@ -279,7 +279,7 @@ class BiasActFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    def backward(ctx: Any, dout: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, dout: Tensor) -> tuple[Tensor | None, ...]:
         kernels = _kernels()
         x_c, bias = ctx.saved_tensors
         dout = dout.contiguous()
@@ -330,7 +330,7 @@ class CosineCrossEntropyFunction(torch.autograd.Function):
     ``[1, K, C, E]`` takes the matmul form of the backward in PyTorch)."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         image: Tensor,
         text: Tensor,
@@ -375,7 +375,7 @@ class CosineCrossEntropyFunction(torch.autograd.Function):
         return loss
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
         image, text, targets, logits, lse = ctx.saved_tensors
         batch, dim = image.shape
         shared, steps, classes, _ = text.shape

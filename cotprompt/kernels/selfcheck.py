@@ -18,7 +18,7 @@ import argparse
 import json
 import sys
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -46,7 +46,8 @@ def _grads(
 ) -> tuple[list[Tensor], list[Tensor]]:
     leaves = [t.detach().clone().requires_grad_(True) for t in inputs]
     outs = fn(*leaves)
-    total = sum((o.float() * s).sum() for o, s in zip(outs, seeds, strict=True))
+    # a tensor, not sum()'s start value 0: fn returns at least one output
+    total = cast(Tensor, sum((o.float() * s).sum() for o, s in zip(outs, seeds, strict=True)))
     grads = torch.autograd.grad(total, leaves)
     return [o.detach() for o in outs], list(grads)
 
@@ -77,6 +78,8 @@ def check_add_layer_norm(shape, dtype, device, residual: bool = True) -> dict[st
     w = (1 + 0.1 * torch.randn(n, generator=g)).to(device)
     b = (0.1 * torch.randn(n, generator=g)).to(device)
     seeds = [torch.randn(shape, generator=g).to(device) for _ in range(2)]
+    kernel: Callable[..., Any]
+    reference: Callable[..., Any]
     if residual:
 
         def kernel_fn(x, r):
@@ -85,19 +88,21 @@ def check_add_layer_norm(shape, dtype, device, residual: bool = True) -> dict[st
         def ref_fn(x, r):
             return ref.add_layer_norm_ref(x.float(), r.float(), w, b, 1e-5)
 
+        kernel, reference = kernel_fn, ref_fn
         inputs = [x, r]
     else:
 
-        def kernel_fn(x):
+        def kernel_ln_fn(x):
             return (AddLayerNormFunction.apply(x, None, w, b, 1e-5, None),)
 
-        def ref_fn(x):
+        def ref_ln_fn(x):
             return (ref.add_layer_norm_ref(x.float(), None, w, b, 1e-5)[1],)
 
+        kernel, reference = kernel_ln_fn, ref_ln_fn
         inputs, seeds = [x], seeds[1:]
     name = "add_layer_norm" if residual else "layer_norm"
     return _compare(
-        name, dtype, shape, _grads(kernel_fn, inputs, seeds), _grads(ref_fn, inputs, seeds)
+        name, dtype, shape, _grads(kernel, inputs, seeds), _grads(reference, inputs, seeds)
     )
 
 

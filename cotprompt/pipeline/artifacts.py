@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -41,21 +41,32 @@ class ArtifactMixin(HubMixin):
     training_data: dict[str, Any] | None
     metrics: dict[str, dict[str, float]]
     source: dict[str, Any] | None
-    #: The per-epoch records of the last ``fit`` in this process (``TrainingResult.history``),
-    #: written to the model card's "Training results"; ``None`` for loaded prompts.
+    #: The per-epoch records of the run that trained the prompts (``TrainingResult.history`` of
+    #: the last ``fit``, or the ``history.json`` of a loaded artifact), saved as ``history.json``
+    #: and shown in the model card's "Training results"; ``None`` when unknown.
     training_history: list[dict[str, Any]] | None = None
+    #: The history as loaded, to tell it from one of a run made in this process (only that one
+    #: was made with this process's torch and open_clip versions).
+    _loaded_history: list[dict[str, Any]] | None = None
+
+    if TYPE_CHECKING:  # what CoTPipeline provides: its constructor and set_classes
+        def __init__(self, *, training: TrainingConfig | None = None,
+                     device: str | torch.device | None = None, **components: Any) -> None: ...
+
+        def set_classes(self, classes: Sequence[str] | Task, chain: PromptChain | None = None
+                        ) -> PromptChain: ...
 
     def _card_options(self, model_card_kwargs: Mapping[str, Any] | None = None) -> CardOptions:
-        """What the model card adds to the artifact config: ``model_card_kwargs`` (checked), and
-        for prompts trained in this process their per-epoch history and the torch and open_clip
-        versions they were trained with.
+        """What the model card adds to the artifact config: ``model_card_kwargs`` (checked), the
+        per-epoch training history when known, and for prompts trained in this process the
+        torch and open_clip versions they were trained with.
 
         Raises:
             ConfigError: A ``model_card_kwargs`` value of the wrong type.
         """
         history = self.training_history
         versions: dict[str, str] = {}
-        if history:
+        if history and history is not self._loaded_history:
             versions["torch"] = torch.__version__
             with contextlib.suppress(metadata.PackageNotFoundError):
                 versions["open_clip"] = metadata.version("open_clip_torch")
@@ -82,7 +93,9 @@ class ArtifactMixin(HubMixin):
 
     def save_pretrained(self, directory: str | Path, *,
                         model_card_kwargs: Mapping[str, Any] | None = None) -> Path:
-        """Write config, weights (trainable tensors only) and model card to ``directory``.
+        """Write config, weights (trainable tensors only), model card and, when known, the
+        per-epoch training history (``history.json``, see :attr:`training_history`) to
+        ``directory``.
 
         Files are replaced all or nothing (a save interrupted at any point leaves the previous
         artifact loadable); custom text in an existing ``README.md`` is kept.
@@ -105,18 +118,21 @@ class ArtifactMixin(HubMixin):
         return serialization.save_artifact(directory, self.artifact_config(),
                                            self.model.trainable_state(), options)
 
-    def push_to_hub(
+    # the pipeline's own options in place of HubMixin's generic ones (card_options, **kwargs),
+    # as subclasses of huggingface_hub's ModelHubMixin do: deliberate, hence the ignores
+    def push_to_hub(  # type: ignore[override]
         self,
         repo_id: str,
         *,
-        token: str | None = None,
+        token: str | bool | None = None,
         private: bool | None = None,
         revision: str | None = None,
         commit_message: str | None = None,
         create_pr: bool = False,
         model_card_kwargs: Mapping[str, Any] | None = None,
     ) -> CommitInfo:
-        """Upload config, weights and model card to a Hub repository in one commit.
+        """Upload config, weights, model card and training history to a Hub repository in one
+        commit.
 
         Creates the repository (and the ``revision`` branch) if needed; keeps the custom text of
         the repository's model card. See :func:`cotprompt.hub.push_to_hub`.
@@ -140,12 +156,12 @@ class ArtifactMixin(HubMixin):
                                    card_options=self._card_options(model_card_kwargs))
 
     @classmethod
-    def from_pretrained(
+    def from_pretrained(  # type: ignore[override]
         cls: type[PipelineT],
         path_or_repo_id: str | Path,
         *,
         revision: str | None = None,
-        token: str | None = None,
+        token: str | bool | None = None,
         backbone: Backbone | None = None,
         device: str | torch.device | None = None,
         allow_pickle: bool = False,
@@ -161,7 +177,9 @@ class ArtifactMixin(HubMixin):
         (no caller-only opt-ins, no free-form loader arguments, backbone weights only from a
         known open_clip tag or safetensors), the weights checksum is required, and NaN/Inf
         weights are refused. A save that was interrupted is recovered first (logged). Only the
-        config, weights and model card are fetched from a repository.
+        config, weights, model card and training history are fetched from a repository. The
+        artifact's ``history.json`` becomes :attr:`training_history` (a bad one is left out
+        with a warning: it changes no prediction).
 
         Args:
             path_or_repo_id: A local folder, or a Hub repository id (``user/name``).
@@ -205,11 +223,10 @@ class ArtifactMixin(HubMixin):
                                        allow_pickle=allow_pickle, precision=precision)
 
     @classmethod
-    def _from_artifact_folder(cls: type[PipelineT], directory: Path, *, origin: dict[str, Any],
-                              backbone: Backbone | None = None,
-                              device: str | torch.device | None = None,
-                              allow_pickle: bool = False,
-                              precision: str | None = None) -> PipelineT:
+    def _from_artifact_folder(  # type: ignore[override]
+            cls: type[PipelineT], directory: Path, *, origin: dict[str, Any],
+            backbone: Backbone | None = None, device: str | torch.device | None = None,
+            allow_pickle: bool = False, precision: str | None = None) -> PipelineT:
         opened = serialization.open_artifact(directory, origin, backbone=backbone,
                                              allow_pickle=allow_pickle, precision=precision)
         records = opened.checked.records
@@ -219,5 +236,6 @@ class ArtifactMixin(HubMixin):
                                       pipeline.model.trainable_state())
         pipeline.metrics = records.metrics
         pipeline.training_data = records.training_data
+        pipeline.training_history = pipeline._loaded_history = opened.checked.history
         pipeline.source = dict(origin)
         return pipeline

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cotprompt.config import ComponentSpec
 from cotprompt.errors import ConfigError
+from cotprompt.plugins.records import Kind
 from cotprompt.plugins.registry import get_registry
 from cotprompt.protocols import Backbone
 from cotprompt.training.config import TrainingConfig
@@ -58,7 +59,7 @@ class PipelineConfig(BaseModel):
     training: TrainingConfig = Field(default_factory=TrainingConfig)
 
 
-def build_components(given: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
+def build_components(given: Mapping[Kind, tuple[Any, Any]]) -> dict[str, Any]:
     """Components by kind from ``{kind: (name or object, options)}`` (names via the registry).
 
     Raises:
@@ -66,7 +67,7 @@ def build_components(given: Mapping[str, tuple[Any, Any]]) -> dict[str, Any]:
         ConfigError: Options do not validate, or options were given with an object.
     """
     registry = get_registry()
-    built = {}
+    built: dict[str, Any] = {}
     for kind, (value, options) in given.items():
         if isinstance(value, str):
             built[kind] = registry.create(kind, value, options)

@@ -123,7 +123,7 @@ def _section_problem(error: Any) -> str:
     return f"{loc}: {error['msg']}"
 
 
-def _component_classes(config: PipelineConfig) -> Iterator[tuple[str, Any, type]]:
+def _component_classes(config: PipelineConfig) -> Iterator[tuple[str, Any, type[Any]]]:
     registry = get_registry()
     for kind in KINDS:
         spec = getattr(config, kind)
@@ -150,7 +150,7 @@ def _resolve_relative_paths(config: PipelineConfig, base_dir: Path) -> None:
         if callable(resolve):
             spec.config = dict(resolve(spec.config, base_dir))
     folders = {}
-    for name in ("checkpoint_dir", "feature_cache_dir"):  # the training section's paths too
+    for name in ("checkpoint_dir", "feature_cache_dir", "project_dir"):  # training's paths too
         value = getattr(config.training, name)
         if value is not None and not Path(value).expanduser().is_absolute():
             folders[name] = str(base_dir / Path(value).expanduser())

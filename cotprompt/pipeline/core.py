@@ -45,9 +45,10 @@ from cotprompt.pipeline.heads import (
 from cotprompt.pipeline.inputs import ImagesInput, as_image_list, pixel_batches
 from cotprompt.pipeline.predictions import (
     Prediction,
+    check_predict_options,
     describe_item,
     rank_predictions,
-    readable_batches,
+    readable_features,
 )
 from cotprompt.protocols import Aggregator, Backbone, PromptGenerator, PromptTuner
 from cotprompt.training.config import TrainingConfig, merge_training
@@ -62,13 +63,14 @@ from cotprompt.training.seeding import InitRecord, bind_components, record_init,
 from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
     from cotprompt.data.retrieval import RetrievalDataset
     from cotprompt.data.vqa import VQADataset
     from cotprompt.evaluation.task_metrics import RetrievalResult, VQAResult
+    from cotprompt.pipeline.heads import EvaluateOptions, HasMetrics
 
     TaskDataset = RetrievalDataset | VQADataset
-    TaskResult = RetrievalResult | VQAResult
 
 __all__ = ["CoTPipeline"]
 
@@ -287,7 +289,7 @@ class CoTPipeline(ArtifactMixin):
             raise ConfigError(f"train is {article(type(train).__name__)} but val "
                               f"{article(type(val).__name__)}")
         config = merge_training(self.training, training)  # given keys update the pipeline's
-        accelerator = make_accelerator(config.precision)
+        accelerator = make_accelerator(config)  # precision, accumulation, trackers
         if not head.data_parallel and accelerator.num_processes > 1:
             raise TrainingError(f"{head.kind} training runs in one process; launch without "
                                 "accelerate's multi-process mode")
@@ -387,22 +389,23 @@ class CoTPipeline(ArtifactMixin):
 
     @overload
     def predict(self, images: ImagesInput, *, top_k: int = ..., batch_size: int = ...,
-                zero_shot: bool = ..., on_bad_image: Literal["error"] = ...
-                ) -> list[Prediction]: ...
+                zero_shot: bool = ..., on_bad_image: Literal["error"] = ...,
+                num_workers: int = ..., pin_memory: bool | None = ...) -> list[Prediction]: ...
 
     @overload
     def predict(self, images: ImagesInput, *, top_k: int = ..., batch_size: int = ...,
-                zero_shot: bool = ..., on_bad_image: Literal["skip"]
-                ) -> list[Prediction | None]: ...
+                zero_shot: bool = ..., on_bad_image: Literal["skip"], num_workers: int = ...,
+                pin_memory: bool | None = ...) -> list[Prediction | None]: ...
 
     def predict(self, images: ImagesInput, *, top_k: int = 1, batch_size: int = 64,
-                zero_shot: bool = False, on_bad_image: Literal["error", "skip"] = "error"
+                zero_shot: bool = False, on_bad_image: Literal["error", "skip"] = "error",
+                num_workers: int = 0, pin_memory: bool | None = None
                 ) -> list[Prediction] | list[Prediction | None]:
         """Predict labels for images.
 
         Images are read as an image viewer shows them (:func:`cotprompt.data.images.load_image`:
         EXIF orientation, 16-bit and float pixels, ICC profiles, transparency on white...), one
-        batch at a time.
+        batch at a time; a progress bar on stderr over many (``TQDM_DISABLE=1``: none).
 
         Args:
             images: Paths, PIL images, or preprocessed pixels ``[B, 3, H, W]``.
@@ -412,6 +415,8 @@ class CoTPipeline(ArtifactMixin):
                 NaN pixels) does: ``"error"`` raises a :class:`~cotprompt.errors.DataError`
                 naming it; ``"skip"`` logs a warning naming it and puts ``None`` in its place
                 in the result (an error all the same when no image can be read).
+            num_workers: Processes reading images while the model runs (``0``: this one).
+            pin_memory: Pinned-memory batches (``None``: on CUDA).
 
         Returns:
             One :class:`Prediction` per image, in the order given (``None`` for the images
@@ -422,10 +427,7 @@ class CoTPipeline(ArtifactMixin):
             NumericalError: When a logit is NaN or infinite (prompt weights, backbone or image
                 producing NaN/Inf); the message names the images.
         """
-        if on_bad_image not in ("error", "skip"):
-            raise ConfigError(f"on_bad_image must be 'error' or 'skip', got {on_bad_image!r}")
-        if batch_size < 1:
-            raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
+        check_predict_options(on_bad_image, batch_size, num_workers, pin_memory)
         labels = self.class_names
         items = as_image_list(images)
         kept = list(range(len(items)))
@@ -435,11 +437,9 @@ class CoTPipeline(ArtifactMixin):
             if self.task is not None and self.task.kind != "classification":
                 self.logits(items[:1], zero_shot=zero_shot)  # refuses, saying what to use
             transform = self.backbone.image_transform(train=False)
-            kept, parts = [], []
-            for indices, pixels in readable_batches(items, transform, batch_size, on_bad_image):
-                kept += indices
-                parts.append(self.image_features(pixels, batch_size, frozen=zero_shot))
-            features = torch.cat(parts)
+            kept, features = readable_features(
+                items, transform, lambda px: self.image_features(px, batch_size, frozen=zero_shot),
+                batch_size, on_bad_image, num_workers, pin_memory, self.device)
             logits = (self.zero_shot_logits(features) if zero_shot
                       else self.logits_from_features(features))
 
@@ -449,10 +449,18 @@ class CoTPipeline(ArtifactMixin):
         check_finite_scores(logits, describe, total=len(logits), zero_shot=zero_shot)
         return rank_predictions(logits.softmax(-1), labels, top_k, kept, len(items))
 
-    def evaluate(self, dataset: ImageClassificationDataset | TaskDataset, *, batch_size: int = 64,
-                 zero_shot: bool = False, split: str | None = None,
-                 task_head: TaskHead | None = None,
-                 num_workers: int = 0) -> EvaluationResult | TaskResult:
+    @overload
+    def evaluate(self, dataset: ImageClassificationDataset, **options: Unpack[EvaluateOptions]
+                 ) -> EvaluationResult: ...
+    @overload
+    def evaluate(self, dataset: RetrievalDataset, **options: Unpack[EvaluateOptions]
+                 ) -> RetrievalResult: ...
+    @overload
+    def evaluate(self, dataset: VQADataset, **options: Unpack[EvaluateOptions]) -> VQAResult: ...
+
+    def evaluate(self, dataset: object, *, batch_size: int = 64, zero_shot: bool = False,
+                 split: str | None = None, task_head: TaskHead | None = None,
+                 num_workers: int = 0, pin_memory: bool | None = None) -> HasMetrics:
         """Accuracy, mean per-class accuracy and per-class accuracy on ``dataset``.
 
         Args:
@@ -462,8 +470,8 @@ class CoTPipeline(ArtifactMixin):
             split: If given, the metrics are recorded under this name for the model card.
             task_head: How to evaluate ``dataset`` (default: the registered head that accepts
                 it).
-            num_workers: Worker processes loading images (classification also pins memory on
-                CUDA).
+            num_workers: Processes loading images while the model runs (``0``: this one).
+            pin_memory: Pinned-memory batches (``None``: on CUDA), for heads that take it.
 
         ``dataset`` may also be a Hugging Face or torchvision dataset or a list of (image,
         label) pairs (see :func:`cotprompt.data.as_classification_dataset`).
@@ -481,10 +489,10 @@ class CoTPipeline(ArtifactMixin):
         dataset = convert_if_foreign(dataset)  # HF, torchvision, (image, label) pairs
         head = task_head_for(dataset) if task_head is None else check_task_head(task_head)
         check_evaluation(head, dataset, bound=self.task, split=split, batch_size=batch_size,
-                         num_workers=num_workers)
+                         num_workers=num_workers, pin_memory=pin_memory)
         self.model.eval()
         result = head.evaluate(self, dataset, batch_size=batch_size, zero_shot=zero_shot,
-                               num_workers=num_workers)
+                               num_workers=num_workers, pin_memory=pin_memory)
         if split is not None:
             self.metrics[split] = dict(result.metrics())
-        return result  # type: ignore[return-value]
+        return result

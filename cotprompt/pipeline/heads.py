@@ -7,15 +7,19 @@ identifies the run), evaluates, and says what the artifact records about the tra
 pipeline drives every head through one training template
 (:func:`~cotprompt.training.loop.run_training`) and is the only writer of its own fields
 (``training``, ``training_data``, ``metrics``). The built-in heads live in
-:mod:`cotprompt.tasks` and are registered when ``cotprompt`` is imported; a plugin adds its own
-with :func:`register_task_head`.
+:mod:`cotprompt.tasks`, which registers them when it is imported; this registry imports it by
+module path (:data:`BUILTIN_HEADS_MODULE`, like an entry point: the pipeline layer may not import
+the tasks layer) before its first lookup or registration, so the built-in heads are always
+registered first and found whichever of ``cotprompt``, ``cotprompt.pipeline`` or
+``cotprompt.tasks`` was imported. A plugin adds its own with :func:`register_task_head`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -23,6 +27,7 @@ from torch import Tensor
 from cotprompt.errors import ConfigError, DataError
 from cotprompt.protocols import Aggregator, PromptGenerator, PromptTuner
 from cotprompt.training.config import TrainingConfig
+from cotprompt.training.loading import check_loader_options
 from cotprompt.types import PromptChain, Task
 
 if TYPE_CHECKING:
@@ -63,8 +68,13 @@ class HasMetrics(Protocol):
     def metrics(self) -> dict[str, float]: ...
 
 
+#: The pipeline a head serves: ``TaskHead[CoTPipeline]`` for the built-in heads, which use more of
+#: it than :class:`TunablePipeline` says; a bare ``TaskHead`` is a head of any pipeline.
+PipelineT_contra = TypeVar("PipelineT_contra", bound=TunablePipeline, contravariant=True)
+
+
 @runtime_checkable
-class TaskHead(Protocol):
+class TaskHead(Protocol[PipelineT_contra]):
     """One kind of task, as the pipeline trains and evaluates it.
 
     A head binds the pipeline (in :meth:`prepare`, with ``pipeline.set_classes``) to a
@@ -85,18 +95,18 @@ class TaskHead(Protocol):
         """Whether ``dataset`` is this head's kind of data."""
         ...
 
-    def prepare(self, pipeline: TunablePipeline, train: Any, val: Any | None,
+    def prepare(self, pipeline: PipelineT_contra, train: Any, val: Any | None,
                 config: TrainingConfig) -> None:
         """Check the data and components and bind the pipeline to the task, before training
         (raising the head's one-line errors)."""
         ...
 
-    def plan(self, pipeline: TunablePipeline, train: Any, val: Any | None,
+    def plan(self, pipeline: PipelineT_contra, train: Any, val: Any | None,
              config: TrainingConfig, accelerator: Accelerator) -> TrainingPlan:
         """The run: items, loss per batch, validation and what identifies it."""
         ...
 
-    def training_scope(self, pipeline: TunablePipeline) -> contextlib.AbstractContextManager[Any]:
+    def training_scope(self, pipeline: PipelineT_contra) -> contextlib.AbstractContextManager[Any]:
         """Entered around the epochs (e.g. to restore the pipeline's own binding after)."""
         ...
 
@@ -105,14 +115,33 @@ class TaskHead(Protocol):
         """What the artifact records about the training data (``training_data``)."""
         ...
 
-    def evaluate(self, pipeline: TunablePipeline, dataset: Any, *, batch_size: int,
-                 zero_shot: bool, num_workers: int) -> HasMetrics:
+    def evaluate(self, pipeline: PipelineT_contra, dataset: Any, *, batch_size: int,
+                 zero_shot: bool, num_workers: int, pin_memory: bool | None) -> HasMetrics:
         """The head's metrics on ``dataset`` (tuned, or the untuned model's); ``num_workers``
-        worker processes load its images."""
+        worker processes load its images, into pinned memory when ``pin_memory`` (``None``:
+        when the pipeline's device is CUDA)."""
         ...
 
 
+#: The module whose import registers the built-in heads (classification, retrieval, VQA).
+BUILTIN_HEADS_MODULE = "cotprompt.tasks"
+
 _HEADS: list[TaskHead] = []
+_builtins_loading = False
+
+
+def _load_builtin_heads() -> None:
+    """Import :data:`BUILTIN_HEADS_MODULE` once, which registers the built-in heads (a no-op
+    while it is being imported: its registrations call back here)."""
+    global _builtins_loading
+    if _builtins_loading:
+        return
+    _builtins_loading = True
+    try:
+        importlib.import_module(BUILTIN_HEADS_MODULE)
+    except BaseException:
+        _builtins_loading = False  # the next lookup tries again: an error, never no heads
+        raise
 
 
 def check_task_head(head: object) -> TaskHead:
@@ -165,13 +194,15 @@ def check_split_name(split: object) -> str:
 
 
 def check_evaluation(head: TaskHead, dataset: object, *, bound: Task | None,
-                     split: object, batch_size: object, num_workers: object) -> None:
+                     split: object, batch_size: object, num_workers: object,
+                     pin_memory: object = None) -> None:
     """What ``CoTPipeline.evaluate`` checks before any work.
 
     Raises:
         DataError: The head does not take ``dataset``.
         ConfigError: A split name the model card cannot show, a batch size below 1, a
-            negative number of workers, or a pipeline bound to another task (evaluating would
+            negative number of workers, a ``pin_memory`` that is not ``True``, ``False`` or
+            ``None``, or a pipeline bound to another task (evaluating would
             rebind it).
     """
     check_accepts(head, dataset, "evaluation data")
@@ -179,14 +210,25 @@ def check_evaluation(head: TaskHead, dataset: object, *, bound: Task | None,
         check_split_name(split)
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if not isinstance(num_workers, int) or isinstance(num_workers, bool) or num_workers < 0:
-        raise ConfigError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    check_loader_options(num_workers, pin_memory)
     if bound is not None and bound.kind != head.kind:
         raise ConfigError(
             f"this pipeline is bound to the {bound.kind} task; evaluating {head.kind} data "
             "would bind it to that task instead: use a pipeline made for it "
             "(CoTPipeline.for_method, cotprompt.tasks.for_task) or trained on it"
         )
+
+
+class EvaluateOptions(TypedDict, total=False):
+    """The keyword options of ``CoTPipeline.evaluate``, as its overloads (one per dataset type,
+    each with its result type) take them."""
+
+    batch_size: int
+    zero_shot: bool
+    split: str | None
+    task_head: TaskHead | None
+    num_workers: int
+    pin_memory: bool | None
 
 
 def register_task_head(head: TaskHead) -> None:
@@ -197,12 +239,15 @@ def register_task_head(head: TaskHead) -> None:
         ConfigError: ``head`` is not a task head instance (see :func:`check_task_head`).
     """
     check_task_head(head)
+    _load_builtin_heads()
     _HEADS[:] = [h for h in _HEADS if not (h.kind == head.kind and type(h) is type(head))]
     _HEADS.append(head)
 
 
 def task_heads() -> list[TaskHead]:
-    """The registered heads, most recently registered first."""
+    """The registered heads, most recently registered first (the built-in ones loaded on the
+    first call, see :data:`BUILTIN_HEADS_MODULE`)."""
+    _load_builtin_heads()
     return list(reversed(_HEADS))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ PRECISION = "precision"
 
 
 def _load_generator(registry: Registry, choice: ComponentChoice, config: Mapping[str, Any]
-                    ) -> PromptGenerator:
+                    ) -> PromptGenerator | StoredChainGenerator:
     """The saved generator, or a stand-in replaying the stored chain when it cannot be built
     (its plugin or optional dependencies are missing): loading never needs the generator."""
     record = config["generator"]
@@ -61,13 +61,14 @@ def _component_record(kind: str, component: object) -> dict[str, Any]:
     if not isinstance(name, str):
         raise ConfigError(f"the {kind} {type(component).__name__} has no `name` class attribute")
     config = getattr(component, "config", None)
-    record = {
+    record: dict[str, Any] = {
         "name": name,
         "package": info.package if info else type(component).__module__.split(".")[0],
         "config": config_record(config) if isinstance(config, BaseModel) else {},
     }
-    if kind == "backbone" and isinstance(getattr(component, "quick_gelu", None), bool):
-        record["quick_gelu"] = component.quick_gelu  # what was built, not only what was asked
+    quick_gelu = getattr(component, "quick_gelu", None) if kind == "backbone" else None
+    if isinstance(quick_gelu, bool):
+        record["quick_gelu"] = quick_gelu  # what was built, not only what was asked
     return record
 
 
@@ -90,7 +91,7 @@ def artifact_config(
         **components,
         "task": {"kind": task.kind, "labels": list(task.labels), "dataset": task.dataset},
         "chain": chain.to_dict(),
-        "training": config_record(training),
+        "training": training_record(training),
     }
     if training_data:
         config["training_data"] = dict(training_data)
@@ -99,10 +100,26 @@ def artifact_config(
     return config
 
 
+#: Training options added after artifacts were first written: recorded only when set (not
+#: ``None``), so that the artifacts written before re-save to the same bytes.
+_RECORDED_WHEN_SET = ("gradient_accumulation_steps",)
+
+
+def training_record(training: TrainingConfig) -> dict[str, Any]:
+    """The training options an artifact records (:func:`~cotprompt.config.config_record`; the
+    newer options only when set)."""
+    record = config_record(training)
+    for name in _RECORDED_WHEN_SET:
+        if record.get(name) is None:
+            record.pop(name, None)
+    return record
+
+
 def save_artifact(directory: str | Path, config: dict[str, Any],
                   tensors: dict[str, torch.Tensor], card_options: CardOptions | None = None
                   ) -> Path:
-    """Write config, weights and model card to ``directory`` (all or nothing).
+    """Write config, weights, model card and the training history (``card_options.history``,
+    when known) to ``directory`` (all or nothing).
 
     The custom text of an existing ``README.md`` is kept; a ``README.md`` that is a symbolic link
     is not followed (its target could be any file): it is treated as absent, with a warning, and
@@ -112,6 +129,7 @@ def save_artifact(directory: str | Path, config: dict[str, Any],
     """
     directory = Path(directory)
     card_path = directory / artifact.CARD_NAME
+    history = card_options.history if card_options is not None else None
     existing: str | None = None
     if card_path.is_symlink():
         logger.warning("%s is a symbolic link; not reading it: the save replaces it with a new "
@@ -120,20 +138,22 @@ def save_artifact(directory: str | Path, config: dict[str, Any],
         try:
             existing = card_path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
-            return _save_keeping_card(directory, config, tensors, card_path, exc)
+            return _save_keeping_card(directory, config, tensors, card_path, exc, history)
     try:
         card = render_card(config, existing, options=card_options)
     except (ValueError, yaml.YAMLError) as exc:  # a user's README whose header is not a card's
-        return _save_keeping_card(directory, config, tensors, card_path, exc)
-    return artifact.write_artifact(directory, config, tensors, card)
+        return _save_keeping_card(directory, config, tensors, card_path, exc, history)
+    return artifact.write_artifact(directory, config, tensors, card, history)
 
 
 def _save_keeping_card(directory: Path, config: dict[str, Any], tensors: dict[str, torch.Tensor],
-                       card_path: Path, reason: Exception) -> Path:
-    """Save config and weights, leaving a ``README.md`` that is not a readable card as it is."""
+                       card_path: Path, reason: Exception,
+                       history: Sequence[Mapping[str, Any]] | None) -> Path:
+    """Save config, weights and history, leaving a ``README.md`` that is not a readable card as
+    it is."""
     logger.warning("%s cannot be read as a model card (%s); it is left as it is", card_path,
                    one_line(reason, 200))
-    return artifact.write_artifact(directory, config, tensors, None)
+    return artifact.write_artifact(directory, config, tensors, None, history)
 
 
 @dataclass(frozen=True)
@@ -237,7 +257,8 @@ def _check_given_backbone(record: Mapping[str, Any], backbone: Backbone, source:
     """
     spec = backbone.spec()
     given_config = dict(spec.get("config") or {})
-    recorded = record.get("config") if isinstance(record.get("config"), Mapping) else {}
+    raw = record.get("config")
+    recorded = raw if isinstance(raw, Mapping) else {}
     # older records also carry machine-local options (cache_dir), which change no result
     comparable = {k: v for k, v in recorded.items() if k in given_config}
     given_precision = given_config.pop(PRECISION, None)
@@ -289,7 +310,7 @@ def restore_weights(directory: Path, tensors: Mapping[str, torch.Tensor],
             value.copy_(tensors[name].to(value.device))
 
 
-def _warn_if_activation_changed(record: Mapping[str, Any], backbone: Backbone, source: str
+def _warn_if_activation_changed(record: Mapping[str, Any], backbone: object, source: str
                                 ) -> None:
     """Prompts tuned on a backbone built with another activation than today's still load, with
     a warning (artifacts saved before the activation was recorded built OpenAI weights under

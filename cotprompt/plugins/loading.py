@@ -148,6 +148,7 @@ class PluginLoader:
         built-ins), a plugin object, or ``None`` for none."""
         if builtins is None:
             return
+        obj: object
         if isinstance(builtins, str):
             try:
                 obj = importlib.import_module(builtins)

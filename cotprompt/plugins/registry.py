@@ -185,7 +185,7 @@ class Registry:
             )
         return found
 
-    def get(self, kind: Kind, name: str, *, package: str | None = None) -> type:
+    def get(self, kind: Kind, name: str, *, package: str | None = None) -> type[Any]:
         """The class registered as ``name`` for ``kind``.
 
         Args:
@@ -243,7 +243,7 @@ class Registry:
             ConfigError: When the options do not validate.
         """
         cls = self.get(kind, name, package=package)
-        config_cls: type[BaseModel] = cls.Config  # type: ignore[attr-defined]
+        config_cls: type[BaseModel] = cls.Config
         label = f"{kind} {name!r}"
         if isinstance(config, config_cls):
             instance = config

@@ -148,8 +148,7 @@ def evaluate_task(
     split: str | None = None,
 ) -> TaskResult:
     """Evaluate on a retrieval or VQA dataset: ``pipeline.evaluate`` (kept for its callers)."""
-    return pipeline.evaluate(dataset, batch_size=batch_size, zero_shot=zero_shot,  # type: ignore[return-value]
-                             split=split)
+    return pipeline.evaluate(dataset, batch_size=batch_size, zero_shot=zero_shot, split=split)
 
 
 def for_task(

@@ -12,13 +12,14 @@ import contextlib
 from typing import TYPE_CHECKING, Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from cotprompt.data.records import ImageClassificationDataset
 from cotprompt.errors import DataError
 from cotprompt.evaluation.finite import check_finite_scores
 from cotprompt.evaluation.metrics import EvaluationResult
+from cotprompt.tasks.loops import eval_loader
 from cotprompt.training.config import TrainingConfig
+from cotprompt.training.loading import batch_progress
 from cotprompt.training.loop import TrainingPlan
 from cotprompt.training.trainer import Trainer
 
@@ -105,20 +106,22 @@ class ClassificationHead:
 
     @torch.no_grad()
     def evaluate(self, pipeline: TunablePipeline, dataset: ImageClassificationDataset, *,
-                 batch_size: int, zero_shot: bool, num_workers: int = 0) -> EvaluationResult:
+                 batch_size: int, zero_shot: bool, num_workers: int = 0,
+                 pin_memory: bool | None = None) -> EvaluationResult:
         check_dataset_classes(pipeline, dataset)
         transform = pipeline.backbone.image_transform(train=False)
-        loader = DataLoader(dataset.with_transform(transform), batch_size=batch_size,
-                            shuffle=False, num_workers=num_workers,
-                            pin_memory=torch.cuda.is_available() and pipeline.device.type == "cuda")
+        loader = eval_loader(dataset.with_transform(transform), pipeline.device, batch_size,
+                             num_workers, pin_memory)
         preds = []
         seen = 0
-        for pixels, _ in loader:
+        for pixels, _ in batch_progress(loader, len(loader), "evaluation"):
+            pixels = pixels.to(pipeline.device, non_blocking=True)
             features = pipeline.image_features(pixels, len(pixels), frozen=zero_shot)
             logits = (pipeline.zero_shot_logits(features) if zero_shot
                       else pipeline.logits_from_features(features))
             check_finite_scores(
-                logits, lambda i, start=seen: dataset.records[start + i].describe(),
+                # mypy cannot type a lambda with a default (python/mypy#15459)
+                logits, lambda i, start=seen: dataset.records[start + i].describe(),  # type: ignore[misc]
                 total=len(dataset), zero_shot=zero_shot, offset=seen,
                 consequence="; no accuracy can be computed",
             )

@@ -206,6 +206,7 @@ class QuestionAnswerGenerator(_TemplateGenerator):
     Config: ClassVar[type[QuestionAnswerGeneratorConfig]] = QuestionAnswerGeneratorConfig
     task_kinds: ClassVar[tuple[str, ...]] = (VQA,)
     preset_steps = COT_QA_STEPS
+    config: QuestionAnswerGeneratorConfig
 
     def __init__(self, config: QuestionAnswerGeneratorConfig | None = None) -> None:
         self.config = config or QuestionAnswerGeneratorConfig()

@@ -8,18 +8,19 @@ Their training runs through the pipeline's one training template
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from cotprompt.data.records import ImageRecord, Transform
 from cotprompt.data.task_io import PixelList, image_dataset
 from cotprompt.errors import ConfigError
 from cotprompt.pipeline.config import TASK_GENERATORS
 from cotprompt.training.config import TrainingConfig
+from cotprompt.training.loading import batch_progress, loader_options
 from cotprompt.training.trainer import (
     Trainer,
 )
@@ -100,19 +101,34 @@ def train_features(
 @torch.no_grad()
 def eval_features(
     pipeline: CoTPipeline, records: Sequence[ImageRecord], batch_size: int,
-    transform: Transform | None = None, num_workers: int = 0,
+    transform: Transform | None = None, num_workers: int = 0, pin_memory: bool | None = None,
+    *, progress: bool = True,
 ) -> Tensor:
     """Normalised image features ``[N, E]`` for evaluation (evaluation transform), images loaded
-    by ``num_workers`` worker processes."""
+    by ``num_workers`` worker processes into pinned memory when ``pin_memory`` (``None``: when
+    the pipeline is on CUDA); with ``progress``, a progress bar over many batches."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
     transform = transform or pipeline.backbone.image_transform(train=False)
-    loader = DataLoader(PixelList(records, transform), batch_size=batch_size, shuffle=False,
-                        num_workers=num_workers)
+    loader = eval_loader(PixelList(records, transform), pipeline.device, batch_size, num_workers,
+                         pin_memory)
     pipeline.model.eval()
-    parts = [pipeline.model.image_features(pixels.to(pipeline.device)).float()
-             for pixels in loader]
+    parts = [pipeline.model.image_features(pixels.to(pipeline.device, non_blocking=True)).float()
+             for pixels in batch_progress(loader, len(loader), "image features",
+                                          enabled=progress)]
     return torch.cat(parts)
+
+
+def eval_loader(dataset: Dataset[Any], device: torch.device, batch_size: int, num_workers: int,
+                pin_memory: bool | None) -> DataLoader[Any]:
+    """The ``DataLoader`` of an evaluation pass over ``dataset`` for a model on ``device``: in
+    order, ``num_workers`` workers (no more than there are batches), pinned memory when
+    ``pin_memory`` (``None``: when ``device`` is CUDA)."""
+    workers = min(num_workers, -(-len(dataset) // batch_size))  # type: ignore[arg-type]
+    options = loader_options(workers, device)
+    if pin_memory is not None:
+        options["pin_memory"] = pin_memory
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **options)
 
 
 def frozen_val_features(pipeline: CoTPipeline, records: Sequence[ImageRecord],
@@ -122,14 +138,16 @@ def frozen_val_features(pipeline: CoTPipeline, records: Sequence[ImageRecord],
     :func:`current_val_features`)."""
     if pipeline.tuner.tunes_image_encoder:
         return None
-    return eval_features(pipeline, records, 64, transform)
+    return eval_features(pipeline, records, 64, transform, progress=False)
 
 
 def current_val_features(pipeline: CoTPipeline, frozen: Tensor | None,
                          records: Sequence[ImageRecord], transform: Transform | None) -> Tensor:
     """The validation features to score now: the frozen ones, or the images encoded again with
     the image encoder as tuned so far."""
-    return frozen if frozen is not None else eval_features(pipeline, records, 64, transform)
+    if frozen is not None:
+        return frozen
+    return eval_features(pipeline, records, 64, transform, progress=False)  # the training's bar
 
 
 def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:

@@ -281,11 +281,11 @@ def _rerank(
                 scores[row].update((u, v) for u, v in zip(ids, values, strict=True) if u in mine)
     for i in range(len(candidates)):
         row = ranker.top_texts[i, :text_k].tolist()
-        row.sort(key=lambda u, i=i: -scores[i][u])
+        row.sort(key=lambda u: -scores[i][u])
         ranker.top_texts[i, :text_k] = torch.tensor(row, dtype=torch.long)
     for u in range(ranker.top_images.shape[0]):
         row = ranker.top_images[u, :image_k].tolist()
-        row.sort(key=lambda i, u=u: -scores[i][u])
+        row.sort(key=lambda i: -scores[i][u])
         ranker.top_images[u, :image_k] = torch.tensor(row, dtype=torch.long)
     return sum(len(c) for c in candidates)
 

@@ -152,11 +152,12 @@ class RetrievalHead:
                 "num_captions": train.num_captions, "epochs": config.epochs, "seed": config.seed}
 
     def evaluate(self, pipeline: CoTPipeline, dataset: RetrievalDataset, *, batch_size: int,
-                 zero_shot: bool, num_workers: int = 0) -> RetrievalResult:
+                 zero_shot: bool, num_workers: int = 0,
+                 pin_memory: bool | None = None) -> RetrievalResult:
         started = time.perf_counter()
         prepare(pipeline)
         features = loops.eval_features(pipeline, dataset.images, batch_size, dataset.transform,
-                                       num_workers)
+                                       num_workers, pin_memory)
         result = score_gallery(pipeline, features, dataset, self.eval_config,
                                zero_shot=zero_shot)
         seconds = time.perf_counter() - started
@@ -194,7 +195,7 @@ def evaluate_retrieval(
         config: Scoring options (:class:`~cotprompt.tasks.RetrievalEvalConfig`).
     """
     return pipeline.evaluate(dataset, batch_size=batch_size, zero_shot=zero_shot, split=split,
-                             task_head=RetrievalHead(eval_config=config))  # type: ignore[return-value]
+                             task_head=RetrievalHead(eval_config=config))
 
 
 def fit_retrieval(

@@ -140,7 +140,8 @@ class VQAHead:
                 "seed": config.seed}
 
     def evaluate(self, pipeline: CoTPipeline, dataset: VQADataset, *, batch_size: int,
-                 zero_shot: bool, num_workers: int = 0) -> VQAResult:
+                 zero_shot: bool, num_workers: int = 0,
+                 pin_memory: bool | None = None) -> VQAResult:
         config = self.eval_config or VQAEvalConfig()
         loops.check_generator(pipeline, VQA)
         vocab = vocabulary(pipeline)
@@ -149,7 +150,7 @@ class VQAHead:
                             "scored (use cotprompt.tasks.predict_answers)")
         started = time.perf_counter()
         features = loops.eval_features(pipeline, dataset.images, batch_size, dataset.transform,
-                                       num_workers)
+                                       num_workers, pin_memory)
         logits = score_questions(pipeline, features, dataset, config, zero_shot)
         predicted = [vocab[i] for i in logits.argmax(-1).tolist()]
         result = summarise(dataset, vocab, predicted, config.leave_one_out,
@@ -187,7 +188,7 @@ def evaluate_vqa(
         DataError: Questions without human answers.
     """
     return pipeline.evaluate(dataset, batch_size=batch_size, zero_shot=zero_shot, split=split,
-                             task_head=VQAHead(eval_config=config))  # type: ignore[return-value]
+                             task_head=VQAHead(eval_config=config))
 
 
 def fit_vqa(

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import difflib
+import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from cotprompt.config import ComponentConfig, machine_local
 from cotprompt.errors import ConfigError
 
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
+#: ``num_workers``: a number of DataLoader worker processes, or ``"auto"``.
+Workers = Annotated[int, Field(ge=0)] | Literal["auto"]
+
+#: The most worker processes ``"auto"`` starts: more rarely help a prompt-tuning step and each
+#: holds a copy of the dataset's records.
+MAX_AUTO_WORKERS = 8
 
 
 class TrainingConfig(ComponentConfig):
@@ -23,7 +31,8 @@ class TrainingConfig(ComponentConfig):
 
     Args:
         epochs: Passes over the training set.
-        batch_size: Images per optimisation step (over all processes).
+        batch_size: Images per batch (over all processes); an optimisation step takes
+            ``gradient_accumulation_steps`` batches.
         optimizer: ``sgd`` (CoOp / CoCoOp) or ``adamw``.
         lr: Base learning rate.
         momentum: SGD momentum (ignored by AdamW).
@@ -46,12 +55,28 @@ class TrainingConfig(ComponentConfig):
             transform and image contents, and reuse them across runs and methods (see
             :mod:`cotprompt.training.feature_cache`); ``None``: in memory for one run only.
         drop_last: Drop the last incomplete batch of each epoch.
-        num_workers: DataLoader worker processes for image decoding.
+        num_workers: DataLoader worker processes decoding and augmenting images (training and
+            its feature-encoding pass), so that loading hides behind compute; ``"auto"``:
+            :func:`default_num_workers` (one less than the usable CPUs per local training
+            process, at most 8; 0 on one CPU); ``0``: in the main process. Results do not
+            depend on it.
         checkpoint_dir: Where checkpoints go (``None``: no checkpoints).
         checkpoint_every: Save a checkpoint every N optimisation steps (and at the end).
         keep_checkpoints: How many recent checkpoints to keep.
         progress: Show a tqdm progress bar.
         log_every: Log the running loss every N steps.
+        gradient_accumulation_steps: Batches whose gradients are summed before one optimiser
+            step (accelerate's gradient accumulation): a step then sees ``batch_size *
+            gradient_accumulation_steps`` images; ``None``: what ``accelerate launch
+            --gradient_accumulation_steps`` set, else 1. Steps (``checkpoint_every``,
+            ``log_every``, callbacks) count optimiser steps.
+        log_with: Experiment trackers accelerate logs the hyperparameters and every epoch's
+            record to: names (``tensorboard``, ``wandb``, ``mlflow``, ``comet_ml``, ``aim``,
+            ``clearml``, ``dvclive``, ``swanlab``, ``trackio``, or ``all`` installed), and in
+            code also ``accelerate.tracking.GeneralTracker`` instances; ``None``: none. Not
+            saved with an artifact.
+        project_dir: Where trackers that write files (TensorBoard, Aim...) write them;
+            relative paths in a config file start from its folder. Not saved with an artifact.
     """
 
     epochs: int = Field(default=10, ge=1)
@@ -70,12 +95,114 @@ class TrainingConfig(ComponentConfig):
     cache_features: bool = True
     feature_cache_dir: str | None = machine_local(None, description="feature cache folder")
     drop_last: bool = False
-    num_workers: int = Field(default=0, ge=0)
+    num_workers: Workers = Field(default="auto", union_mode="left_to_right")
     checkpoint_dir: str | None = machine_local(None, description="checkpoint folder")
     checkpoint_every: int | None = Field(default=None, ge=1)
     keep_checkpoints: int = Field(default=2, ge=1)
     progress: bool = True
     log_every: int = Field(default=10, ge=1)
+    gradient_accumulation_steps: int | None = Field(default=None, ge=1)
+    log_with: list[Any] | None = machine_local(None, description="experiment trackers")
+    project_dir: str | None = machine_local(None, description="tracker folder")
+
+    @field_validator("log_with", mode="before")
+    @classmethod
+    def _check_trackers(cls, value: Any) -> Any:
+        return check_tracker_names(value)
+
+    @field_validator("num_workers", mode="before")
+    @classmethod
+    def _check_workers(cls, value: Any) -> Any:
+        # one message for every bad value, not one per member of the union
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value)
+        if value != "auto" and (isinstance(value, bool) or not isinstance(value, int)
+                                or value < 0):
+            raise ValueError(f"must be an integer >= 0 or 'auto', got {value!r}")
+        return value
+
+    def loader_workers(self) -> int:
+        """``num_workers`` as a number (``"auto"`` resolved by :func:`default_num_workers`)."""
+        return resolve_num_workers(self.num_workers)
+
+
+def default_num_workers() -> int:
+    """What ``num_workers="auto"`` starts: one worker per CPU this process may run on, less one
+    for the main process (which runs the model), at most :data:`MAX_AUTO_WORKERS`; 0 (load in
+    the main process) on a single CPU. The CPUs are ``os.sched_getaffinity`` where the system
+    has it (a container's or ``taskset``'s share), else ``os.cpu_count()``, divided among the
+    training processes of this machine (``LOCAL_WORLD_SIZE``, set by ``accelerate launch`` /
+    ``torchrun``)."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # macOS, Windows
+        cpus = os.cpu_count() or 1
+    local = os.environ.get("LOCAL_WORLD_SIZE", "1")
+    processes = int(local) if local.isdigit() and int(local) > 0 else 1
+    return max(0, min(MAX_AUTO_WORKERS, cpus // processes - 1))
+
+
+def resolve_num_workers(value: Workers) -> int:
+    """A ``num_workers`` option as a number of worker processes.
+
+    Raises:
+        ConfigError: Neither ``"auto"`` nor an integer >= 0.
+    """
+    if value == "auto":
+        return default_num_workers()
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"num_workers must be an integer >= 0 or 'auto', got {value!r}")
+    return value
+
+
+#: The tracker names of ``log_with`` (accelerate's ``LoggerType``) and the package each needs.
+TRACKER_PACKAGES = {
+    "tensorboard": "tensorboard",
+    "wandb": "wandb",
+    "mlflow": "mlflow",
+    "comet_ml": "comet-ml",
+    "aim": "aim",
+    "clearml": "clearml",
+    "dvclive": "dvclive",
+    "swanlab": "swanlab",
+    "trackio": "trackio",
+}
+#: ``log_with: all``: every tracker whose package is installed.
+ALL_TRACKERS = "all"
+
+
+def check_tracker_names(value: Any) -> list[Any] | None:
+    """``log_with`` as a list: tracker names (see :data:`TRACKER_PACKAGES`, or ``all``) and, given
+    in code, ``accelerate.tracking.GeneralTracker`` instances; ``None`` stays ``None``.
+
+    Raises:
+        ValueError: Anything else, or an unknown name (with the closest known one).
+    """
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str) or not isinstance(value, (list, tuple)) else value
+    known = [*TRACKER_PACKAGES, ALL_TRACKERS]
+    checked: list[Any] = []
+    for item in items:
+        if isinstance(item, str):
+            name = item.strip().lower()
+            if name not in known:
+                close = difflib.get_close_matches(name, known, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ValueError(f"unknown tracker {item!r} ({hint}known: {', '.join(known)})")
+            item = name
+        elif not _is_tracker(item):
+            raise ValueError(f"must be tracker names (such as 'tensorboard') or accelerate "
+                             f"GeneralTracker instances, not {type(item).__name__}")
+        if item not in checked:
+            checked.append(item)
+    return checked
+
+
+def _is_tracker(item: Any) -> bool:
+    from accelerate.tracking import GeneralTracker
+
+    return isinstance(item, GeneralTracker)
 
 
 def merge_training(
@@ -104,7 +231,11 @@ def merge_training(
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e.get('loc', ())) or 'options'}: "
-            f"{'unknown option' if e.get('type') == 'extra_forbidden' else e.get('msg')}"
+            f"{'unknown option' if e.get('type') == 'extra_forbidden' else _message(e)}"
             for e in exc.errors()
         )
         raise ConfigError(f"invalid training options: {problems}") from exc
+
+
+def _message(error: Any) -> str:
+    return str(error.get("msg")).removeprefix("Value error, ")

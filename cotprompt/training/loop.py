@@ -16,7 +16,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,6 +28,8 @@ from tqdm.auto import tqdm
 from cotprompt.errors import TrainingError
 from cotprompt.io import check_writable
 from cotprompt.model import PromptModel
+from cotprompt.training.accelerator import finish_trackers, log_epoch, start_trackers
+from cotprompt.training.accelerator import make_accelerator as make_accelerator  # its old home
 from cotprompt.training.checkpoint import (
     TrainingState,
     load_checkpoint,
@@ -74,36 +76,6 @@ class TrainingResult:
     checkpoint: Path | None = None
 
 
-#: ``accelerate launch --mixed_precision`` values (its ``ACCELERATE_MIXED_PRECISION``) by precision.
-_LAUNCHED_PRECISION = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
-
-
-def make_accelerator(precision: str) -> Accelerator:
-    """An ``accelerate.Accelerator`` for the precision.
-
-    ``auto`` takes the precision ``accelerate launch --mixed_precision`` chose (it sets
-    ``ACCELERATE_MIXED_PRECISION``), else bf16 on a GPU that supports it, else fp32; an explicit
-    precision wins over the launcher. Runs on CUDA when available, else on Apple's MPS, else on
-    the CPU.
-
-    Raises:
-        TrainingError: fp16 without a GPU.
-    """
-    from accelerate import Accelerator
-
-    cuda = torch.cuda.is_available()
-    mps = not cuda and torch.backends.mps.is_available()
-    launched = os.environ.get("ACCELERATE_MIXED_PRECISION", "").strip().lower()
-    if precision == "auto" and launched in _LAUNCHED_PRECISION:
-        precision = _LAUNCHED_PRECISION[launched]
-    elif precision == "auto":
-        precision = "bf16" if cuda and torch.cuda.is_bf16_supported() else "fp32"
-    if precision == "fp16" and not (cuda or mps):
-        raise TrainingError("precision='fp16' needs a GPU; use 'fp32' or 'bf16' on the CPU")
-    mixed = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-    return Accelerator(cpu=not (cuda or mps), mixed_precision=mixed)
-
-
 def make_optimizer(config: TrainingConfig, params: list[Tensor]) -> torch.optim.Optimizer:
     """SGD with momentum (CoOp's recipe) or AdamW."""
     if config.optimizer == "adamw":
@@ -129,8 +101,14 @@ def run_record(
             "log_every",
             "num_workers",
             "feature_cache_dir",
+            "gradient_accumulation_steps",
+            "log_with",
+            "project_dir",
         }
     )
+    steps = config.gradient_accumulation_steps
+    if steps is not None and steps != 1:  # recorded only when it changes the run (old records)
+        relevant["gradient_accumulation_steps"] = steps
     return json.loads(json.dumps({"config": relevant, "shapes": shapes, **extra}, sort_keys=True))
 
 
@@ -196,7 +174,9 @@ def setup_run(
     if not params:
         raise TrainingError("the pipeline has no trainable parameters")
     optimizer = make_optimizer(config, list(params.values()))
-    record = run_record(model, config, fingerprint_extra or {})
+    # the steps the accelerator accumulates over, also when the launcher chose them
+    steps = {"gradient_accumulation_steps": accelerator.gradient_accumulation_steps}
+    record = run_record(model, config.model_copy(update=steps), fingerprint_extra or {})
     fingerprint = fingerprint_of(record)
     state = TrainingState()
     if resume_from is not None:
@@ -228,11 +208,14 @@ def run_epochs(
     """The training loop shared by classification and the tasks.
 
     Every epoch sets the learning rate, takes the epoch's batches from
-    :func:`~cotprompt.training.schedule.epoch_batches` (from the resumed step on), and for each
-    seeds torch's generators for the step (:func:`~cotprompt.training.seeding.seed_step`),
-    computes the loss, refuses a non-finite one, and steps the optimiser; it logs, writes
-    checkpoints, calls the callbacks, and records the epoch (with validation metrics; its loss
-    is the mean over all of its batches, also those done before a resume).
+    :func:`~cotprompt.training.schedule.epoch_batches` (from the resumed step on) in
+    optimisation steps of ``accelerator.gradient_accumulation_steps`` batches, and for each
+    batch seeds torch's generators (:func:`~cotprompt.training.seeding.seed_step`), computes
+    the loss, refuses a non-finite one and accumulates its gradients
+    (``accelerator.accumulate``); the optimiser steps on their mean. After every step it logs,
+    writes checkpoints and calls the callbacks, and it records the epoch (with validation
+    metrics; its loss is the mean over all of its batches, also those done before a resume),
+    also to the accelerator's trackers.
 
     Args:
         run: From :func:`setup_run`; its ``state`` advances.
@@ -244,7 +227,7 @@ def run_epochs(
         load: ``(batches, epoch) ->`` one item per step, from the epoch's remaining batches
             (lists of item indices; default: the index lists themselves).
         validate: Called after every epoch, in eval mode; its metrics join the epoch's record.
-        callbacks: Called with a :class:`StepInfo` after every step.
+        callbacks: Called with a :class:`StepInfo` after every optimisation step.
         started: ``time.perf_counter()`` when the call began (default: now).
 
     Returns:
@@ -259,54 +242,45 @@ def run_epochs(
         logger.warning("epochs (%d) <= warmup_epochs (%d): the whole run trains at the warm-up "
                        "rate %g; raise epochs or set warmup_epochs: 0", cfg.epochs,
                        cfg.warmup_epochs, cfg.warmup_lr)
-    num_batches = len(epoch_batches(num_samples, cfg.batch_size, cfg.seed, 0, cfg.drop_last))
+    accumulate = accelerator.gradient_accumulation_steps
+    num_steps = len(_steps(epoch_batches(num_samples, cfg.batch_size, cfg.seed, 0, cfg.drop_last),
+                           accumulate))
     show = cfg.progress and accelerator.is_local_main_process and not progress_disabled()
-    bar = tqdm(total=cfg.epochs * num_batches, initial=state.global_step, desc="training",
+    bar = tqdm(total=cfg.epochs * num_steps, initial=state.global_step, desc="training",
                disable=not show)
     last_checkpoint = None
+    for tensor in params.values():
+        tensor.grad = None
     run.model.train()
     try:
         for epoch in range(state.epoch, cfg.epochs):
             lr = learning_rate(cfg, epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            batches = epoch_batches(num_samples, cfg.batch_size, cfg.seed, epoch, cfg.drop_last)
+            steps = _steps(epoch_batches(num_samples, cfg.batch_size, cfg.seed, epoch,
+                                         cfg.drop_last), accumulate)
             first = state.step_in_epoch if epoch == state.epoch else 0
             if first == 0:
                 state.epoch_losses = []
             losses = state.epoch_losses  # with those done before a resume mid-epoch
             epoch_started = time.perf_counter()
-            for step_in_epoch, item in enumerate(load(batches[first:], epoch), start=first):
-                seed_step(cfg.seed, state.global_step, accelerator.process_index)
-                loss = step_loss(item, epoch)
-                # the batch's loss over all processes: the one every process logs and checks,
-                # so that a NaN on one stops them all
-                shown = (loss.detach() if accelerator.num_processes == 1
-                         else accelerator.reduce(loss.detach(), reduction="mean"))
-                if not torch.isfinite(shown):
-                    raise TrainingError(
-                        f"the loss became {shown.item()} at epoch {epoch + 1}, step "
-                        f"{state.global_step + 1}; the parameters keep their last finite "
-                        "values (nothing was updated with it). Lower the learning rate, use "
-                        "precision='fp32', or resume from the last checkpoint"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                accelerator.backward(loss)
-                if cfg.max_grad_norm is not None:
-                    accelerator.clip_grad_norm_(list(params.values()), cfg.max_grad_norm)
-                optimizer.step()
+            items = iter(load([batch for step in steps[first:] for batch in step], epoch))
+            for step_in_epoch, step in enumerate(steps[first:], start=first):
+                step_losses = _optimisation_step(run, cfg, accelerator, step_loss, items,
+                                                 len(step), epoch, state.global_step)
                 state.global_step += 1
                 state.epoch, state.step_in_epoch = epoch, step_in_epoch + 1
-                losses.append(shown.item())
+                losses.extend(step_losses)
+                loss = sum(step_losses) / len(step_losses)
                 bar.update(1)
-                bar.set_postfix(epoch=epoch + 1, loss=f"{losses[-1]:.4f}", lr=f"{lr:.2e}")
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss:.4f}", lr=f"{lr:.2e}")
                 if state.global_step % cfg.log_every == 0:
                     logger.info("step %d, epoch %d/%d: loss %.4f, lr %.2e", state.global_step,
-                                epoch + 1, cfg.epochs, losses[-1], lr)
+                                epoch + 1, cfg.epochs, loss, lr)
                 if cfg.checkpoint_every and state.global_step % cfg.checkpoint_every == 0:
                     last_checkpoint = _checkpoint(run, cfg, accelerator)
                 for callback in callbacks:
-                    callback(StepInfo(state.global_step, epoch, losses[-1], lr))
+                    callback(StepInfo(state.global_step, epoch, loss, lr))
             record: dict[str, Any] = {
                 "epoch": epoch + 1,
                 "loss": (sum(losses) / len(losses)) if losses else math.nan,
@@ -318,6 +292,7 @@ def run_epochs(
                 record.update(validate())
                 run.model.train()
             logger.info("%s", epoch_summary(record, cfg.epochs))
+            log_epoch(accelerator, record)
             state.history.append(record)
             state.epoch, state.step_in_epoch, state.epoch_losses = epoch + 1, 0, []
     finally:
@@ -327,6 +302,50 @@ def run_epochs(
         last_checkpoint = _checkpoint(run, cfg, accelerator)
     return TrainingResult(history=state.history, global_step=state.global_step,
                           seconds=time.perf_counter() - started, checkpoint=last_checkpoint)
+
+
+def _steps(batches: list[list[int]], accumulate: int) -> list[list[list[int]]]:
+    """The epoch's batches in optimisation steps of ``accumulate`` batches (the last one may
+    have fewer)."""
+    return [batches[i:i + accumulate] for i in range(0, len(batches), accumulate)]
+
+
+def _optimisation_step(run: Run, cfg: TrainingConfig, accelerator: Accelerator,
+                       step_loss: Callable[[Any, int], Tensor], items: Iterator[Any], size: int,
+                       epoch: int, global_step: int) -> list[float]:
+    """One optimiser step over the next ``size`` items of ``items`` (accelerate's gradient
+    accumulation: the gradients of their losses are averaged, then the optimiser steps);
+    returns each batch's loss (over all processes)."""
+    accumulate = accelerator.gradient_accumulation_steps
+    # accelerate steps the optimiser when its counter reaches a multiple of the accumulation
+    # steps: starting it there makes a short last step of an epoch end with a step too
+    accelerator.step = accumulate - size
+    losses = []
+    for index in range(size):
+        item = next(items)
+        seed_step(cfg.seed, global_step * accumulate + index, accelerator.process_index)
+        with accelerator.accumulate(run.model):
+            loss = step_loss(item, epoch)
+            # the batch's loss over all processes: the one every process logs and checks,
+            # so that a NaN on one stops them all
+            shown = (loss.detach() if accelerator.num_processes == 1
+                     else accelerator.reduce(loss.detach(), reduction="mean"))
+            if not torch.isfinite(shown):
+                raise TrainingError(
+                    f"the loss became {shown.item()} at epoch {epoch + 1}, step "
+                    f"{global_step + 1}; the parameters keep their last finite values (nothing "
+                    "was updated with it). Lower the learning rate, use precision='fp32', or "
+                    "resume from the last checkpoint"
+                )
+            # accelerate divides by the accumulation steps; a short step is a mean over fewer
+            accelerator.backward(loss if size == accumulate else loss * (accumulate / size))
+            if accelerator.sync_gradients:
+                if cfg.max_grad_norm is not None:
+                    accelerator.clip_grad_norm_(list(run.params.values()), cfg.max_grad_norm)
+                run.optimizer.step()
+                run.optimizer.zero_grad(set_to_none=True)
+        losses.append(shown.item())
+    return losses
 
 
 def progress_disabled() -> bool:
@@ -393,14 +412,15 @@ class TrainingPlan:
 
 
 def check_output_folders(config: TrainingConfig) -> None:
-    """Check that the checkpoint and feature-cache folders can be written: found before any work,
-    not after hours of training.
+    """Check that the checkpoint, feature-cache and tracker folders can be written: found before
+    any work, not after hours of training.
 
     Raises:
         ConfigError: Naming the folder and why (not a folder, no permission, no space).
     """
     for folder, what in ((config.checkpoint_dir, "checkpoint folder"),
-                         (config.feature_cache_dir, "feature cache folder")):
+                         (config.feature_cache_dir, "feature cache folder"),
+                         (config.project_dir, "tracker folder")):
         if folder is not None:
             check_writable(folder, what=what)
 
@@ -447,8 +467,12 @@ def run_training(
         with accelerator.autocast():
             return plan.step_loss(run.model, item, epoch)
 
-    result = run_epochs(run, config, accelerator, num_samples=plan.num_items,
-                        step_loss=step_loss, load=plan.load or _load_indices,
-                        validate=plan.validate, callbacks=callbacks, started=started)
+    start_trackers(accelerator, config)
+    try:
+        result = run_epochs(run, config, accelerator, num_samples=plan.num_items,
+                            step_loss=step_loss, load=plan.load or _load_indices,
+                            validate=plan.validate, callbacks=callbacks, started=started)
+    finally:
+        finish_trackers(accelerator)
     result.features_cached = plan.features_cached
     return result

@@ -30,8 +30,9 @@ Every random draw of a run is a function of ``training.seed``:
 
 - **Shuffling** is a function of ``(seed, epoch)``
   (:func:`~cotprompt.training.schedule.epoch_batches`), as is retrieval's choice of one caption
-  per image (:func:`~cotprompt.tasks.retrieval.sample_captions`); DataLoader workers are seeded
-  from ``(seed, epoch)`` (:func:`loader_generator`).
+  per image (:func:`~cotprompt.tasks.retrieval.sample_captions`); DataLoader workers (kept for
+  the whole run) are seeded from ``(seed, "train")`` (:func:`loader_generator`); augmentation
+  does not draw from them, so the weights do not depend on the number of workers.
 
 Seeds of generators are always derived with :func:`derive_seed` (63 bits, whatever the run's
 seed: ``training.seed`` is in ``0 <= seed < 2**63``), never by arithmetic on the seed.
@@ -45,7 +46,7 @@ import logging
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import nn
@@ -209,7 +210,8 @@ def redraw_untrained(model: PromptModel, chain: PromptChain | None, record: Init
         ):
             continue
         try:
-            twin = type(component)(component.config)
+            # a tuner or an aggregator: its bind() below depends on the kind
+            twin = cast(Any, type(component))(component.config)
         except Exception as exc:  # a plugin component built otherwise
             logger.warning(
                 "the %s's parameters were drawn with seed %s, not the run's seed %d: it cannot "

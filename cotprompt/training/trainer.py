@@ -17,6 +17,7 @@ from cotprompt.data.records import ImageClassificationDataset
 from cotprompt.model import PromptModel
 from cotprompt.training.augment import EpochSamples
 from cotprompt.training.config import TrainingConfig
+from cotprompt.training.loading import RunLoader, loader_options
 from cotprompt.training.loop import (
     Run,
     StepInfo,
@@ -68,7 +69,7 @@ class Trainer:
                  accelerator: Accelerator | None = None) -> None:
         self.model = model
         self.config = config
-        self.accelerator = accelerator or make_accelerator(config.precision)
+        self.accelerator = accelerator or make_accelerator(config)
 
     # -- data -------------------------------------------------------------------------------
 
@@ -95,18 +96,26 @@ class Trainer:
         return self._encode(dataset, batch_size)
 
     def _encode(self, dataset: ImageClassificationDataset, batch_size: int) -> Tensor:
-        loader = DataLoader(  # its own generator: the global one is not drawn from
-            dataset, batch_size=batch_size, shuffle=False, num_workers=self.config.num_workers,
-            generator=loader_generator(self.config.seed, "encode"),
-        )
         device = self.accelerator.device
+        workers = self._workers(-(-len(dataset) // batch_size))
+        loader = DataLoader(  # its own generator: the global one is not drawn from
+            dataset, batch_size=batch_size, shuffle=False,
+            generator=loader_generator(self.config.seed, "encode"),
+            **loader_options(workers, device),
+        )
         parts = []
         bar = tqdm(loader, desc="image features", leave=False,
                    disable=not self._show_progress() or progress_disabled())
         for pixels, _ in bar:
             with self.accelerator.autocast():
-                parts.append(self.model.image_features(pixels.to(device)).float())
+                parts.append(self.model.image_features(
+                    pixels.to(device, non_blocking=True)).float())
         return torch.cat(parts)
+
+    def _workers(self, num_batches: int) -> int:
+        """Worker processes for ``num_batches`` batches: the configured number (``"auto"``
+        resolved), no more than there are batches to load."""
+        return min(self.config.loader_workers(), max(num_batches, 0))
 
     def _show_progress(self) -> bool:
         return self.config.progress and self.accelerator.is_local_main_process
@@ -148,12 +157,18 @@ class Trainer:
 
         def step_loss(model: torch.nn.Module, item: tuple[Tensor, Tensor], epoch: int) -> Tensor:
             inputs, targets = item
-            return model(inputs.to(device), inputs_are_pixels=features is None,
-                         targets=targets.to(device))
+            return model(inputs.to(device, non_blocking=True), inputs_are_pixels=features is None,
+                         targets=targets.to(device, non_blocking=True))
+
+        loader = None
+        if pixel_set is not None:  # one loader (one set of workers) for every epoch of the run
+            per_epoch = -(-len(train) // cfg.batch_size)
+            loader = RunLoader(pixel_set, num_workers=self._workers(per_epoch), device=device,
+                               generator=loader_generator(cfg.seed, "train"), epochs=cfg.epochs)
 
         return TrainingPlan(
             num_items=len(train), step_loss=step_loss,
-            load=lambda todo, epoch: self._batches(todo, epoch, features, labels, pixel_set),
+            load=lambda todo, epoch: self._batches(todo, epoch, features, labels, loader),
             validate=validate, features_cached=cached, prepare_model=True,
         )
 
@@ -163,19 +178,16 @@ class Trainer:
         epoch: int,
         features: Tensor | None,
         labels: Tensor,
-        pixel_set: EpochSamples | None,
+        loader: RunLoader | None,
     ) -> Iterator[tuple[Tensor, Tensor]]:
-        """Yield ``(inputs, targets)`` of this process's share of each batch in ``todo``."""
+        """Yield ``(inputs, targets)`` of this process's share of each batch in ``todo``:
+        cached features, or images loaded by the run's :class:`RunLoader` (worker processes
+        prefetching the next batches)."""
         todo = [self._shard(b) for b in todo]
         if features is not None:
             for batch in todo:
                 index = torch.tensor(batch, dtype=torch.long)
                 yield features[index.to(features.device)], labels[index]
             return
-        assert pixel_set is not None
-        keyed = [[(epoch, i) for i in batch] for batch in todo]
-        loader = DataLoader(
-            pixel_set, batch_sampler=keyed, num_workers=self.config.num_workers,
-            generator=loader_generator(self.config.seed, "train", epoch),
-        )
-        yield from loader
+        assert loader is not None
+        yield from loader.epoch([[(epoch, i) for i in batch] for batch in todo], epoch)

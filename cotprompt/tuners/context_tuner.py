@@ -10,7 +10,7 @@ L2-normalised, giving ``[B or 1, K, C, E]``.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -100,8 +100,8 @@ class ContextPromptTuner(nn.Module):
     them when the context is unified.
     """
 
-    name = "context"
-    Config: type[ContextTunerConfig] = ContextTunerConfig
+    name: ClassVar[str] = "context"
+    Config: ClassVar[type[ContextTunerConfig]] = ContextTunerConfig
 
     def __init__(self, config: ContextTunerConfig | None = None) -> None:
         super().__init__()

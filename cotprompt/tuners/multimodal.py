@@ -25,6 +25,7 @@ from torch import Tensor, nn
 from cotprompt.backbones.base import Backbone
 from cotprompt.config import ComponentConfig, ComponentSpec
 from cotprompt.errors import ConfigError
+from cotprompt.protocols import PromptTuner
 from cotprompt.tuners.visual_prompts import VisualPromptConfig, VisualPrompts
 from cotprompt.types import PromptChain
 
@@ -74,7 +75,7 @@ class MultimodalTuner(nn.Module):
         from cotprompt.plugins.registry import get_registry
 
         config = config or self.Config()
-        text = get_registry().create("tuner", config.text.name, config.text.config)
+        text: PromptTuner = get_registry().create("tuner", config.text.name, config.text.config)
         if not isinstance(text, nn.Module):
             raise ConfigError(
                 f"multimodal: the text tuner {config.text.name!r} is not a torch.nn.Module, so its "
@@ -86,7 +87,7 @@ class MultimodalTuner(nn.Module):
                 "choose a text-side tuner (coop, cocoop, cotpt) and give the visual prompts under "
                 "`visual`"
             )
-        text_config = getattr(text, "config", None)
+        text_config: Any = getattr(text, "config", None)
         recorded = (
             text_config.model_dump(mode="json")
             if hasattr(text_config, "model_dump")

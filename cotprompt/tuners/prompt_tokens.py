@@ -201,7 +201,7 @@ class PromptTokens:
 
     def to(self, device: torch.device | str) -> PromptTokens:
         """A copy on ``device``."""
-        moved = {
+        moved: dict[str, Any] = {
             name: (value.to(device) if isinstance(value, Tensor) else value)
             for name, value in self.__dict__.items()
         }

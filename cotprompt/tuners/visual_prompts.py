@@ -26,7 +26,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from pydantic import Field, model_validator
@@ -160,7 +160,7 @@ def prompt_depth(config: VisualPromptConfig, geometry: ViTGeometry) -> int:
     return config.depth
 
 
-def _embed_patches(visual: nn.Module, pixels: Tensor) -> Tensor:
+def _embed_patches(visual: Any, pixels: Tensor) -> Tensor:
     """``[B, 3, H, W]`` -> ``[B, 1 + P, D]``: patches, CLS, positional embedding, patch dropout
     (open_clip's ``VisionTransformer._embeds`` without ``ln_pre``)."""
     x = visual.conv1(pixels)  # [B, D, gh, gw]
@@ -171,7 +171,7 @@ def _embed_patches(visual: nn.Module, pixels: Tensor) -> Tensor:
     return visual.patch_dropout(x)
 
 
-def _pool(visual: nn.Module, x: Tensor) -> Tensor:
+def _pool(visual: Any, x: Tensor) -> Tensor:
     """open_clip's pooling of the final tokens ``[B, 1 + P, D]`` -> ``[B, D or E]``."""
     pool = getattr(visual, "_pool", None)
     if pool is not None:
@@ -188,7 +188,7 @@ def _run_block(block: nn.Module, x: Tensor, batch_first: bool, use_checkpoint: b
 
 
 def encode_with_prompts(
-    visual: nn.Module,
+    visual: Any,
     pixels: Tensor,
     prompts: Sequence[Tensor] = (),
     *,
@@ -212,7 +212,7 @@ def encode_with_prompts(
     transformer = visual.transformer
     batch_first = bool(getattr(transformer, "batch_first", True))
     use_checkpoint = gradient_checkpointing and torch.is_grad_enabled()
-    for index, block in enumerate(transformer.resblocks):  # type: ignore[union-attr, arg-type]
+    for index, block in enumerate(transformer.resblocks):
         if n and 0 < index < len(prompts):
             x = torch.cat([x[:, :-n], prompts[index].to(x.dtype)], dim=1)
         x = _run_block(block, x, batch_first, use_checkpoint)
@@ -339,7 +339,9 @@ class VisualPrompts(nn.Module):
                 raise ConfigError("the visual prompts are not bound; call bind() first")
             if text_context is None:
                 raise ConfigError("coupled visual prompts need the text context")
-            layers = [proj(text_context.to(proj.weight.dtype)) for proj in self.coupling]
+            # bind() fills the coupling with nn.Linear layers
+            layers = [proj(text_context.to(cast(nn.Linear, proj).weight.dtype))
+                      for proj in self.coupling]
         else:
             if self.prompts is None:
                 raise ConfigError("the visual prompts are not bound; call bind() first")

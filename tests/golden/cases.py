@@ -33,7 +33,7 @@ TRAINING = {"epochs": 2, "batch_size": 4, "seed": 3, "progress": False, "keep_ch
 BACKBONE = {"model_name": TINY_MODEL, "pretrained": None, "init_seed": 5}
 CLI_HELP_COMMANDS = [(), ("train",), ("eval",), ("predict",), ("plugins",), ("demo",), ("push",),
                      ("pull",), ("eval-retrieval",), ("eval-vqa",), ("sweep",), ("report",),
-                     ("env",)]
+                     ("env",), ("interpret",), ("completion",)]
 
 
 def colour_images(per_class: int = 3, seed: int = 11) -> list[tuple[Image.Image, int]]:

@@ -91,7 +91,7 @@ def _describe(exc: BaseException) -> tuple[str, int]:
 
 def _frames(exc: BaseException) -> list[Any]:
     """The frames of ``exc``'s traceback and of the exceptions it was raised from."""
-    frames = []
+    frames: list[Any] = []
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:

@@ -1,9 +1,9 @@
 """The options that ``cotprompt`` subcommands share, and the checks of their values.
 
 :func:`common_options` (``-v``, ``-q``, ``--debug``, after the subcommand) and
-:func:`add_top_level_options` (the same, before it), ``--json``, ``--device`` / ``--threads``
-and ``--allow-pickle``; :func:`check_device` validates a device before anything is built,
-:func:`require_positive` a count, :func:`torch_threads` applies ``--threads`` and
+:func:`add_top_level_options` (the same, before it), ``--json``, ``--device`` / ``--threads``,
+``--workers`` and ``--allow-pickle``; :func:`check_device` validates a device before anything is
+built, :func:`require_positive` a count, :func:`torch_threads` applies ``--threads`` and
 :func:`load_pipeline` loads a command's ``ARTIFACT``.
 """
 
@@ -24,6 +24,7 @@ __all__ = [
     "add_device",
     "add_json",
     "add_top_level_options",
+    "add_workers",
     "check_device",
     "common_options",
     "load_pipeline",
@@ -88,6 +89,20 @@ def add_device(
         help="CPU threads for torch"
         + (f" (default: {threads_default})" if threads_default is not None else ""),
     )
+
+
+def add_workers(parser: argparse.ArgumentParser) -> None:
+    """``--workers N``: processes reading images while the model runs (an integer >= 0; else
+    argparse's usage error naming the option)."""
+    parser.add_argument("--workers", type=_worker_count, default=0, metavar="N",
+                        help="processes reading images while the model runs (default: 0, "
+                        "in this process)")
+
+
+def _worker_count(value: str) -> int:
+    if not value.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
+    return int(value)
 
 
 def add_allow_pickle(parser: argparse.ArgumentParser) -> None:

@@ -96,7 +96,7 @@ _handler: logging.Handler | None = None
 _quieted: dict[str, bool] = {"tqdm_env": False, "hub_bars": False}
 
 
-class _ProgressAwareHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _ProgressAwareHandler(logging.StreamHandler):
     """Writes each record through ``tqdm.write``, which clears the progress bars drawn on the
     same terminal, prints the line and draws them again: a log line never lands inside a bar."""
 
@@ -130,7 +130,7 @@ class _CliLogFilter(logging.Filter):
                 return False
             if not current.propagate:
                 break
-            current = current.parent  # type: ignore[assignment]
+            current = current.parent
         return True
 
 

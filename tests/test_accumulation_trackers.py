@@ -1,0 +1,238 @@
+"""accelerate used fully (issue 15): gradient accumulation (the same weights as the larger batch,
+resumable), the launcher's accumulation steps unless the options set them, and experiment
+trackers (hyperparameters, one log per epoch, closed also on failure; missing packages and
+unknown names refused before any work)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from accelerate.tracking import GeneralTracker
+from test_training import CLASSES, Interrupt, colour_dataset, trained_state
+
+from cotprompt import CoTPipeline
+from cotprompt.errors import ConfigError, TrainingError
+from cotprompt.training.accelerator import hyperparameters, make_accelerator
+from cotprompt.training.checkpoint import list_checkpoints
+from cotprompt.training.config import TrainingConfig, merge_training
+
+#: 18 images: batches of 8 are 8, 8, 2; batches of 4 are 4, 4, 4, 4, 2, so that accumulating
+#: two of them also ends each epoch with a short step (one batch of 2).
+DATA_PER_CLASS = 6
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state(monkeypatch):
+    from accelerate.state import AcceleratorState
+
+    monkeypatch.delenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", raising=False)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+def options(**overrides) -> dict:
+    # mean losses, no dropout, frozen features: a batch's gradient is the mean of its halves'
+    base = dict(optimizer="sgd", lr=0.05, momentum=0.9, epochs=3, batch_size=8, augment=False,
+                progress=False, warmup_epochs=1, seed=3)
+    return {**base, **overrides}
+
+
+def coop(backbone, start=None) -> CoTPipeline:
+    pipeline = CoTPipeline.for_method("coop", backbone=backbone, class_names=CLASSES)
+    if start is not None:
+        with torch.no_grad():
+            for name, value in pipeline.model.trainable_state().items():
+                value.copy_(start[name])
+    return pipeline
+
+
+def test_two_accumulated_batches_of_4_train_as_batches_of_8(tiny_backbone):
+    data = colour_dataset(DATA_PER_CLASS)
+    reference = coop(tiny_backbone)
+    start = trained_state(reference)
+    large = reference.fit(data, training=options(batch_size=8))
+    expected = trained_state(reference)
+
+    accumulated = coop(tiny_backbone, start)
+    result = accumulated.fit(data, training=options(batch_size=4, gradient_accumulation_steps=2))
+    assert result.global_step == large.global_step == 9  # optimiser steps: 3 per epoch
+    for name, value in trained_state(accumulated).items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-5, atol=1e-6)
+        assert not torch.equal(value, start[name])
+    assert accumulated.training.gradient_accumulation_steps == 2
+
+    plain = coop(tiny_backbone, start)  # the same batches without accumulation: other weights
+    plain.fit(data, training=options(batch_size=4))
+    assert any(not torch.allclose(value, expected[name], rtol=1e-3)
+               for name, value in trained_state(plain).items())
+
+
+def test_resume_with_accumulation_reaches_the_uninterrupted_result(tiny_backbone, tmp_path):
+    data = colour_dataset(DATA_PER_CLASS)
+    settings = options(batch_size=4, gradient_accumulation_steps=2, checkpoint_every=2)
+    reference = coop(tiny_backbone)
+    start = trained_state(reference)
+    uninterrupted = reference.fit(data, training={**settings,
+                                                  "checkpoint_dir": str(tmp_path / "a")})
+    expected = trained_state(reference)
+
+    def stop_at_step_5(info):
+        if info.global_step == 5:  # mid-epoch 2 (3 steps per epoch), after checkpoint 4
+            raise Interrupt
+
+    interrupted = coop(tiny_backbone, start)
+    config = {**settings, "checkpoint_dir": str(tmp_path / "b")}
+    with pytest.raises(Interrupt):
+        interrupted.fit(data, training=config, callbacks=[stop_at_step_5])
+    assert [p.name for p in list_checkpoints(tmp_path / "b")] == ["checkpoint-2", "checkpoint-4"]
+
+    resumed = coop(tiny_backbone)
+    result = resumed.fit(data, training=config, resume_from="latest")
+    assert result.global_step == uninterrupted.global_step == 9
+    assert [h["loss"] for h in result.history] == pytest.approx(
+        [h["loss"] for h in uninterrupted.history], rel=1e-6)
+    for name, value in trained_state(resumed).items():
+        torch.testing.assert_close(value, expected[name], rtol=1e-6, atol=1e-7)
+
+    other = coop(tiny_backbone)  # another accumulation is another run
+    with pytest.raises(TrainingError, match="gradient_accumulation_steps"):
+        other.fit(data, training={**config, "gradient_accumulation_steps": 3},
+                  resume_from="latest")
+
+
+@pytest.mark.parametrize("value", [0, -2, "two", 1.5])
+def test_bad_accumulation_steps_are_refused_in_one_line(tiny_backbone, value):
+    pipeline = coop(tiny_backbone)
+    with pytest.raises(ConfigError, match="gradient_accumulation_steps") as caught:
+        pipeline.fit(colour_dataset(1), training=options(gradient_accumulation_steps=value))
+    assert "\n" not in str(caught.value)
+
+
+def test_the_launchers_accumulation_applies_unless_the_options_set_one(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "3")
+    assert make_accelerator(TrainingConfig()).gradient_accumulation_steps == 3
+    assert make_accelerator(TrainingConfig(gradient_accumulation_steps=2)) \
+        .gradient_accumulation_steps == 2
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "0")
+    with pytest.raises(ConfigError, match="ACCELERATE_GRADIENT_ACCUMULATION_STEPS"):
+        make_accelerator(TrainingConfig())
+
+
+# -- trackers ------------------------------------------------------------------------------------
+
+
+class RecordingTracker(GeneralTracker):
+    """A custom accelerate tracker keeping what it is given."""
+
+    name = "recording"
+    requires_logging_directory = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config: dict | None = None
+        self.logs: list[tuple[dict, int | None]] = []
+        self.finished = 0
+
+    @property
+    def tracker(self):
+        return self
+
+    def store_init_configuration(self, values: dict) -> None:
+        self.config = dict(values)
+
+    def log(self, values: dict, step: int | None = None, **kwargs) -> None:
+        self.logs.append((dict(values), step))
+
+    def finish(self) -> None:
+        self.finished += 1
+
+
+def test_a_custom_tracker_gets_the_hyperparameters_and_one_log_per_epoch(tiny_backbone):
+    tracker = RecordingTracker()
+    pipeline = coop(tiny_backbone)
+    result = pipeline.fit(colour_dataset(2), training=options(epochs=2, log_with=[tracker]))
+    assert tracker.config is not None
+    assert tracker.config["lr"] == 0.05 and tracker.config["batch_size"] == 8
+    assert tracker.config["max_grad_norm"] == "None"  # TensorBoard takes no None: as text
+    assert tracker.config["gradient_accumulation_steps"] == 1  # the one the run used
+    assert "log_with" not in tracker.config and "progress" not in tracker.config
+    assert [step for _, step in tracker.logs] == [1, 2]
+    for (values, _), record in zip(tracker.logs, result.history, strict=True):
+        assert values == {k: v for k, v in record.items() if k != "epoch"}
+    assert tracker.finished == 1
+    assert "log_with" not in pipeline.artifact_config()["training"]  # never saved
+
+
+def test_trackers_are_closed_when_the_run_fails(tiny_backbone):
+    tracker = RecordingTracker()
+
+    def stop(info):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        coop(tiny_backbone).fit(colour_dataset(2), training=options(log_with=[tracker]),
+                                callbacks=[stop])
+    assert tracker.finished == 1 and tracker.logs == []
+
+
+def test_tensorboard_writes_event_files_under_project_dir(tiny_backbone, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed (pip install "
+                                              "tensorboard) to check the tensorboard tracker")
+    coop(tiny_backbone).fit(colour_dataset(2), training=options(
+        epochs=2, log_with="tensorboard", project_dir=str(tmp_path / "runs")))
+    events = list((tmp_path / "runs").rglob("events.out.tfevents.*"))
+    assert events, sorted(tmp_path.rglob("*"))
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = set()
+    for path in events:
+        accumulator = EventAccumulator(str(path))
+        accumulator.Reload()
+        scalars |= set(accumulator.Tags()["scalars"])
+    assert {"loss", "lr"} <= scalars
+
+
+def test_a_tracker_that_writes_files_needs_project_dir():
+    pytest.importorskip("tensorboard", reason="tensorboard is not installed")
+    with pytest.raises(ConfigError, match="set project_dir"):
+        make_accelerator(TrainingConfig(log_with="tensorboard"))
+
+
+def test_a_missing_tracker_package_is_refused_before_training(tiny_backbone, monkeypatch):
+    import accelerate.tracking
+
+    monkeypatch.setattr(accelerate.tracking, "get_available_trackers", lambda: [])
+    pipeline = coop(tiny_backbone)
+    before = trained_state(pipeline)
+    with pytest.raises(ConfigError, match="pip install comet-ml") as caught:
+        pipeline.fit(colour_dataset(1), training=options(log_with=["comet_ml"]))
+    assert "\n" not in str(caught.value)
+    for name, value in trained_state(pipeline).items():
+        assert torch.equal(value, before[name])
+
+
+def test_an_unknown_tracker_name_is_refused_with_the_closest_one(tiny_backbone):
+    with pytest.raises(ConfigError, match="did you mean 'tensorboard'"):
+        coop(tiny_backbone).fit(colour_dataset(1), training=options(log_with="tensorbord"))
+    with pytest.raises(ConfigError, match="tracker names"):
+        merge_training(TrainingConfig(), {"log_with": [{"type": "wandb"}]})  # no objects from files
+
+
+def test_hyperparameters_are_flat_scalars():
+    values = hyperparameters(TrainingConfig(checkpoint_dir="/tmp/x", log_with="wandb"))
+    assert all(isinstance(v, (bool, int, float, str)) for v in values.values())
+    assert "checkpoint_dir" not in values and "log_with" not in values
+
+
+def test_project_dir_in_a_config_file_starts_from_its_folder(tmp_path, monkeypatch):
+    from cotprompt.pipeline.config_files import load_pipeline_config
+
+    folder = tmp_path / "configs"
+    folder.mkdir()
+    path = folder / "c.yaml"
+    path.write_text("training: {log_with: [tensorboard], project_dir: runs}\n")
+    monkeypatch.chdir(tmp_path)
+    config = load_pipeline_config(path)
+    assert config.training.project_dir == str(folder / "runs")
+    assert config.training.log_with == ["tensorboard"]
