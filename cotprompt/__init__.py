@@ -52,8 +52,20 @@ _LAZY_NAMES: dict[str, str] = {
 }
 
 
+# Subpackages and modules reachable as attributes after a plain ``import cotprompt``
+# (``cotprompt.data.few_shot``), imported on first access as well.
+_SUBMODULES = frozenset({
+    "aggregators", "artifact", "backbones", "builtins", "cli", "config", "data", "errors",
+    "evaluation", "experiments", "generators", "hookspecs", "hub", "io", "kernels", "model",
+    "pipeline", "plugins", "protocols", "tasks", "training", "tuners", "types",
+})
+
+
 def __getattr__(name: str) -> Any:
-    """Import a public name on first access and keep it in the module's namespace."""
+    """Import a public name or a subpackage on first access and keep it in the module's
+    namespace."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"{__name__}.{name}")  # the import sets the attribute
     module = _LAZY_NAMES.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -63,4 +75,4 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(__all__) | _SUBMODULES)

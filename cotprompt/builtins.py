@@ -18,7 +18,7 @@ def register_generators(register: Register) -> None:
     """Generators ``rule-based``, ``lm``, ``gpt2`` and ``descriptions``.
 
     ``lm`` and ``gpt2`` register without ``transformers`` installed (importing them does not
-    import it); building one without it raises a ConfigError naming ``cotprompt[lm]``.
+    import it); building one without it raises a ConfigError saying how to install ``transformers``.
     """
     from cotprompt.generators.descriptions import DescriptionsGenerator
     from cotprompt.generators.lm import GPT2Generator, LMGenerator

@@ -183,6 +183,12 @@ def validate_options(config_cls: type[ConfigT], options: Mapping[str, Any], *,
         raise ConfigError(f"invalid {label} options: {problems}") from exc
 
 
+def error_message(error: Mapping[str, Any]) -> str:
+    """The message of one pydantic validation error (an entry of ``ValidationError.errors()``)
+    without pydantic's ``"Value error, "`` prefix, which a validator's own message gets."""
+    return str(error.get("msg", "")).removeprefix("Value error, ")
+
+
 def _problem(error: Any) -> str:
     loc = ".".join(str(part) for part in error.get("loc", ())) or "options"
     kind = error.get("type")
@@ -190,4 +196,4 @@ def _problem(error: Any) -> str:
         return f"{loc}: unknown option"
     if kind == "missing":
         return f"{loc}: required option is missing"
-    return f"{loc}: {str(error.get('msg')).removeprefix('Value error, ')}"
+    return f"{loc}: {error_message(error)}"

@@ -133,7 +133,7 @@ def _read_marker(
         return None, "its commit marker is not a regular file"
     try:
         data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         return None, f"its commit marker cannot be read ({exc})"
     if not isinstance(data, dict):
         return None, "its commit marker is malformed"

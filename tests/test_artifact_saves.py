@@ -745,6 +745,9 @@ def test_push_uploads_exactly_the_checked_bytes(versions, tmp_path, monkeypatch)
         def create_repo(self, *args: object, **kwargs: object) -> None:
             pass
 
+        def file_exists(self, *args: object, **kwargs: object) -> bool:
+            return False  # no history.json from an earlier push to remove
+
         def create_commit(self, repo_id, operations, **kwargs):
             uploads.append({op.path_in_repo: op.path_or_fileobj for op in operations})
             return "committed"

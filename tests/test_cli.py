@@ -534,3 +534,14 @@ def test_cli_modules_share_only_public_names_through_common() -> None:
                 if path.name in entry_modules:
                     continue
                 assert node.module == "cotprompt.cli._common", f"{path.name}: {node.module}"
+
+
+def test_table_cells_from_files_cannot_drive_the_terminal() -> None:
+    from cotprompt.cli._common import table
+
+    label = "cat\x1b[2J\x1b[31m\nFAKE ROW\u202e"  # clear screen, red, a new line, RTL override
+    text = table(["label", "score"], [[label, "0.9"]], [False, True])
+    assert "\x1b" not in text and "\u202e" not in text
+    assert len(text.splitlines()) == 3  # header, rule, one row: no fake line
+    assert "cat\\x1b[2J\\x1b[31m\\nFAKE ROW\\u202e" in text
+    assert table(["label"], [["Abyssinian é"]], [False]).splitlines()[2] == "Abyssinian é"

@@ -118,5 +118,5 @@ def test_without_shtab_one_line_names_the_extra():
     assert proc.stdout == ""
     assert proc.stderr.splitlines() == [
         "error: shell completion needs shtab, which is not installed: "
-        "pip install 'cotprompt[completion]'"
+        'pip install "shtab>=1.7" (the extra "completion")'
     ]

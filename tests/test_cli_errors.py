@@ -194,6 +194,11 @@ def ws(tiny_backbone: Any, tmp_path_factory: pytest.TempPathFactory) -> dict[str
         "cfg_csv": _config(data={"format": "csv", "train": "latin1.csv",
                                  "class_names": ["cat", "dog"]}),
         "cfg_lr": _config(training={**TRAINING, "lr": "fast"}),
+        "cfg_project_dir_blank": _config(training={**TRAINING, "project_dir": " "}),
+        # the tracker folder is checked before the (here absent) data is read
+        "cfg_tracker_file": _config(
+            training={**TRAINING, "log_with": ["tensorboard"], "project_dir": p["a_file"]},
+            data={"format": "folder", "train": "absent", "shots": None}),
     }
     for key, value in configs.items():
         p[key] = _write_yaml(root / f"{key}.yaml", value)
@@ -299,6 +304,10 @@ CORPUS = [
     case("train-device-cuda", "train --config {cfg_epochs} --device cuda", "CUDA is not available",
          needs="no-cuda"),
     case("train-threads-0", "train --config {cfg_epochs} --threads 0", "--threads"),
+    case("train-project-dir-blank", "train --config {cfg_project_dir_blank}",
+         "training.project_dir", "not an empty string"),
+    case("train-tracker-folder-a-file", "train --config {cfg_tracker_file}", "tracker folder",
+         "a-file"),
     case("train-plugin-raises", "train --config {cfg_plugin}", "tuner 'exploding'",
          "cotprompt-exploding", "ValueError: boom in the constructor", needs="plugin"),
     case("train-plugin-calls-sys-exit", "train --config {cfg_plugin_exit}", "tuner 'exiting'",
@@ -327,6 +336,8 @@ CORPUS = [
     case("eval-artifact-typed", "eval {art_typed} --data {root}/data", "labels"),
     case("eval-artifact-weights", "eval {art_weights} --data {root}/data", "art-weights"),
     case("eval-batch-size-0", "eval {art} --data {root}/data --batch-size 0", "--batch-size"),
+    case("eval-workers-superscript", "eval {art} --data {root}/data --workers \u00b2",
+         "--workers", "integer"),
     case("eval-device-gpu", "eval {art} --data {root}/data --device gpu", "--device"),
     case("eval-corrupt-image-in-dataset", "eval {art} --csv {root}/corrupt-manifest.csv",
          "corrupt.jpg"),

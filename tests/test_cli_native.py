@@ -123,6 +123,17 @@ def test_config_files_accept_a_component_by_name(tmp_path: Path) -> None:
     assert config.aggregator.name == "adaptive"
 
 
+@pytest.mark.parametrize("training", ["{log_with: tensorbord}", "{num_workers: many}"])
+def test_a_validator_s_message_in_a_config_file_has_no_pydantic_prefix(
+        tmp_path: Path, training: str) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(f"training: {training}\n", encoding="utf-8")
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline_config(path)
+    assert "training." in str(caught.value)
+    assert "Value error" not in str(caught.value)
+
+
 def test_library_messages_are_printed_in_command_line_syntax() -> None:
     from cotprompt.backbones.weights_source import _PICKLE_HINT
     from cotprompt.cli._common.failures import cli_syntax

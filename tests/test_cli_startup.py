@@ -201,6 +201,46 @@ def test_a_head_registered_before_the_built_in_ones_load_keeps_precedence():
     assert result["kinds"] == ["retrieval", "vqa", "retrieval", "classification"]
 
 
+def test_subpackages_are_attributes_of_a_plain_import_cotprompt():
+    code = textwrap.dedent("""
+        import json, pkgutil, sys
+        import cotprompt
+        names = sorted(m.name for m in pkgutil.iter_modules(cotprompt.__path__)
+                       if not m.name.startswith("_"))
+        reached = {name: getattr(cotprompt, name).__name__ for name in names}
+        print(json.dumps({"reached": reached, "listed": sorted(set(names) - set(dir(cotprompt))),
+                          "few_shot": callable(cotprompt.data.few_shot)}))
+    """)
+    proc = run_python(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["reached"] == {name: f"cotprompt.{name}" for name in result["reached"]}
+    assert "data" in result["reached"] and result["few_shot"]
+    assert result["listed"] == []
+
+
+#: Several threads asking the registry for the first time at once (a server's thread pool).
+THREADED_HEADS_CODE = textwrap.dedent("""
+    import json, threading
+    from cotprompt.pipeline import heads
+    found = {}
+    barrier = threading.Barrier(4)
+    def ask(n):
+        barrier.wait()
+        found[n] = sorted(h.kind for h in heads.task_heads())
+    threads = [threading.Thread(target=ask, args=(n,)) for n in range(4)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    print(json.dumps(found))
+""")
+
+
+def test_threads_looking_up_heads_at_once_all_find_the_built_in_ones():
+    proc = run_python(THREADED_HEADS_CODE)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert list(json.loads(proc.stdout).values()) == [["classification", "retrieval", "vqa"]] * 4
+
+
 def test_the_demo_default_model_is_the_backbones_demo_model():
     """The demo's parser spells the model out (so as not to import the backbones)."""
     assert demo.DEMO_MODEL == TINY_DEMO_MODEL

@@ -5,6 +5,7 @@ that ``TQDM_DISABLE`` turns off."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import multiprocessing
@@ -91,19 +92,25 @@ def test_augmented_training_gives_the_same_weights_with_any_number_of_workers(
 
 
 @pytest.mark.loader_workers
+@pytest.mark.parametrize("stop_at", [2, 3])  # mid-epoch; after the first epoch's last batch
 def test_an_interrupted_run_stops_its_workers(tiny_backbone: Any,
-                                              images: ImageClassificationDataset) -> None:
+                                              images: ImageClassificationDataset,
+                                              stop_at: int) -> None:
     class Interrupt(Exception):
         pass
 
     def interrupt(info: Any) -> None:
-        if info.global_step == 2:
+        if info.global_step == stop_at:
             raise Interrupt
 
     pipeline = CoTPipeline.for_method("coop", backbone=tiny_backbone,
                                       training={**FAST, "epochs": 2, "num_workers": 2})
-    with pytest.raises(Interrupt):
+    with pytest.raises(Interrupt) as caught:
         pipeline.fit(images, callbacks=[interrupt])
+    # the exception (and so its traceback's frames) is kept, as a notebook keeps
+    # sys.last_traceback: the workers must stop all the same
+    assert caught.value.__traceback__ is not None
+    gc.collect()
     assert not multiprocessing.active_children()
 
 
@@ -128,7 +135,14 @@ def test_the_feature_encoding_pass_uses_the_workers(
 # -- num_workers="auto" ------------------------------------------------------------------------
 
 
+@pytest.fixture
+def fork_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Processes start by fork (Linux before Python 3.14), where "auto" starts workers."""
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: "fork")
+
+
 @pytest.mark.loader_workers
+@pytest.mark.usefixtures("fork_start")
 @pytest.mark.parametrize(("cpus", "workers"), [(1, 0), (2, 1), (4, 3), (64, 8)])
 def test_auto_workers_follow_the_usable_cpus(monkeypatch: pytest.MonkeyPatch, cpus: int,
                                              workers: int) -> None:
@@ -143,6 +157,7 @@ def test_auto_workers_follow_the_usable_cpus(monkeypatch: pytest.MonkeyPatch, cp
 
 
 @pytest.mark.loader_workers
+@pytest.mark.usefixtures("fork_start")
 def test_auto_workers_share_the_cpus_among_local_training_processes(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training_config.os, "sched_getaffinity", lambda pid: set(range(32)),
@@ -154,6 +169,7 @@ def test_auto_workers_share_the_cpus_among_local_training_processes(
 
 
 @pytest.mark.loader_workers
+@pytest.mark.usefixtures("fork_start")
 def test_auto_workers_without_sched_getaffinity_count_the_cpus(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delattr(training_config.os, "sched_getaffinity", raising=False)
@@ -162,6 +178,32 @@ def test_auto_workers_without_sched_getaffinity_count_the_cpus(
     assert default_num_workers() == 5
     monkeypatch.setattr(training_config.os, "cpu_count", lambda: None)  # unknown: one CPU
     assert default_num_workers() == 0
+
+
+@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+def test_auto_workers_are_none_unless_processes_fork(monkeypatch: pytest.MonkeyPatch,
+                                                     caplog: pytest.LogCaptureFixture,
+                                                     method: str) -> None:
+    # a spawned worker imports the user's script again: without an `if __name__ ==
+    # "__main__":` guard it would fail (macOS, Windows; forkserver: Linux from Python 3.14)
+    monkeypatch.setattr(training_config.os, "sched_getaffinity", lambda pid: set(range(4)),
+                        raising=False)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    monkeypatch.setattr(training_config, "_LOGGED_START_METHODS", set())
+    monkeypatch.setattr(multiprocessing, "get_start_method", lambda allow_none=False: method)
+    with caplog.at_level("INFO", logger="cotprompt.training.config"):
+        assert default_num_workers() == 0
+        assert TrainingConfig().loader_workers() == 0
+    logged = [r.getMessage() for r in caplog.records if "num_workers='auto'" in r.getMessage()]
+    assert len(logged) == 1 and repr(method) in logged[0]  # once, naming the start method
+    assert TrainingConfig(num_workers=3).loader_workers() == 3  # explicit numbers stay
+    # no start method set yet: the platform's default decides, and reading it fixes nothing
+    monkeypatch.setattr(multiprocessing, "get_start_method",
+                        lambda allow_none=False: None if allow_none else method)
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: [method, "fork"])
+    assert default_num_workers() == 0
+    monkeypatch.setattr(multiprocessing, "get_all_start_methods", lambda: ["fork", method])
+    assert default_num_workers() == 3
 
 
 @pytest.mark.parametrize("bad", [-1, True, "many", 1.5, None])
@@ -209,6 +251,27 @@ def test_evaluate_and_predict_give_the_same_results_with_workers(
                            num_workers=2) == expected
     with pytest.raises(DataError, match=r"broken\.jpg"):
         trained.predict(items, batch_size=5, num_workers=2)
+
+
+def test_no_more_workers_start_than_there_are_usable_cpus(
+        trained: CoTPipeline, images: ImageClassificationDataset,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    import warnings
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    monkeypatch.setattr(training_config.os, "sched_getaffinity", lambda pid: {0},
+                        raising=False)  # also what PyTorch's own check counts
+    with caplog.at_level("WARNING", logger="cotprompt.training.loading"):
+        assert loading.loader_options(1000, "cpu", num_batches=50)["num_workers"] == 1
+    [record] = caplog.records
+    assert "num_workers=1000" in record.getMessage() and "usable CPUs" in record.getMessage()
+    caplog.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # PyTorch warns of more workers than CPUs
+        with caplog.at_level("WARNING", logger="cotprompt.training.loading"):
+            result = trained.evaluate(images, batch_size=4, num_workers=10**6)
+    assert result.to_dict() == trained.evaluate(images, batch_size=4).to_dict()
+    assert len(caplog.records) == 1
 
 
 def test_heads_are_given_the_loader_options_and_bad_ones_are_refused(

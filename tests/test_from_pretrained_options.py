@@ -243,3 +243,12 @@ def test_force_download_fetches_again(hub, pipeline: CoTPipeline, tiny_backbone,
     with pytest.raises(ArtifactError, match=r"force_download.*HF_HUB_OFFLINE"):
         CoTPipeline.from_pretrained("alice/forced", force_download=True, backbone=tiny_backbone)
     assert len(hub.requests) == before
+
+
+@pytest.mark.parametrize("name", ["", "  "])
+def test_an_empty_name_is_refused_not_read_as_the_working_folder(
+        name: str, tiny_backbone, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # a folder that could be mistaken for the artifact
+    make_pipeline(tiny_backbone, seed=3).save_pretrained(tmp_path)
+    with pytest.raises(ArtifactError, match="the artifact is an empty name"):
+        CoTPipeline.from_pretrained(name, backbone=tiny_backbone)

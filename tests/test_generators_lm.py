@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import torch
 
-pytest.importorskip("transformers", reason='needs the optional extra: pip install "cotprompt[lm]"')
+pytest.importorskip("transformers", reason='needs the optional extra: pip install ".[lm]"')
 tokenizers = pytest.importorskip("tokenizers")
 
 from cotprompt import CoTPipeline  # noqa: E402
@@ -166,7 +166,7 @@ def test_gpt2_alias_and_missing_transformers_message(monkeypatch: pytest.MonkeyP
     assert gpt2.config.model == "gpt2" and registry.create("generator", "lm").config.model == "gpt2"
     monkeypatch.setattr(lm_module, "transformers_available", lambda: False)
     assert "lm" in registry.names("generator")
-    with pytest.raises(ConfigError, match=r'pip install "cotprompt\[lm\]"'):
+    with pytest.raises(ConfigError, match=r'pip install "transformers>=4.40"'):
         registry.create("generator", "lm")
 
 

@@ -199,8 +199,8 @@ def test_multimodal_interprets_its_text_context_and_says_what_it_left_out(
 
 
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"top_k": 0}, "top_k must be an integer >= 1"),
-    ({"top_k": 49409}, "exceeds the vocabulary's 49408 tokens"),
+    ({"top_k": 0}, "top_k must be an integer from 1 to 1000, got 0"),
+    ({"top_k": 1001}, "top_k must be an integer from 1 to 1000, got 1001"),
     ({"metric": "manhattan"}, "metric must be one of euclidean, cosine"),
     ({"image": red_image()}, "'coop' is not image-conditioned"),
 ])
@@ -212,6 +212,14 @@ def test_bad_arguments_are_refused(coop: CoTPipeline, kwargs: dict, message: str
 def test_a_missing_image_names_the_file(cotpt: CoTPipeline, tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"missing\.png"):
         nearest_words(cotpt, image=tmp_path / "missing.png")
+
+
+@pytest.mark.parametrize("image", [[red_image(), red_image()], torch.zeros(1, 3, 8, 8), 123])
+def test_only_one_image_is_taken(cotpt: CoTPipeline, image: object) -> None:
+    """A list or a batch would be cut to its first image without a word."""
+    for interpret in (nearest_words, learned_context):
+        with pytest.raises(DataError, match="image must be one path or PIL image, got "):
+            interpret(cotpt, image=image)  # type: ignore[arg-type]
 
 
 def test_tuners_without_word_context_are_refused(tiny_backbone: OpenCLIPBackbone) -> None:
@@ -275,6 +283,9 @@ def test_cli_json_with_an_image_matches_the_library(cotpt: CoTPipeline,
 @pytest.mark.parametrize(("artifact", "extra", "message"), [
     ("cotpt", ["--top-k", "0"], "error: --top-k must be >= 1, got 0"),
     ("cotpt", ["--image", "missing.png"], "error: --image 'missing.png': no such file"),
+    ("cotpt", ["--image", "."], "error: --image '.': not a regular file"),
+    ("cotpt", ["--image", "x" * 5000], "error: --image '" + "x" * 200 + "...': "),
+    ("cotpt", ["--top-k", "1001"], "error: --top-k must be at most 1000, got 1001"),
     ("cotpt", ["--metric", "manhattan"], "error: argument --metric: invalid choice"),
     ("vpt", [], "error: the tuner 'vpt' learns no context vectors in the word-embedding space"),
 ])

@@ -15,7 +15,7 @@ from huggingface_hub import ModelCard
 from test_hub import ALICE
 
 from cotprompt import CoTPipeline
-from cotprompt.artifact.model_card import CardOptions, render_card
+from cotprompt.artifact.model_card import END, START, CardOptions, markdown_text, render_card
 from cotprompt.errors import ConfigError
 
 CLASSES = ["cat", "dog"]
@@ -136,3 +136,47 @@ def test_model_card_kwargs_reach_the_card_a_push_uploads(hub, pipeline):
     assert ModelCard(text).data.license == "bsd-3-clause"
     assert "## Training results" in text
     assert "license" not in ModelCard(render_card(pipeline.artifact_config())).data.to_dict()
+
+
+MARKUP = "x <!-- cotprompt:generated:end --> | [l](https://evil.example/y) **b** `c`\n## Heading"
+
+
+def generated_block(card: str) -> str:
+    """The generated text of ``card`` (its front matter is YAML, rendered by nobody as text)."""
+    text = ModelCard(card).text
+    assert text.count(START) == text.count(END) == 1
+    return text.split(START, 1)[1].split(END, 1)[0]
+
+
+def test_text_from_a_loaded_config_shows_as_text_never_as_markup(pipeline):
+    """Labels, names, table keys and values, metric names and versions come from a file that
+    may be anyone's: they reach the card escaped (review R1, finding 1)."""
+    config = trained_config(pipeline, model_name="hf-hub:org/x](https://evil.example/z)",
+                            dataset=MARKUP)
+    config["chain"]["labels"] = ["cat", MARKUP]
+    config["training_data"] = {"num_images": 32, MARKUP: MARKUP}
+    config["metrics"] = {MARKUP: {MARKUP: 50.0}, "test": {"accuracy": 75.0}}
+    config["library_version"] = MARKUP
+    config["tuner"]["name"] = "coop`<b>"
+    card = render_card(config)
+    body = generated_block(card)
+    assert "<" not in body and ">" not in body  # no HTML, no second end marker
+    assert not re.search(r"(?<!\\)\]\(", body)  # no link: `](` only escaped
+    assert "\n## Heading" not in body and "**b**" not in body
+    assert f"**Labels (2):** cat, {markdown_text(MARKUP)}" in body
+    for section in ("## Training data", "## Evaluation"):
+        table = [line for line in body.split(section, 1)[1].split("\n## ", 1)[0].splitlines()
+                 if line.startswith("|")]
+        widths = {len(re.split(r"(?<!\\)\|", line)) for line in table}
+        assert len(widths) == 1, table  # every row has the header's cells
+    again = render_card(config, existing=card + "\nMy own text.\n")
+    assert generated_block(again) == body and again.endswith("My own text.\n")
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("val_accuracy", "val_accuracy"), ("_em_", "\\_em\\_"), ("a|b", "a\\|b"),
+    ("<!-- c -->", "&lt;!-- c --&gt;"), ("[l](u)", "\\[l\\](u)"), ("a\n\n# b", "a # b"),
+    ("R&D", "R&amp;D"), ("$x$", "\\$x\\$"), ("a\u202eb", "ab"), ("5*3~", "5\\*3\\~"),
+])
+def test_markdown_text_escapes_what_would_be_markup(text, shown):
+    assert markdown_text(text) == shown

@@ -507,7 +507,7 @@ def test_plots_without_matplotlib_say_how_to_install_it(
 ) -> None:
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # `import matplotlib` fails
     report = report_from_folder(output)
-    with pytest.raises(ConfigError, match=re.escape('pip install "cotprompt[plots]"')):
+    with pytest.raises(ConfigError, match=re.escape('pip install "matplotlib>=3.7"')):
         write_report(report, tmp_path / "r", plots=True)
     assert not (tmp_path / "r").exists()  # refused before writing anything
 

@@ -590,3 +590,48 @@ def test_domain_generalization_evaluates_each_variant_over_its_classes(replicas,
         for target in result.run.eval:
             expected = len(load_dataset(target.dataset, replicas).test)
             assert result.metrics[target.key]["num_images"] == expected
+
+
+def test_machine_local_options_stay_out_of_a_runs_record_and_fingerprint(monkeypatch):
+    from accelerate.tracking import GeneralTracker
+
+    from cotprompt.experiments.methods import RunRecords
+
+    class Tracker(GeneralTracker):  # a tracker object: not JSON, not a result's business
+        name = "custom"
+        requires_logging_directory = False
+
+        @property
+        def tracker(self):
+            return self
+
+    monkeypatch.delenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", raising=False)
+    methods = resolve_methods(["coop"])
+    spec = RunSpec("few_shot", "coop", "eurosat", 1, 2, "all", (EvalTarget("eurosat", "all"),))
+
+    def records(**training):
+        expected = RunRecords(methods, {"epochs": 1, **training}, {"spec": {"name": "b"}}, True)
+        record = expected.record(spec)
+        return record, expected.fingerprint(record), expected.config(spec)
+
+    plain, fingerprint, config = records()
+    # what sweeps recorded before trackers and accumulation existed: existing results resume
+    before = config.model_dump(mode="json", exclude={
+        "feature_cache_dir", "checkpoint_dir", "checkpoint_every", "keep_checkpoints",
+        "progress", "log_every", "num_workers", "gradient_accumulation_steps", "log_with",
+        "project_dir", "tracker_project", "run_name", "tracker_config"})
+    assert plain["training"] == before
+    tracked = records(log_with=["tensorboard", Tracker()], project_dir="/home/alice/runs",
+                      tracker_project="alice-lab", run_name="alice-run",
+                      tracker_config={"note": "alice"})
+    assert tracked[:2] == (plain, fingerprint)
+    assert json.dumps(tracked[0]) and "alice" not in json.dumps(tracked[0])
+    assert records(gradient_accumulation_steps=1)[:2] == (plain, fingerprint)
+    # the accumulation used is recorded, also when `accelerate launch` chose it
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "2")
+    launched, launched_fingerprint, launched_config = records()
+    assert launched["training"] == {**before, "gradient_accumulation_steps": 2}
+    assert launched_config.gradient_accumulation_steps == 2
+    assert launched_fingerprint != fingerprint
+    monkeypatch.delenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS")
+    assert records(gradient_accumulation_steps=2)[:2] == (launched, launched_fingerprint)

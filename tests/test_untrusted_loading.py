@@ -525,3 +525,84 @@ def test_save_keeps_a_readme_that_is_not_a_card(tmp_path: Path,
     save_tiny_pipeline(folder, tiny_backbone)
     assert (folder / "README.md").read_bytes() == card
     assert CoTPipeline.from_pretrained(folder).class_names == CLASSES
+
+
+DEEP = "[" * 100_000 + "]" * 100_000  # deeper than Python's parsers go
+
+
+def test_a_deeply_nested_artifact_config_is_refused_in_one_line(
+        saved: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from cotprompt.cli.app import main
+
+    (saved / CONFIG_NAME).write_text(DEEP)
+    for check in (CoTPipeline.from_pretrained, check_artifact):
+        with pytest.raises(ArtifactError, match="cannot read") as caught:
+            check(saved)
+        assert str(saved / CONFIG_NAME) in one_line(caught.value)
+    capsys.readouterr()
+    assert main(["interpret", str(saved)]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 1 and errors[0].startswith(f"error: cannot read {saved}"), errors
+
+
+def _read_deep(kind: str, tmp_path: Path) -> Any:
+    from cotprompt.cli._common.overrides import Override
+    from cotprompt.data.sources import from_coop_split
+    from cotprompt.data.task_io import read_json
+    from cotprompt.experiments.results import read_result
+    from cotprompt.generators.descriptions import load_descriptions
+    from cotprompt.pipeline.config_files import read_mapping
+
+    path = tmp_path / ("config.yaml" if kind == "yaml config" else "file.json")
+    path.write_text(DEEP)
+    readers = {
+        "json config": lambda: read_mapping(path),
+        "yaml config": lambda: read_mapping(path),
+        "results.json": lambda: read_result(path),
+        "task file": lambda: read_json(path, "task file"),
+        "descriptions": lambda: load_descriptions(path),
+        "coop split": lambda: from_coop_split(path, tmp_path),
+        "checkpoint": lambda: _load_deep_checkpoint(path, tmp_path),
+        "--set value": lambda: Override(f"{tmp_path.name}={DEEP}"),
+    }
+    return readers[kind]()
+
+
+def _load_deep_checkpoint(path: Path, tmp_path: Path) -> Any:
+    from cotprompt.training.checkpoint import META_FILE, load_checkpoint
+
+    path.rename(tmp_path / META_FILE)
+    weight = torch.zeros(1, requires_grad=True)
+    return load_checkpoint(tmp_path, {"w": weight}, torch.optim.SGD([weight], lr=0.1), "fp")
+
+
+@pytest.mark.parametrize(("kind", "error"), [
+    ("json config", ConfigError), ("yaml config", ConfigError), ("results.json", CotpromptError),
+    ("task file", CotpromptError), ("descriptions", ConfigError), ("coop split", CotpromptError),
+    ("checkpoint", CotpromptError), ("--set value", ConfigError),
+])
+def test_deeply_nested_json_and_yaml_files_are_refused_in_one_line(
+        tmp_path: Path, kind: str, error: type[Exception]) -> None:
+    with pytest.raises(error) as caught:
+        _read_deep(kind, tmp_path)
+    assert str(tmp_path if kind != "--set value" else tmp_path.name) in one_line(caught.value)
+    assert len(str(caught.value)) < 1000
+
+
+def test_a_deeply_nested_local_dir_model_config_is_refused(saved: Path, tmp_path: Path) -> None:
+    folder = tmp_path / "clip-dir"
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(DEEP)
+    set_backbone(saved, model_name=f"local-dir:{folder}", pretrained=None)
+    with pytest.raises(ConfigError, match=r"cannot read open_clip_config\.json") as caught:
+        CoTPipeline.from_pretrained(saved)
+    one_line(caught.value)
+
+
+def test_a_deeply_nested_generation_cache_is_ignored(tmp_path: Path) -> None:
+    from cotprompt.generators.lm_cache import GenerationCache
+
+    meta = {"model": "m", "seed": 0}
+    path = GenerationCache(tmp_path, meta).path
+    path.write_text(DEEP)
+    assert GenerationCache(tmp_path, meta).entries == {}

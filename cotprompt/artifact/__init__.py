@@ -15,17 +15,20 @@ from cotprompt.artifact.format import (
     FOLDER_FILES,
     FORMAT_VERSION,
     WEIGHTS_NAME,
+    HistoryFile,
     check_fits_model,
     dtype_name,
     file_sha256,
     read_artifact,
     read_config,
     read_history,
+    read_history_file,
     resolve,
     verify_weights,
     write_artifact,
 )
-from cotprompt.artifact.history import HISTORY_NAME
+from cotprompt.artifact.history import HISTORY_NAME, check_history
+from cotprompt.artifact.ownership import HistoryOwnership, commit_with_history, history_ownership
 
 __all__ = [
     "ARTIFACT_FILES",
@@ -36,14 +39,20 @@ __all__ = [
     "HISTORY_NAME",
     "WEIGHTS_NAME",
     "CheckedArtifact",
+    "HistoryFile",
+    "HistoryOwnership",
     "check_artifact",
     "check_fits_model",
+    "check_history",
+    "commit_with_history",
     "dtype_name",
     "file_sha256",
+    "history_ownership",
     "read_artifact",
     "read_checked",
     "read_config",
     "read_history",
+    "read_history_file",
     "resolve",
     "verify_weights",
     "write_artifact",

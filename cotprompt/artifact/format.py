@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,27 +31,27 @@ from torch import Tensor
 
 from cotprompt import folder_commit
 from cotprompt._version import __version__
+from cotprompt.artifact.files import (  # the names, importable from here as before
+    ARTIFACT_FILES,  # noqa: F401
+    CARD_NAME,
+    CONFIG_NAME,
+    FOLDER_FILES,
+    WEIGHTS_NAME,
+)
 from cotprompt.artifact.history import (
     HISTORY_NAME,
     MAX_HISTORY_BYTES,
     encode_history,
     parse_history,
 )
-from cotprompt.errors import ArtifactError
-from cotprompt.folder_commit import commit_files, reading, recover
+from cotprompt.artifact.ownership import commit_with_history
+from cotprompt.errors import ArtifactError, one_line
+from cotprompt.folder_commit import reading, recover
 from cotprompt.io import save_safetensors_atomic, write_text_atomic
 
 logger = logging.getLogger("cotprompt.artifact")  # the logger name users configure
 
 FORMAT_VERSION = 1
-CONFIG_NAME = "cotprompt_config.json"
-WEIGHTS_NAME = "prompt_weights.safetensors"
-CARD_NAME = "README.md"
-#: The files every artifact is made of.
-ARTIFACT_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
-#: Every file an artifact folder may hold, and its all-or-nothing commits may write or remove:
-#: also the training history, which only prompts trained in the saving process have.
-FOLDER_FILES = (*ARTIFACT_FILES, HISTORY_NAME)
 
 _DTYPE_NAMES = {
     torch.float32: "F32",
@@ -100,7 +101,9 @@ def write_artifact(
         card: The model card text; ``None`` keeps the folder's card as it is.
         history: The per-epoch records of the run that trained the prompts, written to
             ``history.json`` (its SHA-256 recorded in the config); ``None``: none, and a
-            ``history.json`` of an earlier artifact in the folder is removed in the same commit.
+            ``history.json`` of the folder's earlier artifact (recorded by its config, checksum
+            matching) is removed in the same commit. A ``history.json`` the folder's config does
+            not record is never replaced nor removed (see :func:`commit_with_history`).
 
     Returns:
         The folder.
@@ -110,7 +113,10 @@ def write_artifact(
         OSError: The files cannot be written (permissions, ``ENOSPC``, ``EFBIG``...), or
             ``directory/.cotprompt-staging`` is in the way; the folder still holds its previous
             artifact.
-        ValueError: ``history`` is not a list of mappings (nothing is written).
+        ConfigError: ``history`` is not a list of flat records that loading would accept
+            (see :func:`~cotprompt.artifact.history.encode_history`; nothing is written).
+        ArtifactError: ``history`` is given and the folder holds a ``history.json`` that its
+            config does not record (nothing is written).
     """
     directory = Path(directory)
     history_text = encode_history(history) if history is not None else None
@@ -137,14 +143,13 @@ def write_artifact(
     writers: dict[str, folder_commit.Writer | None] = {WEIGHTS_NAME: write_weights}
     if card is not None:
         writers[CARD_NAME] = lambda path: write_text_atomic(path, card)
+    history_writer: folder_commit.Writer | None = None
     if history_text is not None:
         config["history"] = {"file": HISTORY_NAME,
                              "sha256": hashlib.sha256(history_text.encode("utf-8")).hexdigest()}
-        writers[HISTORY_NAME] = lambda path: write_text_atomic(path, history_text)
-    else:  # a history left by an earlier artifact is not this one's: it goes in the same commit
-        writers[HISTORY_NAME] = None
+        history_writer = lambda path: write_text_atomic(path, history_text)  # noqa: E731
     writers[CONFIG_NAME] = write_config  # last: it records the staged weights' checksum
-    commit_files(directory, writers, allowed=FOLDER_FILES)
+    commit_with_history(directory, writers, history_writer)
     logger.info("saved pipeline to %s", directory)
     return directory
 
@@ -177,8 +182,9 @@ def read_config(directory: str | Path) -> dict[str, Any]:
         )
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ArtifactError(f"cannot read {path}: {exc}") from exc
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        # RecursionError: nesting deeper than Python's parser goes ('[' * 100000)
+        raise ArtifactError(f"cannot read {path}: {one_line(exc, 200)}") from exc
     if not isinstance(config, dict):
         raise ArtifactError(f"{path} does not hold a JSON object")
     version = config.get("format_version")
@@ -225,32 +231,67 @@ def read_artifact(directory: str | Path) -> tuple[dict[str, Any], dict[str, Tens
     return config, tensors
 
 
-def read_history(directory: str | Path, config: Mapping[str, Any]) -> list[dict[str, Any]] | None:
-    """The training history an artifact's config records (``config["history"]``), read from its
-    ``history.json`` as untrusted input: the recorded SHA-256 must match, then
-    :func:`~cotprompt.artifact.history.parse_history` (size cap, JSON, schema). ``None`` when
-    the config records none (a ``history.json`` it does not record is not this artifact's).
+@dataclass(frozen=True)
+class HistoryFile:
+    """An artifact's ``history.json`` as read and checked by :func:`read_history_file`.
+
+    Attributes:
+        data: The file's bytes (the ones whose SHA-256 matched the config's record).
+        records: The per-epoch records parsed from them.
+    """
+
+    data: bytes
+    records: list[dict[str, Any]]
+
+
+def read_history_file(directory: str | Path, config: Mapping[str, Any], *,
+                      name: str | None = None) -> HistoryFile | None:
+    """The ``history.json`` an artifact's config records (``config["history"]``: ``file``
+    ``"history.json"`` and ``sha256``), read as untrusted input: at most
+    :data:`~cotprompt.artifact.history.MAX_HISTORY_BYTES` bytes are read, the recorded SHA-256
+    must match, then :func:`~cotprompt.artifact.history.parse_history` (JSON, schema). ``None``
+    when the config records none (a ``history.json`` it does not record is not this artifact's).
+    ``name``: how the errors name the file (default: its path; a Hub artifact's is better named
+    ``repo_id@commit/history.json`` than by its cache path).
 
     Raises:
-        ArtifactError: The recorded file is missing, over the size cap, does not match its
-            checksum, or is not a valid history.
+        ArtifactError: A malformed ``history`` entry; the recorded file is missing, over the size
+            cap, does not match its checksum, or is not a valid history.
+        OSError: The file exists but cannot be read.
     """
     recorded = config.get("history")
     if recorded is None:
         return None
+    if (not isinstance(recorded, Mapping) or not isinstance(recorded.get("sha256"), str)
+            or recorded.get("file", HISTORY_NAME) != HISTORY_NAME):
+        raise ArtifactError(f"{Path(directory) / CONFIG_NAME} has a malformed history entry "
+                            f"(needs `file` {HISTORY_NAME!r} and a `sha256`)")
     path = resolve(directory, HISTORY_NAME)
-    if not isinstance(recorded, Mapping) or not isinstance(recorded.get("sha256"), str):
-        raise ArtifactError(f"{Path(directory) / CONFIG_NAME} has a malformed history entry")
+    shown = name or str(path)
     if not path.is_file():
-        raise ArtifactError(f"{path} is missing")
-    if path.stat().st_size > MAX_HISTORY_BYTES:
-        raise ArtifactError(f"{path} is over the {MAX_HISTORY_BYTES} bytes a training history "
+        raise ArtifactError(f"{shown} is missing")
+    with open(path, "rb") as handle:  # never more than the cap, whatever the file's size
+        data = handle.read(MAX_HISTORY_BYTES + 1)
+    if len(data) > MAX_HISTORY_BYTES:
+        raise ArtifactError(f"{shown} is over the {MAX_HISTORY_BYTES} bytes a training history "
                             "may have")
-    data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != recorded["sha256"]:
-        raise ArtifactError(f"{path} does not match the checksum in {CONFIG_NAME}: the file is "
+        raise ArtifactError(f"{shown} does not match the checksum in {CONFIG_NAME}: the file is "
                             "corrupt, edited or from another save")
-    return parse_history(data, str(path))
+    return HistoryFile(data, parse_history(data, shown))
+
+
+def read_history(directory: str | Path, config: Mapping[str, Any], *,
+                 name: str | None = None) -> list[dict[str, Any]] | None:
+    """The records of :func:`read_history_file` (``None`` when the config records no history;
+    ``name``: how errors name the file).
+
+    Raises:
+        ArtifactError: See :func:`read_history_file`.
+        OSError: The file exists but cannot be read.
+    """
+    history = read_history_file(directory, config, name=name)
+    return history.records if history is not None else None
 
 
 def verify_weights(

@@ -9,12 +9,22 @@ and the papers to cite.
 The generated text sits between two HTML comments; when a card already exists (text a user wrote
 around it on the Hub or locally), only that part is replaced and the existing metadata is kept,
 ours merged into it (tags are added to the user's, not substituted for them).
+
+Everything the text shows from a config or history read from a file (labels, names, metric
+names, table keys and values, versions) is untrusted: it goes through :func:`markdown_text`
+(or, for names shown as code or links, a form that falls back to it), so that it shows as the
+text it is and never as markup: no HTML (the generated block's own markers included), links,
+emphasis, table cells or lines of its own.
 """
 
 from __future__ import annotations
 
+import html
+import json
 import logging
 import math
+import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +63,13 @@ _RUN_OPTIONS = frozenset({"progress", "log_every", "num_workers", "checkpoint_ev
 _HISTORY_SKIPPED = frozenset({"seconds"})
 #: ``model_card_kwargs`` keys with a meaning of their own; any other key is front matter as is.
 CARD_KWARGS = ("license", "tags", "datasets")
+#: Markdown punctuation that starts inline markup anywhere in a line (emphasis, links, code,
+#: strikethrough, math, table cells, escapes); ``_`` only where it can start emphasis.
+_MARKUP = re.compile(r"[\\`*\[\]|~$]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+#: Names shown as inline code as they are (anything else is shown as escaped text).
+_CODE_SAFE = re.compile(r"[\w.:/@+=,() -]+")
+#: A Hub repository id, linked as is.
+_REPO_ID = re.compile(r"[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)?")
 
 CITATIONS = """\
 ```bibtex
@@ -176,6 +193,25 @@ def base_model_for(backbone_config: Mapping[str, Any]) -> str | None:
     return hub_id.strip("/")
 
 
+def markdown_text(value: Any) -> str:
+    """``value`` as inline Markdown that shows exactly its text on one line: whitespace runs
+    (newlines included) become one space, other control and format characters are dropped,
+    ``&``, ``<`` and ``>`` become HTML entities, and Markdown punctuation that would start
+    markup (``\\ ` * [ ] | ~ $``, ``_`` at a word's edge) is backslash-escaped. Safe in a table
+    cell and in running text.
+    """
+    text = " ".join(str(value).split())
+    text = "".join(c for c in text if not unicodedata.category(c).startswith("C"))
+    return _MARKUP.sub(lambda m: "\\" + m.group(0), html.escape(text, quote=False))
+
+
+def _code(value: Any) -> str:
+    """``value`` as inline code when it is a plain name (letters, digits, ``.:/@+=,()-``,
+    spaces), else as :func:`markdown_text` (code spans cannot escape a backtick or ``<``)."""
+    text = str(value)
+    return f"`{text}`" if _CODE_SAFE.fullmatch(text) else markdown_text(text)
+
+
 def _metric_rows(metrics: Mapping[str, Any]) -> list[tuple[str, str, float]]:
     rows = []
     for split, values in metrics.items():
@@ -191,7 +227,7 @@ def _training_rows(training: Mapping[str, Any]) -> list[str]:
     labels = {"num_images": "images", "num_classes": "classes", "epochs": "epochs", "seed": "seed"}
     lines = ["| | |", "| --- | --- |"]
     for key, value in training.items():
-        lines.append(f"| {labels.get(key, key)} | {value} |")
+        lines.append(f"| {markdown_text(labels.get(key, key))} | {_cell(value)} |")
     return lines
 
 
@@ -212,12 +248,16 @@ def _value(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
+def _cell(value: Any) -> str:
+    return markdown_text(_value(value))
+
+
 def _hyperparameter_rows(training: Mapping[str, Any]) -> list[str]:
     lines = ["| option | value |", "| --- | --- |"]
     for key, value in training.items():
         if key in _RUN_OPTIONS or isinstance(value, Mapping):
             continue
-        lines.append(f"| {key} | {_value(value)} |")
+        lines.append(f"| {markdown_text(key)} | {_cell(value)} |")
     return lines
 
 
@@ -225,9 +265,10 @@ def _history_rows(history: Sequence[Mapping[str, Any]]) -> list[str]:
     columns: list[str] = []
     for record in history:
         columns += [k for k in record if k not in columns and k not in _HISTORY_SKIPPED]
-    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    lines = ["| " + " | ".join(markdown_text(c) for c in columns) + " |",
+             "|" + " --- |" * len(columns)]
     for record in history:
-        lines.append("| " + " | ".join(_value(record.get(c)) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(record.get(c)) for c in columns) + " |")
     return lines
 
 
@@ -247,20 +288,25 @@ def _generated_body(
     labels = config["chain"]["labels"]
     steps = config["chain"]["steps"]
     dataset = _dataset_of(config)
-    shown = ", ".join(labels[:_MAX_LISTED_LABELS])
+    shown = ", ".join(markdown_text(label) for label in labels[:_MAX_LISTED_LABELS])
     if len(labels) > _MAX_LISTED_LABELS:
         shown += f", ... ({len(labels)} in all)"
-    base = f", base model [{base_model}](https://huggingface.co/{base_model})" if base_model else ""
+    base = ""
+    if base_model:
+        base = ", base model " + (
+            f"[{base_model}](https://huggingface.co/{base_model})"
+            if _REPO_ID.fullmatch(base_model) else markdown_text(base_model))
+    model_name = backbone.get("model_name")
     lines = [
         START,
-        f"# cotprompt `{tuner}` prompts for {backbone.get('model_name')}",
+        f"# cotprompt {_code(tuner)} prompts for {markdown_text(model_name)}",
         "",
-        f"Learned prompts for a frozen open_clip `{backbone.get('model_name')}` "
-        f"(pretrained: `{backbone.get('pretrained')}`{base}), made with "
+        f"Learned prompts for a frozen open_clip {_code(model_name)} "
+        f"(pretrained: {_code(backbone.get('pretrained'))}{base}), made with "
         "cotprompt: generator "
-        f"`{config['generator']['name']}`, tuner `{tuner}`, aggregator "
-        f"`{config['aggregator']['name']}`, {len(steps)} chain step(s): "
-        + ", ".join(f"`{s['name']}`" for s in steps)
+        f"{_code(config['generator']['name'])}, tuner {_code(tuner)}, aggregator "
+        f"{_code(config['aggregator']['name'])}, {len(steps)} chain step(s): "
+        + ", ".join(_code(s["name"]) for s in steps)
         + ".",
         "",
         f"**Labels ({len(labels)}):** {shown}",
@@ -270,7 +316,7 @@ def _generated_body(
     if training or dataset:
         lines += ["## Training data", ""]
         if dataset:
-            lines += [f"Dataset: `{dataset}`.", ""]
+            lines += [f"Dataset: {_code(dataset)}.", ""]
         if isinstance(training, Mapping) and training:
             lines += [*_training_rows(training), ""]
     hyperparameters = config.get("training")
@@ -281,10 +327,11 @@ def _generated_body(
     rows = _metric_rows(config.get("metrics") or {})
     if rows:
         lines += ["## Evaluation", "", "| split | metric | value |", "| --- | --- | --- |"]
-        lines += [f"| {split} | {metric} | {value:.2f} |" for split, metric, value in rows]
+        lines += [f"| {markdown_text(split)} | {markdown_text(metric)} | {value:.2f} |"
+                  for split, metric, value in rows]
         lines.append("")
     source = repo_id or "path/to/this/folder"
-    call = f'"{source}"' + (f', revision="{revision}"' if revision else "")
+    call = json.dumps(source) + (f", revision={json.dumps(revision)}" if revision else "")
     lines += [
         "## Install",
         "",
@@ -311,7 +358,8 @@ def _generated_body(
         "",
         "## Framework versions",
         "",
-        *(f"- {name} {version}" for name, version in _versions(config, options.versions).items()),
+        *(f"- {markdown_text(name)} {markdown_text(version)}"
+          for name, version in _versions(config, options.versions).items()),
         "",
         "## Citation",
         "",
@@ -408,9 +456,11 @@ def render_card(
     if existing:
         old = ModelCard(existing, ignore_metadata_errors=True)
         text = old.text
-        if START in text and END in text:
+        if START in text and END in text.split(START, 1)[1]:
+            # up to the last end marker: one a card rendered by an older cotprompt let in
+            # (from a label or history text) is not taken for the end of the generated block
             before, rest = text.split(START, 1)
-            after = rest.split(END, 1)[1]
+            after = rest.rsplit(END, 1)[1]
             text = before + body + after
         else:
             text = body + "\n\n" + text.lstrip()

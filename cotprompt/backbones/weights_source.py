@@ -279,7 +279,7 @@ def _checked_model_config(model_name: str, path: Path) -> dict[str, Any]:
     ``hf-hub:`` repository, refused when it would make open_clip load code or pickles."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ConfigError(f"{model_name}: cannot read {path.name}: {exc}") from exc
     model_cfg = data.get("model_cfg") if isinstance(data, dict) else None
     if not isinstance(model_cfg, dict) or not isinstance(model_cfg.get("text_cfg", {}), dict):

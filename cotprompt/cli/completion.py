@@ -1,6 +1,7 @@
 """The ``cotprompt completion`` command: the shell completion script (bash, zsh, tcsh) of the
 whole ``cotprompt`` command line, written by `shtab <https://github.com/iterative/shtab>`_ (the
-optional extra ``cotprompt[completion]``).
+optional extra ``completion``: ``pip install ".[completion]"`` in a checkout, or ``pip install
+shtab``).
 
 Options and arguments that take paths complete as paths: those whose ``metavar`` is one of
 :data:`FILE_METAVARS` as files, of :data:`DIRECTORY_METAVARS` as folders, and the few without
@@ -39,7 +40,7 @@ FILE_DESTS = frozenset({"pretrained"})
 #: Destinations of folder options without such a metavar (``push FOLDER``, ``--resume``...).
 DIRECTORY_DESTS = frozenset({"folder", "resume", "local_dir"})
 
-_INSTALL = "pip install 'cotprompt[completion]'"
+_INSTALL = 'pip install "shtab>=1.7" (the extra "completion")'
 
 
 def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
@@ -108,7 +109,7 @@ def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
         shell: One of :data:`SHELLS`.
 
     Raises:
-        ConfigError: shtab is not installed (naming ``pip install 'cotprompt[completion]'``),
+        ConfigError: shtab is not installed (the message says how to install it),
             or an unknown shell.
     """
     if shell not in SHELLS:

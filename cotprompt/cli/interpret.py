@@ -66,12 +66,21 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
 def _cmd_interpret(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from cotprompt.errors import DataError
-    from cotprompt.pipeline.interpret import nearest_words
+    from cotprompt.errors import ConfigError, DataError
+    from cotprompt.pipeline.interpret import MAX_TOP_K, nearest_words
 
     require_positive("--top-k", args.top_k)
-    if args.image is not None and not Path(args.image).is_file():  # before loading the model
-        raise DataError(f"--image {args.image!r}: no such file")
+    if args.top_k > MAX_TOP_K:
+        raise ConfigError(f"--top-k must be at most {MAX_TOP_K}, got {args.top_k}")
+    if args.image is not None:  # checked before loading the model
+        shown = args.image if len(args.image) <= 200 else args.image[:200] + "..."
+        try:
+            regular = Path(args.image).is_file()
+        except OSError as exc:  # a name too long for the file system...
+            raise DataError(f"--image {shown!r}: {exc.strerror or exc}") from exc
+        if not regular:
+            why = "not a regular file" if Path(args.image).exists() else "no such file"
+            raise DataError(f"--image {shown!r}: {why}")
     pipeline = load_pipeline(args)
     result = nearest_words(pipeline, top_k=args.top_k, image=args.image, metric=args.metric)
     if args.json:

@@ -90,7 +90,7 @@ def _add_train(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plots", action="store_true",
         help="write PNG plots to <output>/plots/: training curves and, when there is a test "
-        "split, its confusion matrix and per-class accuracy (needs cotprompt[plots])",
+        "split, its confusion matrix and per-class accuracy (needs matplotlib)",
     )
     add_json(parser, "print a JSON summary")
     add_allow_pickle(parser)
@@ -137,7 +137,7 @@ def _add_eval(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plots", metavar="DIR",
         help="write PNG plots of the confusion matrix and per-class accuracy (of each evaluated "
-        "classifier) to DIR (needs cotprompt[plots])",
+        "classifier) to DIR (needs matplotlib)",
     )
     parser.add_argument("--batch-size", type=int, default=64, help="images per batch")
     add_workers(parser)
@@ -189,6 +189,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cotprompt.pipeline import CoTPipeline
     from cotprompt.pipeline.config_files import load_pipeline_config, read_mapping
     from cotprompt.plugins.registry import get_registry
+    from cotprompt.training.accelerator import check_trackers
     from cotprompt.types import Task
 
     config_path = Path(args.config)
@@ -232,7 +233,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
         updates["progress"] = False
     if training.checkpoint_dir is None and (args.resume or training.checkpoint_every):
         updates["checkpoint_dir"] = str(output / "checkpoints")
+    if training.log_with:  # the trackers record what data the run trained on
+        data = spec.model_dump(include={"format", "dataset_name", "shots", "seed", "classes"})
+        updates["tracker_config"] = {"data": data, **(training.tracker_config or {})}
     training = training.model_copy(update=updates)
+    check_trackers(training)  # packages, project_dir: before the data and the backbone
     # The output places must take their files (not read-only, a folder, disk not full) before
     # anything slow is built, and again with their real size before training.
     check_writable(output, 0, what="output folder")

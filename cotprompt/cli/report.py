@@ -45,8 +45,7 @@ def add_commands(subparsers: Any, common: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", default="md,csv,json", metavar="FORMATS",
                         help="comma-separated file formats among md, csv, json (default: all)")
     parser.add_argument("--plots", action="store_true",
-                        help='also write PNG plots (needs matplotlib: pip install '
-                             '"cotprompt[plots]")')
+                        help="also write PNG plots (needs matplotlib)")
     parser.add_argument("--metric", default="accuracy",
                         choices=("accuracy", "mean_per_class_accuracy"),
                         help="the metric aggregated (default: accuracy, as the papers)")

@@ -361,7 +361,7 @@ def from_coop_split(
         raise DataError(f"image root {str(image_root)!r} for {where} is not a folder")
     try:
         data = json.loads(split_json.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
         raise DataError(f"{where} is not valid JSON: {exc}") from exc
     if not isinstance(data, dict) or not data:
         raise DataError(f"{where} must hold an object like {{'train': [...], 'test': [...]}}")

@@ -21,6 +21,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from cotprompt.config import error_message
 from cotprompt.data.records import ImageClassificationDataset
 from cotprompt.data.sampling import base_new_split, few_shot, subsample_classes
 from cotprompt.data.sources import digits_dataset, from_coop_split, from_csv, from_folder
@@ -146,7 +147,7 @@ class DataSpec(BaseModel):
                 if error.get("type") == "extra_forbidden":
                     problems.append(f"data.{loc}: unknown option")
                 else:
-                    msg = str(error.get("msg", "")).removeprefix("Value error, ")
+                    msg = error_message(error)
                     problems.append(f"data.{loc}: {msg}" if loc != "data" else f"data: {msg}")
             raise ConfigError(
                 "invalid data section: " + "; ".join(problems)

@@ -27,7 +27,7 @@ def read_json(path: str | Path, what: str) -> Any:
     try:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"{what} {str(path)!r} is not valid JSON: {exc}") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"cannot read {what} {str(path)!r}: {exc}") from exc

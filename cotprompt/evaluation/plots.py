@@ -1,5 +1,5 @@
 """PNG plots of an evaluation and of a training run, drawn with matplotlib (an optional
-dependency: ``pip install "cotprompt[plots]"``).
+dependency: ``pip install ".[plots]"`` in a checkout, or ``pip install matplotlib``).
 
 - :func:`plot_confusion_matrix`: the confusion matrix (rows true, columns predicted), with the
   count in each cell when there are few classes;
@@ -54,7 +54,7 @@ def require_matplotlib() -> ModuleType:
         import matplotlib
     except ImportError as exc:
         raise ConfigError('plots need matplotlib, which is not installed: pip install '
-                          '"cotprompt[plots]"') from exc
+                          '"matplotlib>=3.7" (the extra "plots")') from exc
     return matplotlib
 
 

@@ -288,8 +288,9 @@ def resolve_methods(names: list[str] | tuple[str, ...]) -> dict[str, Method]:
 
 #: Options a sweep sets on every run's training (one process, its own progress bar).
 _FORCED = {"checkpoint_dir": None, "checkpoint_every": None, "progress": False}
-_NOT_RECORDED = {"feature_cache_dir", "checkpoint_dir", "checkpoint_every", "keep_checkpoints",
-                 "progress", "log_every", "num_workers"}
+#: Run settings left out of a run's record and fingerprint besides the places on this machine
+#: (``config_record`` leaves out those: folders, trackers).
+_NOT_RECORDED = {"checkpoint_every", "keep_checkpoints", "progress", "log_every", "num_workers"}
 #: Method record entries outside the fingerprint (a function of the run's datasets).
 _NOT_FINGERPRINTED = {"zero_shot_templates"}
 #: accelerate's ``mixed_precision`` -> cotprompt's ``precision``.
@@ -379,22 +380,38 @@ class RunRecords:
 
     def config(self, spec: RunSpec) -> TrainingConfig:
         """The run's training options: its method's recipe, the overrides, its seed, the
-        sweep's forced options and the precision resolved."""
+        sweep's forced options, and the precision and gradient accumulation steps resolved (as
+        this machine and ``accelerate launch`` set them up)."""
+        from cotprompt.training.accelerator import accumulation_steps
+
         method = self.methods[spec.method]
         config = method.training_config(dataset=spec.dataset, shots=spec.shots, seed=spec.seed,
                                         overrides=self.training)
         if config.precision not in self._precisions:
             self._precisions[config.precision] = used_precision(config.precision)
-        return config.model_copy(update={**_FORCED,
-                                         "precision": self._precisions[config.precision]})
+        return config.model_copy(update={
+            **_FORCED, "precision": self._precisions[config.precision],
+            "gradient_accumulation_steps": accumulation_steps(config.gradient_accumulation_steps),
+        })
 
     def record(self, spec: RunSpec) -> dict[str, Any]:
         """The method's record of the run in ``results.json`` (without the zero-shot
-        templates, added when the run is done)."""
+        templates, added when the run is done).
+
+        Its ``training`` is what changes the run's numbers: the options without run settings
+        and places on this machine (folders, trackers: ``config_record``), with the
+        accumulation steps used when there are more than one (absent: 1, as records made
+        before the option)."""
+        from cotprompt.config import config_record
+
         method = self.methods[spec.method]
         record = method.record()
         if not method.zero_shot:
-            record["training"] = self.config(spec).model_dump(mode="json", exclude=_NOT_RECORDED)
+            training = {key: value for key, value in config_record(self.config(spec)).items()
+                        if key not in _NOT_RECORDED}
+            if training.get("gradient_accumulation_steps") == 1:
+                del training["gradient_accumulation_steps"]
+            record["training"] = training
         return _json_ready(record)
 
     def fingerprint(self, record: Mapping[str, Any], *, share: bool | None = None) -> str:

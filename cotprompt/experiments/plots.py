@@ -1,5 +1,5 @@
 """PNG plots of a report's tables, drawn with matplotlib (an optional dependency:
-``pip install "cotprompt[plots]"``).
+``pip install ".[plots]"`` in a checkout, or ``pip install matplotlib``).
 
 - ``base2new.png``: Base, New and H bars per dataset (and the average), one bar per method;
 - ``few_shot.png``: accuracy against the number of shots, one panel per dataset and one for the

@@ -173,7 +173,7 @@ def read_result(path: Path) -> RunResult:
     """
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from exc
     return RunResult.from_dict(data, source=str(path))
 

@@ -46,6 +46,7 @@ from cotprompt.tasks.classification import ClassificationHead
 from cotprompt.training.augment import EpochSamples
 from cotprompt.training.config import TrainingConfig
 from cotprompt.training.feature_cache import FeatureCache, describe_transform
+from cotprompt.training.loading import loader_options
 from cotprompt.training.loop import TrainingPlan, progress_disabled
 from cotprompt.training.seeding import loader_generator
 from cotprompt.tuners.context_tuner import ContextPromptTuner
@@ -204,8 +205,10 @@ class TrainingViews:
         n = len(train)
         batches = [[(epoch, i) for i in range(start, min(start + self.batch_size, n))]
                    for start in range(0, n, self.batch_size)]
-        loader = DataLoader(samples, batch_sampler=batches, num_workers=config.loader_workers(),
-                            generator=loader_generator(config.seed, "train", epoch))
+        loader = DataLoader(samples, batch_sampler=batches,
+                            generator=loader_generator(config.seed, "train", epoch),
+                            **loader_options(config.loader_workers(), accelerator.device,
+                                             num_batches=len(batches)))
         parts = []
         bar = tqdm(loader, desc=f"views of epoch {epoch + 1}", leave=False,
                    disable=not self.progress or progress_disabled())

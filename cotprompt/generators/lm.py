@@ -12,7 +12,8 @@ tuned pipeline never runs the language model. Raw continuations are cached in a 
 by model, decoding parameters and class name (:mod:`cotprompt.generators.lm_cache`), so that a
 second run does not even load it.
 
-Needs the optional dependency ``transformers``: ``pip install "cotprompt[lm]"``.
+Needs the optional dependency ``transformers``: ``pip install ".[lm]"`` in a checkout, or
+``pip install transformers``.
 """
 
 from __future__ import annotations
@@ -55,7 +56,7 @@ def _progress_disabled() -> bool:
     module is a layer above the generators)."""
     return os.environ.get("TQDM_DISABLE", "").strip().lower() in {"1", "true", "yes", "on"}
 
-INSTALL_HINT = 'pip install "cotprompt[lm]"'
+INSTALL_HINT = 'pip install "transformers>=4.40" (the extra "lm")'
 
 #: Version of the per-row seeding scheme; part of the cache key.
 SEEDING_SCHEME = "gumbel-lowbias32-sha256-v1"
@@ -205,7 +206,7 @@ class LMGenerator:
     that needs texts not in the cache, and kept until :meth:`unload`.
 
     Raises:
-        ConfigError: ``transformers`` is not installed (``pip install "cotprompt[lm]"``).
+        ConfigError: ``transformers`` is not installed (the message says how to install it).
     """
 
     name: ClassVar[str] = "lm"

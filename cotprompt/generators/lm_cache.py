@@ -78,7 +78,7 @@ class GenerationCache:
                              for p, texts in prompts.items()}
                 for label, prompts in entries.items()
             }
-        except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             logger.warning("ignoring unreadable cache file %s: %r", self.path, exc)
             return {}
 

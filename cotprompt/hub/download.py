@@ -14,7 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cotprompt.artifact.checked import check_artifact
+from cotprompt.artifact.checked import (
+    check_artifact,  # noqa: F401 - cotprompt.hub's, from here
+    read_checked,
+)
 from cotprompt.artifact.format import (
     CARD_NAME,
     CONFIG_NAME,
@@ -22,6 +25,8 @@ from cotprompt.artifact.format import (
     WEIGHTS_NAME,
     read_config,
 )
+from cotprompt.artifact.history import MAX_HISTORY_BYTES
+from cotprompt.artifact.ownership import commit_with_history, history_ownership
 from cotprompt.errors import ArtifactError
 from cotprompt.hub.http import (
     HubConnectionError,
@@ -120,6 +125,27 @@ def _download(
     )
 
 
+def _over_history_cap(fetch: _Fetch, commit: str) -> bool:
+    """Whether the ``history.json`` at ``commit`` is over the size a training history may have,
+    from its metadata (one ``HEAD`` request) before it is downloaded; logged as a warning. A copy
+    already in the cache is not asked about (reading it stops at the cap)."""
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
+
+    filename = f"{fetch.subfolder}/{HISTORY_NAME}" if fetch.subfolder else HISTORY_NAME
+    if not fetch.force_download and isinstance(
+        try_to_load_from_cache(fetch.repo_id, filename, cache_dir=fetch.cache_dir,
+                               revision=commit), str):
+        return False
+    url = hf_hub_url(fetch.repo_id, HISTORY_NAME, subfolder=fetch.subfolder, revision=commit)
+    size = get_hf_file_metadata(url, token=fetch.token, **library_kwargs()).size
+    if size is not None and size > MAX_HISTORY_BYTES:
+        logger.warning("%s's %s at %s is %d bytes, over the %d a training history may have; not "
+                       "downloading it", fetch.repo_id, HISTORY_NAME, commit, size,
+                       MAX_HISTORY_BYTES)
+        return True
+    return False
+
+
 def _snapshot(folder: Path, subfolder: str | None) -> Path:
     """The snapshot folder (named by its commit) holding ``folder``, the artifact's folder."""
     return folder.parents[len(subfolder.split("/")) - 1] if subfolder else folder
@@ -162,6 +188,8 @@ def _fetch_files(fetch: _Fetch, revision: str, *, local_only: bool) -> tuple[Pat
         optional.append((HISTORY_NAME, "training history"))
     for name, what in optional:
         try:
+            if name == HISTORY_NAME and not local_only and _over_history_cap(fetch, commit):
+                continue  # loading then goes on without it (see read_checked)
             _download(fetch, name, commit, local_only=local_only)
         except (EntryNotFoundError, LocalEntryNotFoundError):
             logger.info("%s has no %s at %s", fetch.repo_id, what, commit)
@@ -181,8 +209,9 @@ def download_artifact(
 ) -> tuple[Path, dict[str, Any]]:
     """Download an artifact's files from the Hub into the cache, pinned to one commit.
 
-    Only the three artifact files (config, weights, model card) are fetched, whatever else the
-    repository holds.
+    Only the artifact files (config, weights, model card, and the training history the config
+    records, when it is within :data:`~cotprompt.artifact.history.MAX_HISTORY_BYTES` by its
+    metadata) are fetched, whatever else the repository holds.
 
     Args:
         repo_id: ``namespace/name``.
@@ -305,11 +334,13 @@ def resolve_artifact(
         revision, the resolved commit and the endpoint.
 
     Raises:
-        ArtifactError: The path is a file, or neither a local folder nor a downloadable
+        ArtifactError: The path is empty or a file, or neither a local folder nor a downloadable
             repository (:class:`~cotprompt.hub.http.HubConnectionError` when the Hub could not
             be reached); the message names the folder that does not exist.
     """
     subfolder = check_subfolder(subfolder)
+    if not str(path_or_repo_id).strip():  # Path("") is the working folder
+        raise ArtifactError("the artifact is an empty name: give a folder or a Hub repository id")
     path = Path(path_or_repo_id)
     if path.is_dir():
         if subfolder:
@@ -337,6 +368,10 @@ def resolve_artifact(
         raise type(exc)(f"{local}; as a Hub repository: {exc}") from exc
 
 
+_PULL_ELSEWHERE = ("pull into an empty folder or an artifact folder, so that your history.json "
+                  "is not replaced")
+
+
 def pull(
     repo_id: str,
     *,
@@ -353,15 +388,19 @@ def pull(
     until the new one replaces it, whatever interrupts the copy; other files are left alone. When
     the new artifact has no model card, a ``README.md`` left there by an earlier artifact is
     removed in the same commit; a ``local_dir`` holding a ``README.md`` but no artifact is
-    refused, so that a user's own README is never replaced.
+    refused, so that a user's own README is never replaced. So is a ``local_dir`` holding a
+    ``history.json`` that its artifact does not record (checksum included): only the one of the
+    artifact there is replaced or removed. A training history that fails its checks is left out
+    with a warning naming ``repo_id@commit`` (the prompts are checked on their own), and is not
+    copied into ``local_dir``.
 
     Raises:
         HubConnectionError, ArtifactError, UnknownComponentError: See :func:`download_artifact`
-            and :func:`check_artifact`; also ``local_dir`` holding a README.md but no artifact.
+            and :func:`check_artifact`; also ``local_dir`` holding a README.md but no artifact,
+            or a ``history.json`` that is not its artifact's.
         OSError: ``local_dir`` cannot be written; it keeps what it held.
     """
-    from cotprompt.artifact.format import FOLDER_FILES
-    from cotprompt.folder_commit import Writer, commit_files
+    from cotprompt.folder_commit import Writer
 
     if local_dir is not None:  # checked before anything is fetched
         target = Path(local_dir)
@@ -371,19 +410,27 @@ def pull(
                 f"{target} holds a README.md but no cotprompt artifact; pull into an empty "
                 "folder or an artifact folder, so that your README.md is not replaced"
             )
+        if history_ownership(target) == "foreign":
+            raise ArtifactError(f"{target} holds a {HISTORY_NAME} that its artifact does not "
+                                f"record; {_PULL_ELSEWHERE}")
     folder, source = download_artifact(repo_id, revision=revision, token=token)
-    config = check_artifact(folder, source=f"{repo_id}@{source['commit']}")
+    shown = f"{repo_id}@{source['commit']}"
+    checked = read_checked(folder, source=shown, folder_name=shown)
+    config = checked.config
     if local_dir is not None:
         target = Path(local_dir)
         writers: dict[str, Writer | None] = {
             # copyfile follows the cache's symlinks
             name: functools.partial(_copy_to, folder / name)
-            for name in (WEIGHTS_NAME, CARD_NAME, HISTORY_NAME, CONFIG_NAME)
-            if (folder / name).is_file()
+            for name in (WEIGHTS_NAME, CARD_NAME, CONFIG_NAME) if (folder / name).is_file()
         }
-        for name in (CARD_NAME, HISTORY_NAME):  # absent: one an earlier artifact left goes too
-            writers.setdefault(name, None)
-        commit_files(target, writers, allowed=FOLDER_FILES)
+        writers.setdefault(CARD_NAME, None)  # absent: the one an earlier artifact left goes too
+        writers[CONFIG_NAME] = writers.pop(CONFIG_NAME)  # last, as in a save
+        # only a recorded history that passed its checks is copied (a cache snapshot may hold
+        # another one); without it, the one of the artifact there goes in the same commit
+        history = (functools.partial(_copy_to, folder / HISTORY_NAME)
+                   if "history" in config and checked.history is not None else None)
+        commit_with_history(target, writers, history, refusal=_PULL_ELSEWHERE)
         folder = target
     logger.info("pulled %s at commit %s into %s", repo_id, source["commit"], folder)
     return PulledArtifact(folder=folder, source=source, config=config)

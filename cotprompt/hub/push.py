@@ -21,7 +21,7 @@ from cotprompt.artifact.format import (
     FOLDER_FILES,
     HISTORY_NAME,
     WEIGHTS_NAME,
-    read_history,
+    read_history_file,
 )
 from cotprompt.artifact.model_card import CardOptions
 from cotprompt.errors import ArtifactError
@@ -72,9 +72,9 @@ def _checked_files(
     folder: Path, config: dict[str, Any]
 ) -> tuple[dict[str, bytes], str | None, list[dict[str, Any]] | None]:
     """The config and weights bytes :func:`check_artifact` just checked (and the history's,
-    checked here), the folder's card text (``None`` when absent or a symbolic link) and the
-    training history (``None`` when the config records none); read under the folder's reader
-    lock.
+    read and checked here, once), the folder's card text (``None`` when absent or a symbolic
+    link) and the training history (``None`` when the config records none); read under the
+    folder's reader lock.
 
     The bytes are compared with what was checked (the parsed config, the weights' checksum), so
     that a file changed in between by something else than a cotprompt save (which waits for the
@@ -92,19 +92,39 @@ def _checked_files(
             f"{folder} changed while it was being checked for the push; nothing was uploaded: "
             "push again"
         )
-    history = read_history(folder, config)  # a bad one is refused: it would be published
-    if history is not None:
-        data[HISTORY_NAME] = resolve(folder, HISTORY_NAME, FOLDER_FILES).read_bytes()
-        if hashlib.sha256(data[HISTORY_NAME]).hexdigest() != config["history"]["sha256"]:
-            raise ArtifactError(f"{folder} changed while it was being checked for the push; "
-                                "nothing was uploaded: push again")
+    try:  # a bad one is refused: it would be published
+        history = read_history_file(folder, config)
+    except ArtifactError as exc:
+        raise ArtifactError(
+            f"{exc}; nothing was uploaded. To push the prompts without it, load and save the "
+            f"folder again: CoTPipeline.from_pretrained({str(folder)!r})"
+            f".save_pretrained({str(folder)!r})"
+        ) from exc
+    if history is not None:  # the very bytes checked against the config and parsed
+        data[HISTORY_NAME] = history.data
     card_path = resolve(folder, CARD_NAME, FOLDER_FILES)
     card = None
     if card_path.is_symlink():
         logger.warning("%s is a symbolic link; not reading it for the model card", card_path)
     elif card_path.is_file():
         card = card_path.read_text(encoding="utf-8")
-    return data, card, history
+    return data, card, history.records if history is not None else None
+
+
+def _has_file(
+    api: Any,
+    repo_id: str,
+    name: str,
+    revision: str | None,
+    token: str | bool | None,
+    policy: RetryPolicy | None,
+) -> bool:
+    """Whether the repository holds ``name`` at ``revision`` (one ``HEAD`` request)."""
+    return bool(with_retries(
+        lambda: api.file_exists(repo_id, name, revision=revision, token=token),
+        f"look for {name} in {repo_id!r}",
+        policy,
+    ))
 
 
 def push_folder(
@@ -128,6 +148,8 @@ def push_folder(
     exactly the bytes checked are uploaded; its model card is re-rendered for the repository
     (with the per-epoch table of the folder's ``history.json``), keeping the custom text and
     metadata of the repository's current ``README.md`` (or, for a first push, of the folder's).
+    An artifact without a training history removes the ``history.json`` an earlier push left in
+    the repository, in the same commit (it would describe other prompts).
 
     Args:
         folder: A folder written by :meth:`CoTPipeline.save_pretrained`.
@@ -150,7 +172,7 @@ def push_folder(
         ArtifactError: Invalid folder (a ``history.json`` too: missing, edited, malformed),
             rejected token (401), another namespace (403)...
     """
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.errors import HfHubHTTPError
 
     from cotprompt.artifact.model_card import render_card
@@ -158,7 +180,7 @@ def push_folder(
     folder = Path(folder)
     recover(folder, FOLDER_FILES)  # an interrupted save: before the reader lock (needs it all)
     with reading(folder):  # a save into the folder waits: the bytes uploaded are the checked ones
-        config = check_artifact(folder)
+        config = check_artifact(folder, history=False)  # the history: in _checked_files
         files, local_card, history = _checked_files(folder, config)
     if history is not None and (card_options is None or card_options.history is None):
         # the per-epoch table of the card: known to the training process, and from the folder
@@ -186,7 +208,7 @@ def push_folder(
         message = commit_message or (
             f"Upload cotprompt {config['tuner']['name']} prompts ({len(labels)} labels)"
         )
-        operations = [
+        operations: list[CommitOperationAdd | CommitOperationDelete] = [
             CommitOperationAdd(path_in_repo=CONFIG_NAME, path_or_fileobj=files[CONFIG_NAME]),
             CommitOperationAdd(path_in_repo=WEIGHTS_NAME, path_or_fileobj=files[WEIGHTS_NAME]),
             CommitOperationAdd(path_in_repo=CARD_NAME, path_or_fileobj=card.encode("utf-8")),
@@ -194,6 +216,9 @@ def push_folder(
         if HISTORY_NAME in files:
             operations.append(CommitOperationAdd(path_in_repo=HISTORY_NAME,
                                                  path_or_fileobj=files[HISTORY_NAME]))
+        elif _has_file(api, repo_id, HISTORY_NAME, revision, token, retry):
+            # an earlier push's history describes other prompts: it goes in the same commit
+            operations.append(CommitOperationDelete(path_in_repo=HISTORY_NAME))
         info = api.create_commit(
             repo_id,
             operations,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
+from cotprompt.artifact.history import check_history
 from cotprompt.artifact.model_card import CardOptions, check_card_kwargs
 from cotprompt.errors import ConfigError
 from cotprompt.hub.mixin import HubMixin
@@ -62,7 +63,9 @@ class ArtifactMixin(HubMixin):
         torch and open_clip versions they were trained with.
 
         Raises:
-            ConfigError: A ``model_card_kwargs`` value of the wrong type.
+            ConfigError: A ``model_card_kwargs`` value of the wrong type; a
+                :attr:`training_history` a save would not write (see
+                :func:`~cotprompt.artifact.history.encode_history`).
         """
         history = self.training_history
         versions: dict[str, str] = {}
@@ -71,7 +74,7 @@ class ArtifactMixin(HubMixin):
             with contextlib.suppress(metadata.PackageNotFoundError):
                 versions["open_clip"] = metadata.version("open_clip_torch")
         return CardOptions(card_kwargs=check_card_kwargs(model_card_kwargs),
-                           history=[dict(r) for r in history] if history else None,
+                           history=check_history(history) if history else None,
                            versions=versions)
 
     def component_records(self) -> dict[str, dict[str, Any]]:
@@ -112,7 +115,10 @@ class ArtifactMixin(HubMixin):
 
         Raises:
             ConfigError: No classes are bound yet; a ``model_card_kwargs`` value of the wrong
-                type.
+                type; a :attr:`training_history` that is not a list of flat per-epoch records
+                loading would accept (names ``training_history``; nothing is written).
+            ArtifactError: ``directory`` holds a ``history.json`` its artifact does not record
+                (a file of yours), and there is a training history to save.
         """
         options = self._card_options(model_card_kwargs)
         return serialization.save_artifact(directory, self.artifact_config(),

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from cotprompt.config import validate_untrusted
+from cotprompt.config import error_message, validate_untrusted
 from cotprompt.errors import ConfigError, UnknownComponentError
 from cotprompt.pipeline.config import PipelineConfig
 from cotprompt.plugins.records import KINDS
@@ -39,6 +39,8 @@ def read_mapping(path: str | Path) -> dict[str, Any]:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot parse {path}: {_parse_problem(exc)}") from exc
+    except RecursionError as exc:  # deeper than Python's parsers go ('[' * 100000)
+        raise ConfigError(f"cannot parse {path}: it is nested too deeply") from exc
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     return data
@@ -120,7 +122,7 @@ def _section_problem(error: Any) -> str:
         close = difflib.get_close_matches(str(error["loc"][0]), known, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return f"{loc}: unknown section{hint} (sections: {', '.join(known)})"
-    return f"{loc}: {error['msg']}"
+    return f"{loc}: {error_message(error)}"
 
 
 def _component_classes(config: PipelineConfig) -> Iterator[tuple[str, Any, type[Any]]]:

@@ -127,21 +127,17 @@ class TaskHead(Protocol[PipelineT_contra]):
 BUILTIN_HEADS_MODULE = "cotprompt.tasks"
 
 _HEADS: list[TaskHead] = []
-_builtins_loading = False
 
 
 def _load_builtin_heads() -> None:
-    """Import :data:`BUILTIN_HEADS_MODULE` once, which registers the built-in heads (a no-op
-    while it is being imported: its registrations call back here)."""
-    global _builtins_loading
-    if _builtins_loading:
-        return
-    _builtins_loading = True
-    try:
-        importlib.import_module(BUILTIN_HEADS_MODULE)
-    except BaseException:
-        _builtins_loading = False  # the next lookup tries again: an error, never no heads
-        raise
+    """Import :data:`BUILTIN_HEADS_MODULE` (registering the built-in heads) unless it is.
+
+    Every lookup calls it, relying on Python's import locks: another thread's lookup during the
+    first import waits for it to finish (it never sees a partial list of heads), while the
+    importing thread's own registrations, which call back here, get the partly imported module
+    at once. A failed import is retried by the next lookup: an error, never no heads.
+    """
+    importlib.import_module(BUILTIN_HEADS_MODULE)
 
 
 def check_task_head(head: object) -> TaskHead:

@@ -12,7 +12,8 @@ here class-specific context, every chain step, image-conditioned shifts and a co
 are added.
 
 Context vectors are trained freely in the embedding space, so the nearest token is often far
-away and only a hint of what the vector does (CoOp, section 4.2 "Interpretability").
+away and only a hint of what the vector does (the CoOp paper's "Interpreting the learned
+prompts" analysis).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor, nn
 
-from cotprompt.errors import ConfigError
+from cotprompt.errors import ConfigError, DataError
 from cotprompt.pipeline.inputs import ImageLike
 from cotprompt.tuners.context_tuner import ContextPromptTuner
 
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "MAX_TOP_K",
     "METRICS",
     "ContextInterpretation",
     "Metric",
@@ -196,19 +198,18 @@ def _context_tuner(pipeline: CoTPipeline) -> tuple[ContextPromptTuner, list[str]
     return tuner, notes
 
 
-def _shifts(tuner: ContextPromptTuner, image_features: Tensor) -> list[Tensor]:
-    """Per-step meta-net shifts ``[B, W]`` for normalised image features ``[B, E]``: each
-    step's meta-net, step k's input linked to step k-1's shift when the tuner chains them."""
-    assert tuner.meta_nets is not None
-    dtype = next(tuner.meta_nets.parameters()).dtype
-    x = image_features.to(dtype)
-    shifts: list[Tensor] = []
-    for k, meta_net in enumerate(tuner.meta_nets):
-        step_input = x
-        if k > 0 and tuner.chain_links is not None:
-            step_input = tuner.chain_links[k - 1](x, shifts[-1])
-        shifts.append(meta_net(step_input))
-    return shifts
+#: The most tokens listed per context vector: the answer grows as vectors x top_k.
+MAX_TOP_K = 1000
+
+
+def _check_image(image: object) -> None:
+    """Refuse anything but one path or PIL image (a list or a batch would be cut to its first).
+
+    Raises:
+        DataError: ``image`` is not a ``str``, ``os.PathLike`` or ``PIL.Image.Image``.
+    """
+    if image is not None and not isinstance(image, str | os.PathLike | Image.Image):
+        raise DataError(f"image must be one path or PIL image, got {type(image).__name__}")
 
 
 def _image_name(image: ImageLike) -> str:
@@ -233,8 +234,9 @@ def learned_context(pipeline: CoTPipeline, *, image: ImageLike | None = None) ->
     Raises:
         ConfigError: The tuner has no context in the word-embedding space, is not bound, or an
             image is given to a tuner that is not image-conditioned.
-        DataError: The image cannot be read.
+        DataError: The image is not one path or PIL image, or cannot be read.
     """
+    _check_image(image)
     tuner, _ = _context_tuner(pipeline)
     assert tuner.ctx is not None
     contexts = [ctx.detach().float().clone() for ctx in tuner.ctx]  # not views of parameters
@@ -246,7 +248,8 @@ def learned_context(pipeline: CoTPipeline, *, image: ImageLike | None = None) ->
             "same for every image, so leave out the image"
         )
     features = pipeline.image_features(image)  # [1, E], normalised, as predict computes them
-    shifts = _shifts(tuner, features.to(pipeline.device))
+    shifts = tuner.context_shifts(features.to(pipeline.device))
+    assert shifts is not None  # the tuner has meta-nets
     return [ctx + shift[0].float().to(ctx.device) for ctx, shift in zip(contexts, shifts,
                                                                        strict=True)]
 
@@ -345,7 +348,7 @@ def nearest_words(
         pipeline: A pipeline whose tuner has context vectors (``coop``, ``cocoop``, ``cotpt``;
             ``multimodal``: its text context, the visual prompts are left out with a note),
             bound to its classes (a loaded or fitted pipeline).
-        top_k: Tokens per context vector, 1 to V.
+        top_k: Tokens per context vector, 1 to :data:`MAX_TOP_K` (and at most V).
         image: A path or PIL image: interpret the context shifted by the meta-net output for
             this image (image-conditioned tuners only), see :func:`learned_context`.
         metric: ``"euclidean"`` (the research code's) or ``"cosine"`` (``1 - cos``).
@@ -358,18 +361,19 @@ def nearest_words(
         ConfigError: ``top_k`` out of range, an unknown metric, a tuner without context in the
             word-embedding space or not bound, an image for a tuner that is not
             image-conditioned, or a backbone without a token vocabulary.
-        DataError: The image cannot be read.
+        DataError: The image is not one path or PIL image, or cannot be read.
     """
     if metric not in METRICS:
         raise ConfigError(f"metric must be one of {', '.join(METRICS)}, got {metric!r}")
-    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
-        raise ConfigError(f"top_k must be an integer >= 1, got {top_k!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise ConfigError(f"top_k must be an integer from 1 to {MAX_TOP_K}, got {top_k!r}")
+    _check_image(image)
     tuner, notes = _context_tuner(pipeline)
     table, decode = _vocabulary(pipeline.backbone)
     if top_k > table.shape[0]:
         raise ConfigError(f"top_k={top_k} exceeds the vocabulary's {table.shape[0]} tokens")
-    for note in notes:
-        logger.info("%s", note)
+    for note in notes:  # also in the result's notes, which the command line prints
+        logger.debug("%s", note)
     contexts = learned_context(pipeline, image=image)
     table = table.float().to(contexts[0].device)
     chain = pipeline.chain

@@ -99,10 +99,8 @@ def readable_batches(
     Raises:
         DataError: An image cannot be read (``on_bad_image="error"``), or none can.
     """
-    workers = min(num_workers, -(-len(items) // batch_size))
-    options = loader_options(workers, device)
-    if pin_memory is not None:
-        options["pin_memory"] = pin_memory
+    options = loader_options(num_workers, device, num_batches=-(-len(items) // batch_size),
+                             pin_memory=pin_memory)
     loader = DataLoader(ReadableImages(items, transform), batch_size=batch_size, shuffle=False,
                         collate_fn=collate_readable, **options)
     read = 0

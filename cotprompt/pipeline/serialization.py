@@ -19,7 +19,7 @@ from cotprompt.artifact.checked import CheckedArtifact, read_checked
 from cotprompt.artifact.model_card import CardOptions, render_card
 from cotprompt.artifact.records import ComponentChoice
 from cotprompt.backbones.weights_source import model_quick_gelu
-from cotprompt.config import UNTRUSTED, config_record
+from cotprompt.config import UNTRUSTED, config_record, error_message
 from cotprompt.errors import ArtifactError, ConfigError, UnknownComponentError, one_line
 from cotprompt.generators.stored import StoredChainGenerator
 from cotprompt.pipeline.config import KINDS
@@ -288,7 +288,7 @@ def _with_precision(choice: ComponentChoice, precision: str, source: str) -> Com
         updated = type(options).model_validate({**options.model_dump(), PRECISION: precision},
                                                context={UNTRUSTED: source})
     except ValidationError as exc:
-        problems = "; ".join(str(e.get("msg")) for e in exc.errors())
+        problems = "; ".join(error_message(e) for e in exc.errors())
         raise ConfigError(f"precision={precision!r} is not valid for the backbone "
                           f"{choice.name!r}: {problems}") from exc
     if saved != precision:

@@ -124,11 +124,10 @@ def eval_loader(dataset: Dataset[Any], device: torch.device, batch_size: int, nu
     """The ``DataLoader`` of an evaluation pass over ``dataset`` for a model on ``device``: in
     order, ``num_workers`` workers (no more than there are batches), pinned memory when
     ``pin_memory`` (``None``: when ``device`` is CUDA)."""
-    workers = min(num_workers, -(-len(dataset) // batch_size))  # type: ignore[arg-type]
-    options = loader_options(workers, device)
-    if pin_memory is not None:
-        options["pin_memory"] = pin_memory
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, **options)
+    batches = -(-len(dataset) // batch_size)  # type: ignore[arg-type]
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                      **loader_options(num_workers, device, num_batches=batches,
+                                       pin_memory=pin_memory))
 
 
 def frozen_val_features(pipeline: CoTPipeline, records: Sequence[ImageRecord],

@@ -5,33 +5,43 @@ and the experiment trackers (TensorBoard, W&B, MLflow...) of ``log_with``.
 :func:`tracker_options` turns the training options into the ``Accelerator``'s ``log_with`` and
 ``project_dir`` arguments, refusing a tracker whose package is missing before anything runs;
 :func:`start_trackers` starts them with the run's hyperparameters
-(``accelerator.init_trackers``), :func:`log_epoch` logs one epoch's record
-(``accelerator.log(..., step=epoch)``) and :func:`finish_trackers` closes them, also when the
-run fails.
+(``accelerator.init_trackers``) under a run name of their own (:func:`run_name`; each run
+writes files to its own folder ``project_dir/<run name>/``), :func:`log_epoch` logs one epoch's
+record (``accelerator.log(..., step=epoch)``) and :func:`finish_trackers` closes them, also when
+the run fails.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+from collections.abc import Mapping
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import torch
 
 from cotprompt.config import config_record
 from cotprompt.errors import ConfigError, TrainingError
-from cotprompt.training.config import ALL_TRACKERS, TRACKER_PACKAGES, TrainingConfig
+from cotprompt.io import check_writable
+from cotprompt.training.config import (
+    ALL_TRACKERS,
+    PROJECT_NAME,
+    TRACKER_PACKAGES,
+    TrainingConfig,
+    env_int,
+)
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
 
-__all__ = ["PROJECT_NAME", "accumulation_steps", "finish_trackers", "hyperparameters", "log_epoch",
-           "make_accelerator", "start_trackers", "tracker_options"]
+__all__ = ["PROJECT_NAME", "accumulation_steps", "check_trackers", "finish_trackers",
+           "hyperparameters", "log_epoch", "make_accelerator", "run_name", "start_trackers",
+           "tracker_options"]
 
 logger = logging.getLogger("cotprompt.training.trainer")  # the logger name users configure
 
-#: The project (W&B project, TensorBoard sub-folder of ``project_dir``...) runs are logged to.
-PROJECT_NAME = "cotprompt"
 #: Options that say how a run is carried out, not what it trains (left out of the
 #: hyperparameters a tracker records).
 _RUN_OPTIONS = frozenset({"progress", "log_every", "num_workers", "checkpoint_every",
@@ -40,28 +50,32 @@ _RUN_OPTIONS = frozenset({"progress", "log_every", "num_workers", "checkpoint_ev
 
 #: ``accelerate launch --mixed_precision`` values (its ``ACCELERATE_MIXED_PRECISION``) by precision.
 _LAUNCHED_PRECISION = {"no": "fp32", "bf16": "bf16", "fp16": "fp16"}
+#: The precision options of accelerate's ``mixed_precision`` values.
+_PRECISION_NAMES = {"no": "fp32", "bf16": "bf16", "fp16": "fp16", "fp8": "fp8"}
 
 
-def make_accelerator(precision: str | TrainingConfig) -> Accelerator:
-    """An ``accelerate.Accelerator`` for the precision, or for all the accelerate settings of
-    training options (precision, gradient accumulation, trackers).
+def make_accelerator(options: str | TrainingConfig) -> Accelerator:
+    """An ``accelerate.Accelerator`` for a precision (``auto``, ``fp32``, ``bf16``, ``fp16``), or
+    for all the accelerate settings of training options (precision, gradient accumulation,
+    trackers).
 
     ``auto`` takes the precision ``accelerate launch --mixed_precision`` chose (it sets
     ``ACCELERATE_MIXED_PRECISION``), else bf16 on a GPU that supports it, else fp32; an explicit
-    precision wins over the launcher. Likewise ``gradient_accumulation_steps`` (``None``: the
-    launcher's ``--gradient_accumulation_steps``, else 1). Runs on CUDA when available, else on
-    Apple's MPS, else on the CPU.
+    precision wins over the launcher. Likewise ``gradient_accumulation_steps`` (``None``: see
+    :func:`accumulation_steps`). Runs on CUDA when available, else on Apple's MPS, else on the
+    CPU.
 
     Raises:
         TrainingError: fp16 without a GPU.
         ConfigError: A tracker whose package is missing, one that writes files without
-            ``project_dir``, or a launcher's accumulation steps that are not a positive integer.
+            ``project_dir``, or ``ACCELERATE_GRADIENT_ACCUMULATION_STEPS`` that is not a
+            positive integer.
     """
     from accelerate import Accelerator
     from accelerate.utils import GradientAccumulationPlugin
 
-    config = precision if isinstance(precision, TrainingConfig) else None
-    precision = config.precision if config is not None else str(precision)
+    config = options if isinstance(options, TrainingConfig) else None
+    precision = config.precision if config is not None else str(options)
     steps = accumulation_steps(config.gradient_accumulation_steps if config else None)
     trackers = tracker_options(config) if config is not None else {}
     cuda = torch.cuda.is_available()
@@ -82,21 +96,20 @@ def make_accelerator(precision: str | TrainingConfig) -> Accelerator:
 
 
 def accumulation_steps(configured: int | None) -> int:
-    """The gradient accumulation steps of a run: ``configured``, else what ``accelerate launch
-    --gradient_accumulation_steps`` set (``ACCELERATE_GRADIENT_ACCUMULATION_STEPS``), else 1.
+    """The gradient accumulation steps of a run: ``configured``, else
+    ``ACCELERATE_GRADIENT_ACCUMULATION_STEPS``, else 1.
+
+    accelerate's launcher sets that variable only for DeepSpeed (``accelerate launch
+    --use_deepspeed --gradient_accumulation_steps k``); its plain, multi-GPU and FSDP launches
+    do not pass ``--gradient_accumulation_steps`` on (accelerate's
+    ``prepare_simple_launcher_cmd_env``): set ``gradient_accumulation_steps`` instead.
 
     Raises:
-        ConfigError: The launcher's value is not a positive integer.
+        ConfigError: The variable is set but not a positive integer.
     """
     if configured is not None:
         return configured
-    launched = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "").strip()
-    if not launched:
-        return 1
-    if not launched.isdigit() or int(launched) < 1:
-        raise ConfigError(f"ACCELERATE_GRADIENT_ACCUMULATION_STEPS={launched!r} (from accelerate "
-                          "launch) is not a positive integer")
-    return int(launched)
+    return env_int("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", default=1)
 
 
 def tracker_options(config: TrainingConfig) -> dict[str, Any]:
@@ -133,22 +146,96 @@ def tracker_options(config: TrainingConfig) -> dict[str, Any]:
     return {"log_with": log_with, "project_dir": config.project_dir} if log_with else {}
 
 
-def hyperparameters(config: TrainingConfig) -> dict[str, int | float | str | bool]:
-    """The options a tracker records for a run: what changes its result (no run settings, no
-    places on this machine), flat, values that are not numbers, strings or booleans as text
-    (TensorBoard's hyperparameters take no ``None`` nor lists)."""
-    record = config_record(config)
-    return {key: value if isinstance(value, (bool, int, float, str)) else str(value)
-            for key, value in record.items() if key not in _RUN_OPTIONS}
+def check_trackers(config: TrainingConfig) -> None:
+    """Check the tracker options before any slow work: the packages of ``log_with``
+    (:func:`tracker_options`) and that ``project_dir`` can be written.
+
+    Raises:
+        ConfigError: A missing tracker package, a file tracker without ``project_dir``, or a
+            ``project_dir`` that cannot be written (naming it and why).
+    """
+    if tracker_options(config) and config.project_dir is not None:
+        check_writable(config.project_dir, what="tracker folder")
 
 
-def start_trackers(accelerator: Accelerator, config: TrainingConfig) -> None:
-    """Start the accelerator's trackers (if any) with the run's :func:`hyperparameters`; on the
-    main process only, as accelerate does."""
-    if accelerator.log_with:
-        values = hyperparameters(config)  # with the accumulation the launcher may have chosen
-        values["gradient_accumulation_steps"] = accelerator.gradient_accumulation_steps
-        accelerator.init_trackers(PROJECT_NAME, config=values)
+def hyperparameters(
+    config: TrainingConfig, *, components: Mapping[str, Any] | None = None,
+    precision: str | None = None,
+) -> dict[str, int | float | str | bool]:
+    """The values a tracker records for a run, flat (nested mappings as dotted keys): the
+    options that change its result (no run settings, no places on this machine), each
+    component's name and options (``components``: ``{kind: {"name": ..., "config": {...}}}``,
+    as :meth:`CoTPipeline.component_records` gives; ``tuner``, ``tuner.n_ctx``...), the
+    precision actually used (``precision``, instead of ``auto``) and ``tracker_config``.
+
+    TensorBoard's hyperparameters take numbers, strings and booleans only: lists are JSON text
+    and ``None`` values are left out.
+    """
+    values: dict[str, Any] = {key: value for key, value in config_record(config).items()
+                              if key not in _RUN_OPTIONS}
+    if precision is not None:
+        values["precision"] = precision
+    for kind, record in (components or {}).items():
+        if isinstance(record, Mapping):
+            values[kind] = record.get("name")
+            _flatten(record.get("config") or {}, kind, values)
+    _flatten(config.tracker_config or {}, "", values)
+    return {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
+            for key, value in values.items() if value is not None}
+
+
+def _flatten(mapping: Mapping[str, Any], prefix: str, into: dict[str, Any]) -> None:
+    for key, value in mapping.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            _flatten(value, name, into)
+        elif not isinstance(value, Mapping):  # an empty mapping records nothing
+            into[name] = value
+
+
+def run_name(config: TrainingConfig, now: datetime | None = None) -> str:
+    """The name of a run in its trackers: ``config.run_name`` when set, else
+    ``<UTC time>-seed<seed>`` (``20261130-094512-seed1``) with ``-2``, ``-3``... added when
+    ``project_dir`` already holds a run of that name, so that each run has a folder of its
+    own."""
+    if config.run_name is not None:
+        return config.run_name
+    now = now or datetime.now(timezone.utc)
+    name = f"{now:%Y%m%d-%H%M%S}-seed{config.seed}"
+    if config.project_dir is None:
+        return name
+    unique, n = name, 1
+    while os.path.exists(os.path.join(config.project_dir, unique)):
+        n += 1
+        unique = f"{name}-{n}"
+    return unique
+
+
+def start_trackers(accelerator: Accelerator, config: TrainingConfig, *,
+                   components: Mapping[str, Any] | None = None) -> str | None:
+    """Start the accelerator's trackers (if any) with the run's :func:`hyperparameters` (with
+    ``components``' names and options, the precision and accumulation steps in use), under
+    the run's :func:`run_name` in the project ``config.tracker_project``: trackers that write
+    files write them to ``project_dir/<run name>/`` (TensorBoard:
+    ``project_dir/<run name>/<project>/``), W&B and MLflow name the run so. On the main process
+    only, as accelerate does.
+
+    Returns:
+        The run's name, ``None`` without trackers.
+    """
+    if not accelerator.log_with:
+        return None
+    name = run_name(config)
+    if config.project_dir is not None:
+        # accelerate gives file trackers one folder: this run's own
+        accelerator.project_configuration.logging_dir = os.path.join(config.project_dir, name)
+    values = hyperparameters(config, components=components,
+                             precision=_PRECISION_NAMES.get(str(accelerator.mixed_precision)))
+    values["gradient_accumulation_steps"] = accelerator.gradient_accumulation_steps
+    accelerator.init_trackers(config.tracker_project, config=values,
+                              init_kwargs={"wandb": {"name": name}, "mlflow": {"run_name": name}})
+    logger.info("logging the run to its trackers as %s", name)
+    return name
 
 
 def log_epoch(accelerator: Accelerator, record: dict[str, Any]) -> None:

@@ -216,7 +216,8 @@ def load_checkpoint(
     try:
         meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
         tensors = load_file(str(path / STATE_FILE))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError) as exc:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, SafetensorError,
+            RecursionError) as exc:  # RecursionError: JSON nested too deeply
         raise TrainingError(f"cannot read checkpoint {path}: {exc}") from exc
     if not isinstance(meta, dict):
         raise TrainingError(f"checkpoint {path}: {META_FILE} must hold a JSON object, "

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import logging
+import multiprocessing
 import os
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -12,10 +14,14 @@ from pydantic import Field, ValidationError, field_validator
 from cotprompt.config import ComponentConfig, machine_local
 from cotprompt.errors import ConfigError
 
+logger = logging.getLogger(__name__)
+
 Precision = Literal["auto", "fp32", "bf16", "fp16"]
 #: ``num_workers``: a number of DataLoader worker processes, or ``"auto"``.
 Workers = Annotated[int, Field(ge=0)] | Literal["auto"]
 
+#: The default ``tracker_project``.
+PROJECT_NAME = "cotprompt"
 #: The most worker processes ``"auto"`` starts: more rarely help a prompt-tuning step and each
 #: holds a copy of the dataset's records.
 MAX_AUTO_WORKERS = 8
@@ -58,18 +64,22 @@ class TrainingConfig(ComponentConfig):
         num_workers: DataLoader worker processes decoding and augmenting images (training and
             its feature-encoding pass), so that loading hides behind compute; ``"auto"``:
             :func:`default_num_workers` (one less than the usable CPUs per local training
-            process, at most 8; 0 on one CPU); ``0``: in the main process. Results do not
-            depend on it.
-        checkpoint_dir: Where checkpoints go (``None``: no checkpoints).
+            process, at most 8; 0 on one CPU, and 0 where processes start by ``spawn`` or
+            ``forkserver``: macOS, Windows); ``0``: in the main process; an explicit number
+            starts at most :func:`usable_cpus` (logged). Results do not depend on it.
+        checkpoint_dir: Where checkpoints go (``None``: no checkpoints). This folder,
+            ``feature_cache_dir`` and ``project_dir`` refuse an empty path.
         checkpoint_every: Save a checkpoint every N optimisation steps (and at the end).
         keep_checkpoints: How many recent checkpoints to keep.
         progress: Show a tqdm progress bar.
         log_every: Log the running loss every N steps.
-        gradient_accumulation_steps: Batches whose gradients are summed before one optimiser
+        gradient_accumulation_steps: Batches whose gradients are averaged before one optimiser
             step (accelerate's gradient accumulation): a step then sees ``batch_size *
-            gradient_accumulation_steps`` images; ``None``: what ``accelerate launch
-            --gradient_accumulation_steps`` set, else 1. Steps (``checkpoint_every``,
-            ``log_every``, callbacks) count optimiser steps.
+            gradient_accumulation_steps`` images; ``None``: 1, or the DeepSpeed launcher's
+            value (``accelerate launch --use_deepspeed --gradient_accumulation_steps``, which
+            sets ``ACCELERATE_GRADIENT_ACCUMULATION_STEPS``; without DeepSpeed accelerate's
+            flag sets nothing: set this option). Steps (``checkpoint_every``, ``log_every``,
+            callbacks) count optimiser steps.
         log_with: Experiment trackers accelerate logs the hyperparameters and every epoch's
             record to: names (``tensorboard``, ``wandb``, ``mlflow``, ``comet_ml``, ``aim``,
             ``clearml``, ``dvclive``, ``swanlab``, ``trackio``, or ``all`` installed), and in
@@ -77,6 +87,16 @@ class TrainingConfig(ComponentConfig):
             saved with an artifact.
         project_dir: Where trackers that write files (TensorBoard, Aim...) write them;
             relative paths in a config file start from its folder. Not saved with an artifact.
+        tracker_project: The project runs are logged to: the W&B project, the MLflow
+            experiment, TensorBoard's sub-folder of a run's folder (accelerate passes it to
+            every tracker, so it wins over ``WANDB_PROJECT``). Not saved with an artifact.
+        run_name: The run's name in its trackers and its folder under ``project_dir``;
+            ``None``: ``<UTC time>-seed<seed>`` (``-2``, ``-3``... added when ``project_dir``
+            already holds one of that name); a name set here is used as it is. Not saved with
+            an artifact.
+        tracker_config: More values the trackers record with the run's hyperparameters
+            (``cotprompt train`` adds its data section); nested mappings are flattened to
+            dotted keys. Not saved with an artifact.
     """
 
     epochs: int = Field(default=10, ge=1)
@@ -104,6 +124,24 @@ class TrainingConfig(ComponentConfig):
     gradient_accumulation_steps: int | None = Field(default=None, ge=1)
     log_with: list[Any] | None = machine_local(None, description="experiment trackers")
     project_dir: str | None = machine_local(None, description="tracker folder")
+    tracker_project: str = machine_local("cotprompt", description="tracker project")
+    run_name: str | None = machine_local(None, description="tracker run name")
+    tracker_config: dict[str, Any] | None = machine_local(None, description="tracker values")
+
+    @field_validator("feature_cache_dir", "checkpoint_dir", "project_dir")
+    @classmethod
+    def _check_folder(cls, value: str | None) -> str | None:
+        # "" would be the working folder (whose cotprompt/ then shadows the package)
+        if value is not None and not value.strip():
+            raise ValueError("must be a folder path, not an empty string (None: no folder)")
+        return value
+
+    @field_validator("tracker_project", "run_name")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value.strip() or "/" in value or "\\" in value):
+            raise ValueError(f"must be a non-empty name without slashes, got {value!r}")
+        return value
 
     @field_validator("log_with", mode="before")
     @classmethod
@@ -114,7 +152,7 @@ class TrainingConfig(ComponentConfig):
     @classmethod
     def _check_workers(cls, value: Any) -> Any:
         # one message for every bad value, not one per member of the union
-        if isinstance(value, str) and value.strip().isdigit():
+        if isinstance(value, str) and value.strip().isdecimal():
             value = int(value)
         if value != "auto" and (isinstance(value, bool) or not isinstance(value, int)
                                 or value < 0):
@@ -132,14 +170,59 @@ def default_num_workers() -> int:
     the main process) on a single CPU. The CPUs are ``os.sched_getaffinity`` where the system
     has it (a container's or ``taskset``'s share), else ``os.cpu_count()``, divided among the
     training processes of this machine (``LOCAL_WORLD_SIZE``, set by ``accelerate launch`` /
-    ``torchrun``)."""
+    ``torchrun``).
+
+    0 also where worker processes would not start by ``fork`` (macOS and Windows, whose
+    default is ``spawn``; ``forkserver``, Linux's default from Python 3.14): such a worker
+    imports the user's ``__main__`` again, and a script without an ``if __name__ ==
+    "__main__":`` guard then fails (PyTorch's DataLoader notes); logged once. An explicit
+    ``num_workers`` still starts workers there."""
+    method = start_method()
+    if method != "fork":
+        if method not in _LOGGED_START_METHODS:
+            _LOGGED_START_METHODS.add(method)
+            logger.info("num_workers='auto': images load in the main process, as worker "
+                        "processes start by %r here; set num_workers explicitly to use workers "
+                        "(in a script, under if __name__ == '__main__':)", method)
+        return 0
+    processes = env_int("LOCAL_WORLD_SIZE", default=1)
+    return max(0, min(MAX_AUTO_WORKERS, usable_cpus() // processes - 1))
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: ``os.sched_getaffinity`` where the system has it (a
+    container's or ``taskset``'s share), else ``os.cpu_count()``; at least 1."""
     try:
-        cpus = len(os.sched_getaffinity(0))
+        return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):  # macOS, Windows
-        cpus = os.cpu_count() or 1
-    local = os.environ.get("LOCAL_WORLD_SIZE", "1")
-    processes = int(local) if local.isdigit() and int(local) > 0 else 1
-    return max(0, min(MAX_AUTO_WORKERS, cpus // processes - 1))
+        return os.cpu_count() or 1
+
+
+def env_int(name: str, *, default: int, minimum: int = 1) -> int:
+    """The integer environment variable ``name`` (set by a launcher: ``LOCAL_WORLD_SIZE``,
+    ``ACCELERATE_GRADIENT_ACCUMULATION_STEPS``...); ``default`` when unset or blank.
+
+    Raises:
+        ConfigError: A value that is not an ASCII integer ``>= minimum``, naming the variable.
+    """
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    if not (raw.isascii() and raw.isdigit()) or int(raw) < minimum:
+        raise ConfigError(f"environment variable {name}={raw!r} is not an integer >= {minimum}")
+    return int(raw)
+
+
+#: The start methods :func:`default_num_workers` has logged about (once each).
+_LOGGED_START_METHODS: set[str] = set()
+
+
+def start_method() -> str:
+    """How ``multiprocessing`` starts processes here (``fork``, ``spawn``, ``forkserver``): the
+    method set, else the platform's default, read without fixing it (a later
+    ``multiprocessing.set_start_method`` still works)."""
+    return (multiprocessing.get_start_method(allow_none=True)
+            or multiprocessing.get_all_start_methods()[0])
 
 
 def resolve_num_workers(value: Workers) -> int:

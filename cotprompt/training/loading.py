@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from tqdm.auto import tqdm
 
 from cotprompt.errors import ConfigError
+from cotprompt.training.config import usable_cpus
 from cotprompt.training.loop import progress_disabled
 
 logger = logging.getLogger(__name__)
@@ -70,12 +71,34 @@ def check_loader_options(num_workers: object, pin_memory: object = None) -> None
 
 
 def loader_options(num_workers: int, device: torch.device | str | None, *,
-                   persistent: bool = False) -> dict[str, Any]:
-    """``DataLoader`` keyword arguments for ``num_workers`` workers feeding ``device``: pinned
-    memory on CUDA (so that ``.to(device, non_blocking=True)`` overlaps the copy), and with
-    workers :func:`seed_worker`, :data:`PREFETCH_FACTOR` and ``persistent_workers``."""
-    pin = device is not None and torch.device(device).type == "cuda"
-    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin}
+                   persistent: bool = False, num_batches: int | None = None,
+                   pin_memory: bool | None = None) -> dict[str, Any]:
+    """``DataLoader`` keyword arguments for ``num_workers`` workers feeding ``device``.
+
+    Args:
+        num_workers: Worker processes asked for (``0``: load in the main process); at most
+            the usable CPUs start (:func:`~cotprompt.training.config.usable_cpus`, logged
+            when fewer than asked), more would only compete for them.
+        device: Where the batches go.
+        persistent: Keep the workers between passes (``persistent_workers``).
+        num_batches: Batches the loader will load: no more workers than that start.
+        pin_memory: Pinned memory (so that ``.to(device, non_blocking=True)`` overlaps the
+            copy); ``None``: when ``device`` is CUDA.
+
+    Returns:
+        ``num_workers`` and ``pin_memory``, and with workers :func:`seed_worker`,
+        :data:`PREFETCH_FACTOR` and ``persistent_workers``.
+    """
+    cpus = usable_cpus()
+    if num_workers > cpus:  # also keeps PyTorch from warning about it on every loader
+        logger.warning("num_workers=%d: starting %d worker processes, as many as the usable "
+                       "CPUs", num_workers, cpus)
+        num_workers = cpus
+    if num_batches is not None:
+        num_workers = min(num_workers, max(num_batches, 0))
+    if pin_memory is None:
+        pin_memory = device is not None and torch.device(device).type == "cuda"
+    options: dict[str, Any] = {"num_workers": num_workers, "pin_memory": pin_memory}
     if num_workers > 0:
         options.update(worker_init_fn=seed_worker, prefetch_factor=PREFETCH_FACTOR,
                        persistent_workers=persistent)
@@ -107,13 +130,15 @@ class RunLoader:
         device: Where the batches go (pinned memory when it is CUDA).
         generator: The loader's own generator (the workers' base seed).
         epochs: The index of the last epoch plus one: the workers stop after it.
+        num_batches: Batches of a whole epoch: no more workers than that start.
     """
 
     def __init__(self, dataset: Dataset[Any], *, num_workers: int,
                  device: torch.device | str | None, generator: torch.Generator,
-                 epochs: int) -> None:
+                 epochs: int, num_batches: int | None = None) -> None:
         self.dataset = dataset
         self.num_workers = num_workers
+        self.num_batches = num_batches
         self.device = device
         self.generator = generator
         self.epochs = epochs
@@ -135,7 +160,8 @@ class RunLoader:
         if self._loader is None:
             self._loader = DataLoader(
                 self.dataset, batch_sampler=self.sampler, generator=self.generator,
-                **loader_options(self.num_workers, self.device, persistent=True),
+                **loader_options(self.num_workers, self.device, persistent=True,
+                                 num_batches=self.num_batches),
             )
         iterator: Iterator[Any] | None = iter(self._loader)
         handed = 0

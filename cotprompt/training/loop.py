@@ -92,20 +92,10 @@ def run_record(
     parameters' shapes and ``extra`` (labels, components, task). Stored in checkpoints, so that
     a resume of another run names the options that differ."""
     shapes = {name: list(p.shape) for name, p in model.trainable_state().items()}
-    relevant = config.model_dump(
-        exclude={
-            "checkpoint_dir",
-            "checkpoint_every",
-            "keep_checkpoints",
-            "progress",
-            "log_every",
-            "num_workers",
-            "feature_cache_dir",
-            "gradient_accumulation_steps",
-            "log_with",
-            "project_dir",
-        }
-    )
+    relevant = config.model_dump(exclude={
+        "checkpoint_dir", "checkpoint_every", "keep_checkpoints", "progress", "log_every",
+        "num_workers", "feature_cache_dir", "gradient_accumulation_steps", "log_with",
+        "project_dir", "tracker_project", "run_name", "tracker_config"})
     steps = config.gradient_accumulation_steps
     if steps is not None and steps != 1:  # recorded only when it changes the run (old records)
         relevant["gradient_accumulation_steps"] = steps
@@ -224,8 +214,10 @@ def run_epochs(
         num_samples: Items per epoch.
         step_loss: ``(item, epoch) -> scalar loss`` with gradients for one item of ``load``;
             it runs its forward pass under ``accelerator.autocast()`` itself.
-        load: ``(batches, epoch) ->`` one item per step, from the epoch's remaining batches
-            (lists of item indices; default: the index lists themselves).
+        load: ``(batches, epoch) ->`` one item per batch, in order, from the epoch's remaining
+            batches (lists of item indices; default: the index lists themselves); an iterator
+            with a ``close`` method (a generator) is closed when the epoch ends early (an
+            error, an interrupt), so that what it holds open (loader workers) stops.
         validate: Called after every epoch, in eval mode; its metrics join the epoch's record.
         callbacks: Called with a :class:`StepInfo` after every optimisation step.
         started: ``time.perf_counter()`` when the call began (default: now).
@@ -252,6 +244,7 @@ def run_epochs(
     for tensor in params.values():
         tensor.grad = None
     run.model.train()
+    items: Iterator[Any] | None = None
     try:
         for epoch in range(state.epoch, cfg.epochs):
             lr = learning_rate(cfg, epoch)
@@ -296,6 +289,11 @@ def run_epochs(
             state.history.append(record)
             state.epoch, state.step_in_epoch, state.epoch_losses = epoch + 1, 0, []
     finally:
+        # a kept exception (a notebook's sys.last_traceback) keeps this frame and so the
+        # epoch's iterator alive: close it now rather than when it is collected
+        close = getattr(items, "close", None)
+        if callable(close):
+            close()
         bar.close()
         run.model.eval()
     if cfg.checkpoint_dir and cfg.checkpoint_every:
@@ -392,14 +390,16 @@ class TrainingPlan:
         step_loss: ``(model, item, epoch) -> scalar loss`` with gradients, for one item of
             ``load``; ``model`` is the model as accelerate prepared it. It runs under
             ``accelerator.autocast()``.
-        load: ``(batches, epoch) ->`` one item per step from the epoch's remaining batches
-            (default: the index lists themselves).
+        load: ``(batches, epoch) ->`` one item per batch, in order, from the epoch's remaining
+            batches (default: the index lists themselves).
         validate: Called after every epoch in eval mode; its metrics join the epoch's record.
         fingerprint: What identifies the run besides the options, the parameter shapes and the
             components (labels, task, answer vocabulary...).
         features_cached: Whether frozen image features were computed once.
         prepare_model: Pass the model through ``accelerator.prepare`` (data parallel: the loss
             calls the model); heads that call its parts directly leave it unprepared.
+        close: Called when the run ends, also when it fails: releases what the plan holds
+            open (the worker processes of its loader).
     """
 
     num_items: int
@@ -409,6 +409,7 @@ class TrainingPlan:
     fingerprint: dict[str, Any] = field(default_factory=dict)
     features_cached: bool = False
     prepare_model: bool = False
+    close: Callable[[], None] | None = None
 
 
 def check_output_folders(config: TrainingConfig) -> None:
@@ -445,7 +446,8 @@ def run_training(
         plan: The head's :class:`TrainingPlan`.
         resume_from: A checkpoint folder, a folder of checkpoints, or ``"latest"``.
         callbacks: Called with a :class:`StepInfo` after every step.
-        fingerprint_extra: Added to the plan's fingerprint (the components' records).
+        fingerprint_extra: Added to the plan's fingerprint (the components' records); its
+            ``components`` (``{kind: record}``) also go to the trackers' hyperparameters.
         started: ``time.perf_counter()`` when the call began (default: now).
 
     Returns:
@@ -454,25 +456,31 @@ def run_training(
     Raises:
         TrainingError: No trainable parameters, a non-finite loss, or a checkpoint of another
             run.
-        ConfigError: A checkpoint or feature-cache folder that cannot be written.
+        ConfigError: A checkpoint, feature-cache or tracker folder (``project_dir``) that
+            cannot be written.
     """
     started = time.perf_counter() if started is None else started
-    check_output_folders(config)
-    seed_everything(config.seed)
-    run = setup_run(model, config, accelerator, resume_from=resume_from,
-                    fingerprint_extra={**plan.fingerprint, **(fingerprint_extra or {})},
-                    prepare_model=plan.prepare_model)
-
-    def step_loss(item: Any, epoch: int) -> Tensor:
-        with accelerator.autocast():
-            return plan.step_loss(run.model, item, epoch)
-
-    start_trackers(accelerator, config)
     try:
-        result = run_epochs(run, config, accelerator, num_samples=plan.num_items,
-                            step_loss=step_loss, load=plan.load or _load_indices,
-                            validate=plan.validate, callbacks=callbacks, started=started)
+        check_output_folders(config)
+        seed_everything(config.seed)
+        run = setup_run(model, config, accelerator, resume_from=resume_from,
+                        fingerprint_extra={**plan.fingerprint, **(fingerprint_extra or {})},
+                        prepare_model=plan.prepare_model)
+
+        def step_loss(item: Any, epoch: int) -> Tensor:
+            with accelerator.autocast():
+                return plan.step_loss(run.model, item, epoch)
+
+        start_trackers(accelerator, config,
+                       components=(fingerprint_extra or {}).get("components"))
+        try:
+            result = run_epochs(run, config, accelerator, num_samples=plan.num_items,
+                                step_loss=step_loss, load=plan.load or _load_indices,
+                                validate=plan.validate, callbacks=callbacks, started=started)
+        finally:
+            finish_trackers(accelerator)
     finally:
-        finish_trackers(accelerator)
+        if plan.close is not None:
+            plan.close()
     result.features_cached = plan.features_cached
     return result

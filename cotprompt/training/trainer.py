@@ -62,7 +62,9 @@ class Trainer:
     Args:
         model: The model to train (its backbone stays frozen).
         config: Training options.
-        accelerator: An accelerate ``Accelerator``; built from ``config.precision`` if omitted.
+        accelerator: An accelerate ``Accelerator``; built from ``config`` if omitted
+            (:func:`~cotprompt.training.accelerator.make_accelerator`: precision, gradient
+            accumulation, trackers).
     """
 
     def __init__(self, model: PromptModel, config: TrainingConfig,
@@ -97,11 +99,11 @@ class Trainer:
 
     def _encode(self, dataset: ImageClassificationDataset, batch_size: int) -> Tensor:
         device = self.accelerator.device
-        workers = self._workers(-(-len(dataset) // batch_size))
         loader = DataLoader(  # its own generator: the global one is not drawn from
             dataset, batch_size=batch_size, shuffle=False,
             generator=loader_generator(self.config.seed, "encode"),
-            **loader_options(workers, device),
+            **loader_options(self.config.loader_workers(), device,
+                             num_batches=-(-len(dataset) // batch_size)),
         )
         parts = []
         bar = tqdm(loader, desc="image features", leave=False,
@@ -111,11 +113,6 @@ class Trainer:
                 parts.append(self.model.image_features(
                     pixels.to(device, non_blocking=True)).float())
         return torch.cat(parts)
-
-    def _workers(self, num_batches: int) -> int:
-        """Worker processes for ``num_batches`` batches: the configured number (``"auto"``
-        resolved), no more than there are batches to load."""
-        return min(self.config.loader_workers(), max(num_batches, 0))
 
     def _show_progress(self) -> bool:
         return self.config.progress and self.accelerator.is_local_main_process
@@ -162,14 +159,15 @@ class Trainer:
 
         loader = None
         if pixel_set is not None:  # one loader (one set of workers) for every epoch of the run
-            per_epoch = -(-len(train) // cfg.batch_size)
-            loader = RunLoader(pixel_set, num_workers=self._workers(per_epoch), device=device,
-                               generator=loader_generator(cfg.seed, "train"), epochs=cfg.epochs)
+            loader = RunLoader(pixel_set, num_workers=cfg.loader_workers(), device=device,
+                               generator=loader_generator(cfg.seed, "train"), epochs=cfg.epochs,
+                               num_batches=-(-len(train) // cfg.batch_size))
 
         return TrainingPlan(
             num_items=len(train), step_loss=step_loss,
             load=lambda todo, epoch: self._batches(todo, epoch, features, labels, loader),
             validate=validate, features_cached=cached, prepare_model=True,
+            close=loader.close if loader is not None else None,
         )
 
     def _batches(

@@ -177,7 +177,7 @@ class ContextPromptTuner(nn.Module):
         if key is not None and self._text_cache is not None and self._text_cache[0] == key:
             return self._text_cache[1]
         tokens = self.tokens
-        shifts = self._context_shifts(image_features)
+        shifts = self.context_shifts(image_features)
         encoder = self._fast_encoder(backbone)
         if encoder is not None and self.shares_prefix:
             features = self._encode_shared_prefix(encoder, backbone, tokens, shifts)
@@ -391,8 +391,14 @@ class ContextPromptTuner(nn.Module):
                 )
         self.to(backbone.device)
 
-    def _context_shifts(self, image_features: Tensor | None) -> list[Tensor] | None:
-        """Per-step ``[B, W]`` shifts from the (chained) meta-nets, or ``None``."""
+    def context_shifts(self, image_features: Tensor | None) -> list[Tensor] | None:
+        """Per-step ``[B, W]`` shifts of the context from the (chained) meta-nets for normalised
+        image features ``[B, E]``, or ``None`` for a tuner without meta-nets: step k's meta-net
+        input is linked to step k-1's shift when the tuner chains them (CoT-PT).
+
+        Raises:
+            ConfigError: The tuner is image-conditioned and ``image_features`` is ``None``.
+        """
         if self.meta_nets is None:
             return None
         if image_features is None:

@@ -37,7 +37,14 @@ from cotprompt.cli._common.options import (
     require_positive,
     torch_threads,
 )
-from cotprompt.cli._common.output import configure_logging, json_text, print_json, table, write
+from cotprompt.cli._common.output import (
+    configure_logging,
+    json_text,
+    print_json,
+    printable,
+    table,
+    write,
+)
 from cotprompt.cli._common.overrides import (
     Override,
     apply_overrides,
@@ -67,6 +74,7 @@ __all__ = [
     "load_pipeline",
     "parse_overrides",
     "print_json",
+    "printable",
     "require_positive",
     "table",
     "torch_threads",

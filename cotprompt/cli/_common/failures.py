@@ -72,9 +72,11 @@ def _describe(exc: BaseException) -> tuple[str, int]:
         return one_line(exc), EXIT_FAILURE
     from pydantic import ValidationError
 
+    from cotprompt.config import error_message
+
     if isinstance(exc, ValidationError):
         problems = "; ".join(
-            f"{'.'.join(str(p) for p in error['loc']) or 'value'}: {error['msg']}"
+            f"{'.'.join(str(p) for p in error['loc']) or 'value'}: {error_message(error)}"
             for error in exc.errors()
         )
         return f"invalid value ({exc.title}): {problems}", EXIT_USAGE

@@ -100,7 +100,7 @@ def add_workers(parser: argparse.ArgumentParser) -> None:
 
 
 def _worker_count(value: str) -> int:
-    if not value.strip().isdigit():
+    if not (value.strip().isascii() and value.strip().isdecimal()):
         raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {value!r}")
     return int(value)
 

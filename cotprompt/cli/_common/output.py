@@ -18,7 +18,7 @@ from typing import Any
 
 from cotprompt.errors import NumericalError
 
-__all__ = ["configure_logging", "json_text", "print_json", "table", "write"]
+__all__ = ["configure_logging", "json_text", "print_json", "printable", "table", "write"]
 
 
 def write(text: str = "") -> None:
@@ -75,9 +75,21 @@ def print_json(value: Any) -> None:
     write(json_text(value))
 
 
+def printable(text: str) -> str:
+    """``text`` with every non-printable character (escape sequences, newlines, other control
+    and format characters) written as its Python escape, so that text read from a file (labels,
+    step names of a shared artifact) cannot move the cursor, clear the terminal or fake a line.
+    """
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool]) -> str:
-    """A plain-text table; ``right[i]`` right-aligns column i."""
-    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    """A plain-text table; ``right[i]`` right-aligns column i. Cells are made
+    :func:`printable`."""
+    cells = [[printable(str(h)) for h in headers]] + [
+        ["" if c is None else printable(str(c)) for c in r] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
 
     def line(row: Sequence[str]) -> str:

@@ -43,6 +43,8 @@ class Override:
 
         try:
             self.value = yaml.safe_load(raw) if raw.strip() else None
+        except RecursionError as exc:
+            raise ConfigError(f"--set {key}=...: the value is nested too deeply") from exc
         except yaml.YAMLError as exc:
             problem = getattr(exc, "problem", None) or " ".join(str(exc).split())
             raise ConfigError(f"--set {text}: cannot read the value as YAML: {problem}") from exc

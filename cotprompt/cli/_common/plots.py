@@ -17,7 +17,7 @@ logger = logging.getLogger("cotprompt.cli")  # the command line's logger
 
 
 def check_plots() -> None:
-    """Fail early (a ConfigError naming ``cotprompt[plots]``) when matplotlib is missing."""
+    """Fail early (a ConfigError saying how to install it) when matplotlib is missing."""
     from cotprompt.evaluation.plots import require_matplotlib
 
     require_matplotlib()
