@@ -314,11 +314,78 @@ def test_wandb_and_mlflow_runs_are_named_as_the_run(tiny_backbone, monkeypatch):
     assert given["kwargs"] == {"wandb": {"name": "coop-16"}, "mlflow": {"run_name": "coop-16"}}
 
 
+def test_a_resumed_run_goes_on_under_its_tracker_name(tiny_backbone, tmp_path, monkeypatch):
+    import json
+    from datetime import datetime, timedelta, timezone
+
+    from accelerate import Accelerator
+
+    import cotprompt.training.accelerator as accelerator_module
+
+    ticks = iter(range(100))
+
+    class Clock(datetime):  # every run starts a minute after the last
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 11, 30, 9, 0, tzinfo=timezone.utc) + timedelta(
+                minutes=next(ticks))
+
+    names = []
+
+    def init_trackers(self, project_name, config=None, init_kwargs=None):
+        names.append(init_kwargs["wandb"]["name"])
+
+    monkeypatch.setattr(accelerator_module, "datetime", Clock)
+    monkeypatch.setattr(Accelerator, "init_trackers", init_trackers)
+    folder = tmp_path / "checkpoints"
+    config = options(epochs=2, checkpoint_every=1, checkpoint_dir=str(folder),
+                     log_with=[RecordingTracker()], project_dir=str(tmp_path / "runs"))
+
+    def stop(info):
+        raise Interrupt
+
+    with pytest.raises(Interrupt):
+        coop(tiny_backbone).fit(colour_dataset(2), training=config, callbacks=[stop])
+    first = folder / "checkpoint-1"
+    result = coop(tiny_backbone).fit(colour_dataset(2), training=config, resume_from="latest")
+    assert result.global_step == 2
+    assert names == ["20261130-090000-seed3"] * 2  # not a new run a minute later
+    coop(tiny_backbone).fit(colour_dataset(2), training={**config, "run_name": "coop-16"},
+                            resume_from=first)
+    assert names[-1] == "coop-16"  # a name set is used as it is
+
+    meta = json.loads((first / "state.json").read_text())
+    (first / "state.json").write_text(json.dumps({**meta, "run_name": ".."}))
+    with pytest.raises(TrainingError, match="'run_name' must be a name"):
+        coop(tiny_backbone).fit(colour_dataset(2), training=config, resume_from=first)
+
+
 @pytest.mark.parametrize("option", ["tracker_project", "run_name"])
 def test_tracker_names_must_be_names(option):
-    for value in ("", "a/b"):
-        with pytest.raises(ConfigError, match=option):
+    # the name is a folder under project_dir: no "..", hidden folders or invisible spaces
+    for value in ("", "a/b", "a\\b", "..", ".", ".hidden", " run", "run ", "a b", "x" * 129):
+        with pytest.raises(ConfigError, match=f"{option}: must be a name") as caught:
             merge_training(TrainingConfig(), {option: value})
+        assert "\n" not in str(caught.value)
+    for value in ("coop-16", "run_1.2", "x" * 128):
+        assert getattr(merge_training(TrainingConfig(), {option: value}), option) == value
+
+
+def test_tracker_config_cannot_replace_the_runs_own_values(tiny_backbone):
+    with pytest.raises(ConfigError, match="'lr', 'seed' would replace") as caught:
+        hyperparameters(TrainingConfig(tracker_config={"lr": 5, "seed": "x", "data": 1}))
+    assert "\n" not in str(caught.value)
+    components = {"tuner": {"name": "coop", "config": {"n_ctx": 2}}}
+    for extra in ({"tuner": "mine"}, {"tuner": {"n_ctx": 9}}, {"precision": "fp64"}):
+        with pytest.raises(ConfigError, match="tracker_config"):
+            hyperparameters(TrainingConfig(tracker_config=extra), components=components,
+                            precision="fp32")
+    tracker = RecordingTracker()  # refused before training, whether an option or a component
+    for extra in ({"batch_size": 1}, {"tuner.n_ctx": 9}):
+        with pytest.raises(ConfigError, match="tracker_config"):
+            coop(tiny_backbone).fit(colour_dataset(1), training=options(
+                log_with=[tracker], tracker_config=extra))
+    assert tracker.config is None and tracker.logs == []
 
 
 def test_a_tracker_that_writes_files_needs_project_dir():

@@ -848,3 +848,55 @@ def test_a_failed_recovery_before_a_save_names_the_folder(versions, tmp_path):
     assert info.value.errno == errno.EIO
     assert str(folder) in str(info.value) and "\n" not in str(info.value)
     assert versions.which(folder) == 1  # the committed save is finished by the next load
+
+
+# -- a save killed after its commit point, then a save or pull with a training history -----------
+
+
+def _save_history_and_die_after_the_commit_point(versions: Versions, folder: Path) -> None:
+    real_replace = os.replace
+
+    def die_before_the_config(src, dst, *args, **kwargs):
+        # history.json is moved in; the config that records it is not: killed (power cut)
+        if Path(dst) == folder / CONFIG_NAME and STAGING_DIR in str(src):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_replace(src, dst, *args, **kwargs)
+
+    os.replace = die_before_the_config
+    write_artifact(folder, *versions.args[1], history=[{"epoch": 1, "loss": 0.25}])
+
+
+def _killed_after_the_commit_point(versions: Versions, folder: Path) -> None:
+    versions.save(folder, 0)
+    child = FORK.Process(target=_save_history_and_die_after_the_commit_point,
+                         args=(versions, folder))
+    child.start()
+    child.join(30)
+    assert child.exitcode == -signal.SIGKILL
+    assert _phase(folder) == "committed" and (folder / "history.json").exists()
+
+
+def test_a_save_with_history_after_a_save_killed_past_its_commit_point(versions, tmp_path):
+    folder = tmp_path / "artifact"
+    _killed_after_the_commit_point(versions, folder)
+    # the interrupted save's history.json is its own artifact's once it is finished: replaced
+    write_artifact(folder, *versions.args[0], history=[{"epoch": 1, "loss": 0.125}])
+    assert _phase(folder) == "idle"
+    assert (folder / WEIGHTS_NAME).read_bytes() == versions.files[0][WEIGHTS_NAME]
+    loaded = CoTPipeline.from_pretrained(folder, backbone=versions.backbone)
+    assert loaded.training_history == [{"epoch": 1, "loss": 0.125}]
+
+
+def test_a_pull_after_a_save_killed_past_its_commit_point(versions, tmp_path, monkeypatch):
+    import cotprompt.hub.download as hub_download
+
+    cache = write_artifact(tmp_path / "cache", *versions.args[0],
+                           history=[{"epoch": 3, "loss": 0.5}])
+    monkeypatch.setattr(hub_download, "download_artifact",
+                        lambda repo_id, **kwargs: (cache, {"commit": "c0ffee"}))
+    monkeypatch.setattr(hub_download, "check_artifact", lambda folder, **_: read_config(folder))
+    local = tmp_path / "local"
+    _killed_after_the_commit_point(versions, local)
+    assert hub_download.pull("alice/prompts", local_dir=local).folder == local
+    assert _phase(local) == "idle"
+    assert (local / "history.json").read_bytes() == (cache / "history.json").read_bytes()

@@ -545,3 +545,7 @@ def test_table_cells_from_files_cannot_drive_the_terminal() -> None:
     assert len(text.splitlines()) == 3  # header, rule, one row: no fake line
     assert "cat\\x1b[2J\\x1b[31m\\nFAKE ROW\\u202e" in text
     assert table(["label"], [["Abyssinian é"]], [False]).splitlines()[2] == "Abyssinian é"
+    # the joiners of scripts and emoji are text; bidirectional isolates are escaped
+    for honest in ("\u0645\u06cc\u200c\u062e", "\U0001F469\u200d\U0001F4BB"):
+        assert table(["label"], [[honest]], [False]).splitlines()[2] == honest
+    assert table(["label"], [["a\u2067b"]], [False]).splitlines()[2] == "a\\u2067b"

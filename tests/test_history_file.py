@@ -19,7 +19,7 @@ import pytest
 import test_hub
 import torch
 from test_artifact_saves import _count_steps, _phase
-from test_hub import ALICE
+from test_hub import ALICE, assert_same_weights
 from test_training import CLASSES, colour_dataset
 
 from cotprompt import CoTPipeline
@@ -274,7 +274,8 @@ def test_a_history_text_holding_the_cards_markers_never_reaches_a_card(trained, 
     assert "evil.example" not in card and "## Important" not in card
 
 
-@pytest.mark.parametrize("key", ["a|b", "a<b", "b>a", "a\nb", "a\tb", "a\u202eb", "\x00"])
+@pytest.mark.parametrize("key", ["a|b", "a<b", "b>a", "a\nb", "a\tb", "a\u202eb", "\x00",
+                                 "a\u2066b", "a\u200fb", "a\u2028b", "\x1b[2J"])
 def test_keys_and_texts_with_markup_or_control_characters_are_refused(key):
     for record in ({key: 1.0}, {"note": key}):
         data = json.dumps([{"epoch": 1, **record}]).encode()
@@ -284,6 +285,13 @@ def test_keys_and_texts_with_markup_or_control_characters_are_refused(key):
             encode_history([{"epoch": 1, **record}])  # a save never writes what loading refuses
     plain = [{"epoch": 1, "val_i2t_recall@1": 50.0, "note": "SGD (momentum 0.9) & cosine"}]
     assert parse_history(encode_history(plain).encode(), "h.json") == plain
+
+
+def test_texts_with_the_joiners_of_scripts_and_emoji_are_kept():
+    """Zero-width (non-)joiners are text (a Persian word, an emoji sequence), not controls
+    (review R4, finding 7)."""
+    history = [{"epoch": 1, "\u0645\u06cc\u200c\u062e": 0.5, "note": "\U0001F469\u200d\U0001F4BB"}]
+    assert parse_history(encode_history(history).encode(), "h.json") == history
 
 
 def test_the_card_shows_history_text_as_text_and_a_later_save_drops_it(trained):
@@ -389,6 +397,25 @@ def test_a_history_over_the_cap_is_not_downloaded(hub, trained, tiny_backbone, c
     assert hub.count("GET", f"/{HISTORY_NAME}") == 0  # its metadata only: nothing downloaded
     again = CoTPipeline.from_pretrained("alice/big", backbone=tiny_backbone)
     assert again.training_history == trained.training_history
+
+
+def test_the_history_size_check_retries_and_a_dead_one_only_drops_the_history(
+        hub, trained, tiny_backbone, caplog):
+    """The history's size request is retried like the others; when the Hub still does not
+    answer it, the artifact loads without its (optional) history (review R4, finding 8)."""
+    trained.push_to_hub("alice/flaky-history", token=ALICE)
+    hub.fail(f"/{HISTORY_NAME}", 503, times=2)
+    loaded = CoTPipeline.from_pretrained("alice/flaky-history", backbone=tiny_backbone)
+    assert loaded.training_history == trained.training_history
+    trained.push_to_hub("alice/dead-history", token=ALICE)
+    hub.fail(f"/{HISTORY_NAME}", 503, times=100)
+    with caplog.at_level(logging.WARNING):
+        loaded = CoTPipeline.from_pretrained("alice/dead-history", backbone=tiny_backbone)
+    hub.clear_faults()
+    assert loaded.training_history is None
+    assert_same_weights(loaded, trained)
+    assert any("going on without the training history" in r.getMessage()
+               for r in caplog.records)
 
 
 def test_a_push_without_history_removes_the_repositorys_history(hub, trained, tiny_backbone):
@@ -546,12 +573,16 @@ def test_a_tampered_history_pulled_says_so_once_and_push_says_how_to_fix(hub, tr
 def test_push_of_an_edited_history_says_how_to_fix(hub, trained, tmp_path):
     folder = trained.save_pretrained(tmp_path / "a")
     _rewrite(folder, b'[{"epoch": 1, "loss": 0.01}]\n', record=False)
-    with pytest.raises(ArtifactError, match="load and save the folder again"):
+    with pytest.raises(ArtifactError, match=re.escape(
+            f"move or delete {folder / HISTORY_NAME}, then load and save the folder again")):
         _push(folder, "alice/edited")
+    (folder / HISTORY_NAME).rename(tmp_path / "kept.json")  # the fix the error gives
     CoTPipeline.from_pretrained(folder).save_pretrained(folder)
     _push(folder, "alice/edited")
     with pytest.raises(KeyError):
         hub.file("alice/edited", HISTORY_NAME)
+    trained.save_pretrained(folder)  # nothing left in the way of a save with history (R4, 4)
+    assert CoTPipeline.from_pretrained(folder).training_history == trained.training_history
 
 
 @pytest.mark.parametrize(("history", "problem"), [

@@ -177,6 +177,32 @@ def test_text_from_a_loaded_config_shows_as_text_never_as_markup(pipeline):
     ("val_accuracy", "val_accuracy"), ("_em_", "\\_em\\_"), ("a|b", "a\\|b"),
     ("<!-- c -->", "&lt;!-- c --&gt;"), ("[l](u)", "\\[l\\](u)"), ("a\n\n# b", "a # b"),
     ("R&D", "R&amp;D"), ("$x$", "\\$x\\$"), ("a\u202eb", "ab"), ("5*3~", "5\\*3\\~"),
+    # bidirectional controls and escape sequences go; the joiners of scripts and emoji stay
+    ("a\u2067b\u200fc\x1bd\u061ce", "abcde"),
+    ("\u0645\u06cc\u200c\u062e", "\u0645\u06cc\u200c\u062e"),
+    ("\U0001F469\u200d\U0001F4BB", "\U0001F469\u200d\U0001F4BB"),
 ])
 def test_markdown_text_escapes_what_would_be_markup(text, shown):
     assert markdown_text(text) == shown
+
+
+def test_custom_text_quoting_the_end_marker_is_kept(pipeline):
+    """Custom text after the generated block may quote the end marker (explaining the card's
+    layout): the block ends at its own marker, not at the last one (review R4, finding 2)."""
+    config = trained_config(pipeline)
+    card = render_card(config)
+    custom = (f"\n## Notes\n\nKeep this.\n\nEverything between `{START}` and `{END}` is "
+              "regenerated.\n\nAnd this.\n")
+    again = render_card(config, existing=card + custom)
+    assert again == card + custom
+    assert render_card(config, existing=again) == again
+
+
+def test_an_end_marker_an_older_card_let_into_its_block_is_repaired(pipeline):
+    """A card rendered before labels were escaped may hold an end marker inside its generated
+    block (from a label): the block is still replaced whole, up to its last section's end."""
+    config = trained_config(pipeline)
+    card = render_card(config)
+    injected = card.replace("## Install", f"x {END} y\n\n## Install", 1)
+    assert injected != card
+    assert render_card(config, existing=injected + "\nMine.\n") == card + "\nMine.\n"

@@ -24,12 +24,13 @@ import json
 import logging
 import math
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from huggingface_hub import CardData, EvalResult, ModelCard, ModelCardData
+
+from cotprompt.artifact.history import is_control
 
 logger = logging.getLogger("cotprompt.model_card")  # the logger name users configure
 
@@ -195,13 +196,14 @@ def base_model_for(backbone_config: Mapping[str, Any]) -> str | None:
 
 def markdown_text(value: Any) -> str:
     """``value`` as inline Markdown that shows exactly its text on one line: whitespace runs
-    (newlines included) become one space, other control and format characters are dropped,
+    (newlines included) become one space, other control characters and bidirectional controls
+    are dropped (:func:`~cotprompt.artifact.history.is_control`; zero-width joiners are kept),
     ``&``, ``<`` and ``>`` become HTML entities, and Markdown punctuation that would start
     markup (``\\ ` * [ ] | ~ $``, ``_`` at a word's edge) is backslash-escaped. Safe in a table
     cell and in running text.
     """
     text = " ".join(str(value).split())
-    text = "".join(c for c in text if not unicodedata.category(c).startswith("C"))
+    text = "".join(c for c in text if not is_control(c))
     return _MARKUP.sub(lambda m: "\\" + m.group(0), html.escape(text, quote=False))
 
 
@@ -372,6 +374,19 @@ def _generated_body(
     return "\n".join(lines)
 
 
+def _after_block(rest: str) -> str:
+    """The text after the generated block, from ``rest`` (the card after its start marker):
+    after the first end marker that follows the block's last section (``## Citation``), else
+    after the first one. An end marker before that section is one a card rendered by an older
+    cotprompt let in from a label or history text; one after the block's end (custom text
+    quoting it) is the user's and kept."""
+    last_section = rest.find("\n## Citation\n")
+    end = rest.find(END, last_section) if last_section >= 0 else -1
+    if end < 0:
+        end = rest.find(END)
+    return rest[end + len(END):]
+
+
 def _card_data(
     config: Mapping[str, Any], repo_id: str | None, base_model: str | None,
     card_kwargs: Mapping[str, Any] | None = None,
@@ -457,11 +472,8 @@ def render_card(
         old = ModelCard(existing, ignore_metadata_errors=True)
         text = old.text
         if START in text and END in text.split(START, 1)[1]:
-            # up to the last end marker: one a card rendered by an older cotprompt let in
-            # (from a label or history text) is not taken for the end of the generated block
             before, rest = text.split(START, 1)
-            after = rest.rsplit(END, 1)[1]
-            text = before + body + after
+            text = before + body + _after_block(rest)
         else:
             text = body + "\n\n" + text.lstrip()
         derived = [key for key in ("license", "datasets") if key not in card_kwargs]

@@ -19,7 +19,7 @@ from typing import Literal
 from cotprompt.artifact.files import CONFIG_NAME, FOLDER_FILES
 from cotprompt.artifact.history import HISTORY_NAME, MAX_HISTORY_BYTES
 from cotprompt.errors import ArtifactError
-from cotprompt.folder_commit import Writer, commit_files
+from cotprompt.folder_commit import Writer, commit_files, recover
 
 __all__ = ["HistoryOwnership", "commit_with_history", "history_ownership"]
 
@@ -70,9 +70,11 @@ def commit_with_history(
     none, and the folder's goes in the same commit only when it is its current artifact's
     (:func:`history_ownership`); a foreign one is left as it is.
 
-    Ownership is checked before the commit and again under the commit's lock (after any
-    interrupted save was finished); when it changed in between (another save), the commit is
-    dropped before its commit point and made again (at most three times).
+    A foreign ``history.json`` is only refused after an interrupted save into ``directory``
+    was finished or discarded. Ownership is checked before the commit and again under the
+    commit's lock (after recovery);
+    when it changed in between (another save), the commit is dropped before its commit point
+    and made again (at most three times).
 
     Args:
         refusal: The end of the error when a foreign ``history.json`` would be replaced
@@ -86,6 +88,11 @@ def commit_with_history(
     directory = Path(directory)
     for _attempt in range(3):
         state = history_ownership(directory)
+        if (state == "foreign" and history is not None
+                and recover(directory, FOLDER_FILES, blocking=True) is not None):
+            # a save killed after its commit point left its new history.json beside the old
+            # config: once finished, it is the folder's artifact's
+            state = history_ownership(directory)
         if state == "foreign" and history is not None:
             raise ArtifactError(
                 f"{directory / HISTORY_NAME} is not the training history its folder's "

@@ -21,6 +21,7 @@ from cotprompt.artifact.checked import (
 from cotprompt.artifact.format import (
     CARD_NAME,
     CONFIG_NAME,
+    FOLDER_FILES,
     HISTORY_NAME,
     WEIGHTS_NAME,
     read_config,
@@ -71,6 +72,7 @@ class _Fetch:
     cache_dir: str | None = None
     subfolder: str | None = None
     force_download: bool = False
+    retry: RetryPolicy | None = None
 
 
 def check_subfolder(subfolder: str | None) -> str | None:
@@ -127,8 +129,10 @@ def _download(
 
 def _over_history_cap(fetch: _Fetch, commit: str) -> bool:
     """Whether the ``history.json`` at ``commit`` is over the size a training history may have,
-    from its metadata (one ``HEAD`` request) before it is downloaded; logged as a warning. A copy
-    already in the cache is not asked about (reading it stops at the cap)."""
+    from its metadata (one ``HEAD`` request, transient failures retried) before it is
+    downloaded; logged as a warning. A copy already in the cache is not asked about (reading it
+    stops at the cap). When the Hub still does not answer, ``True`` with a warning: the history
+    is optional, the download goes on without it."""
     from huggingface_hub import get_hf_file_metadata, hf_hub_url, try_to_load_from_cache
 
     filename = f"{fetch.subfolder}/{HISTORY_NAME}" if fetch.subfolder else HISTORY_NAME
@@ -137,7 +141,15 @@ def _over_history_cap(fetch: _Fetch, commit: str) -> bool:
                                revision=commit), str):
         return False
     url = hf_hub_url(fetch.repo_id, HISTORY_NAME, subfolder=fetch.subfolder, revision=commit)
-    size = get_hf_file_metadata(url, token=fetch.token, **library_kwargs()).size
+    try:
+        size = with_retries(
+            lambda: get_hf_file_metadata(url, token=fetch.token, **library_kwargs()).size,
+            f"check the size of {fetch.repo_id}'s {HISTORY_NAME} at {commit}",
+            fetch.retry,
+        )
+    except HubConnectionError as exc:
+        logger.warning("%s; going on without the training history", exc)
+        return True
     if size is not None and size > MAX_HISTORY_BYTES:
         logger.warning("%s's %s at %s is %d bytes, over the %d a training history may have; not "
                        "downloading it", fetch.repo_id, HISTORY_NAME, commit, size,
@@ -247,7 +259,7 @@ def download_artifact(
             + " forbids any request"
         )
     fetch = _Fetch(repo_id, token, str(cache_dir) if cache_dir is not None else None,
-                   subfolder, force_download)
+                   subfolder, force_download, retry)
     name = revision or "main"
     source: dict[str, Any] = {
         "type": "hub",
@@ -400,7 +412,7 @@ def pull(
             or a ``history.json`` that is not its artifact's.
         OSError: ``local_dir`` cannot be written; it keeps what it held.
     """
-    from cotprompt.folder_commit import Writer
+    from cotprompt.folder_commit import Writer, recover
 
     if local_dir is not None:  # checked before anything is fetched
         target = Path(local_dir)
@@ -410,7 +422,9 @@ def pull(
                 f"{target} holds a README.md but no cotprompt artifact; pull into an empty "
                 "folder or an artifact folder, so that your README.md is not replaced"
             )
-        if history_ownership(target) == "foreign":
+        if history_ownership(target) == "foreign" and (
+                recover(target, FOLDER_FILES, blocking=True) is None
+                or history_ownership(target) == "foreign"):  # an interrupted save finished
             raise ArtifactError(f"{target} holds a {HISTORY_NAME} that its artifact does not "
                                 f"record; {_PULL_ELSEWHERE}")
     folder, source = download_artifact(repo_id, revision=revision, token=token)

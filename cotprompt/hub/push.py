@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import os
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -95,9 +96,13 @@ def _checked_files(
     try:  # a bad one is refused: it would be published
         history = read_history_file(folder, config)
     except ArtifactError as exc:
+        # a save leaves a history.json its config does not record in place (it may be the
+        # user's): without moving it, the next save with a training history would refuse it
+        present = os.path.lexists(folder / HISTORY_NAME)
         raise ArtifactError(
-            f"{exc}; nothing was uploaded. To push the prompts without it, load and save the "
-            f"folder again: CoTPipeline.from_pretrained({str(folder)!r})"
+            f"{exc}; nothing was uploaded. To push the prompts without it, "
+            + (f"move or delete {folder / HISTORY_NAME}, then " if present else "")
+            + f"load and save the folder again: CoTPipeline.from_pretrained({str(folder)!r})"
             f".save_pretrained({str(folder)!r})"
         ) from exc
     if history is not None:  # the very bytes checked against the config and parsed

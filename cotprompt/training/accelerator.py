@@ -117,11 +117,13 @@ def tracker_options(config: TrainingConfig) -> dict[str, Any]:
     (empty without trackers); checked before any work.
 
     Raises:
-        ConfigError: A named tracker's package is not installed (naming it), or a tracker that
-            writes files without ``project_dir``.
+        ConfigError: A named tracker's package is not installed (naming it), a tracker that
+            writes files without ``project_dir``, or a ``tracker_config`` key that names a
+            training option the trackers record (see :func:`hyperparameters`).
     """
     if not config.log_with:
         return {}
+    hyperparameters(config)  # tracker_config's keys; the components' are checked at the start
     from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 
     available = {str(tracker) for tracker in get_available_trackers()}
@@ -151,8 +153,9 @@ def check_trackers(config: TrainingConfig) -> None:
     (:func:`tracker_options`) and that ``project_dir`` can be written.
 
     Raises:
-        ConfigError: A missing tracker package, a file tracker without ``project_dir``, or a
-            ``project_dir`` that cannot be written (naming it and why).
+        ConfigError: A missing tracker package, a file tracker without ``project_dir``, a
+            ``tracker_config`` key that names a training option, or a ``project_dir`` that
+            cannot be written (naming it and why).
     """
     if tracker_options(config) and config.project_dir is not None:
         check_writable(config.project_dir, what="tracker folder")
@@ -170,6 +173,10 @@ def hyperparameters(
 
     TensorBoard's hyperparameters take numbers, strings and booleans only: lists are JSON text
     and ``None`` values are left out.
+
+    Raises:
+        ConfigError: A ``tracker_config`` key that names one of the run's own values (``lr``,
+            ``tuner.n_ctx``...), which it would replace in the record.
     """
     values: dict[str, Any] = {key: value for key, value in config_record(config).items()
                               if key not in _RUN_OPTIONS}
@@ -179,7 +186,13 @@ def hyperparameters(
         if isinstance(record, Mapping):
             values[kind] = record.get("name")
             _flatten(record.get("config") or {}, kind, values)
-    _flatten(config.tracker_config or {}, "", values)
+    extra: dict[str, Any] = {}
+    _flatten(config.tracker_config or {}, "", extra)
+    taken = sorted(set(extra) & set(values))
+    if taken:
+        raise ConfigError(f"tracker_config: {', '.join(map(repr, taken))} would replace the "
+                          "run's own value(s) in the trackers' record; rename the key(s)")
+    values.update(extra)
     return {key: value if isinstance(value, (bool, int, float, str)) else json.dumps(value)
             for key, value in values.items() if value is not None}
 
@@ -193,13 +206,17 @@ def _flatten(mapping: Mapping[str, Any], prefix: str, into: dict[str, Any]) -> N
             into[name] = value
 
 
-def run_name(config: TrainingConfig, now: datetime | None = None) -> str:
-    """The name of a run in its trackers: ``config.run_name`` when set, else
-    ``<UTC time>-seed<seed>`` (``20261130-094512-seed1``) with ``-2``, ``-3``... added when
-    ``project_dir`` already holds a run of that name, so that each run has a folder of its
-    own."""
+def run_name(config: TrainingConfig, now: datetime | None = None, *,
+             resumed: str | None = None) -> str:
+    """The name of a run in its trackers: ``config.run_name`` when set, else ``resumed`` (the
+    name of the run a checkpoint was written by: a resumed run goes on under its name and in
+    its folder), else ``<UTC time>-seed<seed>`` (``20261130-094512-seed1``) with ``-2``,
+    ``-3``... added when ``project_dir`` already holds a run of that name, so that each run has
+    a folder of its own."""
     if config.run_name is not None:
         return config.run_name
+    if resumed is not None:
+        return resumed
     now = now or datetime.now(timezone.utc)
     name = f"{now:%Y%m%d-%H%M%S}-seed{config.seed}"
     if config.project_dir is None:
@@ -212,20 +229,24 @@ def run_name(config: TrainingConfig, now: datetime | None = None) -> str:
 
 
 def start_trackers(accelerator: Accelerator, config: TrainingConfig, *,
-                   components: Mapping[str, Any] | None = None) -> str | None:
+                   components: Mapping[str, Any] | None = None,
+                   resumed: str | None = None) -> str | None:
     """Start the accelerator's trackers (if any) with the run's :func:`hyperparameters` (with
     ``components``' names and options, the precision and accumulation steps in use), under
-    the run's :func:`run_name` in the project ``config.tracker_project``: trackers that write
-    files write them to ``project_dir/<run name>/`` (TensorBoard:
-    ``project_dir/<run name>/<project>/``), W&B and MLflow name the run so. On the main process
-    only, as accelerate does.
+    the run's :func:`run_name` (``resumed``: the name a resumed checkpoint's run had) in the
+    project ``config.tracker_project``: trackers that write files write them to
+    ``project_dir/<run name>/`` (TensorBoard: ``project_dir/<run name>/<project>/``), W&B and
+    MLflow name the run so. On the main process only, as accelerate does.
+
+    Raises:
+        ConfigError: A ``tracker_config`` key that names one of the run's values.
 
     Returns:
         The run's name, ``None`` without trackers.
     """
     if not accelerator.log_with:
         return None
-    name = run_name(config)
+    name = run_name(config, resumed=resumed)
     if config.project_dir is not None:
         # accelerate gives file trackers one folder: this run's own
         accelerator.project_configuration.logging_dir = os.path.join(config.project_dir, name)

@@ -3,7 +3,8 @@
 A checkpoint folder ``checkpoint-<step>/`` holds ``state.safetensors`` (trainable parameters,
 optimizer tensors, random-number-generator states) and ``state.json`` (counters, the losses of
 the current epoch so far, optimizer hyper-parameters, a fingerprint of the run and what it was
-computed from, so that a refused resume names the options that differ). The folder is written
+computed from, so that a refused resume names the options that differ, and the run's name in
+its trackers, so that a resumed run goes on under it). The folder is written
 under a temporary name and renamed, so an interrupted save leaves no partial checkpoint.
 Re-saving a step sets the previous folder aside as ``.checkpoint-<step>.<random>.old`` until the
 new one is in place; if the save is stopped in between, the old folder is renamed back (at once,
@@ -29,6 +30,7 @@ from torch import Tensor
 
 from cotprompt.errors import TrainingError
 from cotprompt.io import current_umask, fsync_folder, save_safetensors_atomic, write_text_atomic
+from cotprompt.training.config import check_tracker_name
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,8 @@ class TrainingState:
         history: Per-epoch metrics so far.
         epoch_losses: The losses of the batches of ``epoch`` already done (so that a resumed
             epoch's record averages all of its batches, not only those after the resume).
+        run_name: The run's name in its trackers (``None``: none yet), so that a resumed run
+            goes on logging under it. Not part of the run's fingerprint.
     """
 
     global_step: int = 0
@@ -55,6 +59,7 @@ class TrainingState:
     step_in_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
     epoch_losses: list[float] = field(default_factory=list)
+    run_name: str | None = None
 
 
 def save_checkpoint(
@@ -97,6 +102,7 @@ def save_checkpoint(
         "epoch_losses": state.epoch_losses,
         "fingerprint": fingerprint,
         "run": run,
+        "run_name": state.run_name,
         "param_groups": optim_state["param_groups"],
         "optimizer_scalars": scalars,
     }
@@ -277,12 +283,19 @@ def _check_meta(path: Path, meta: dict[str, Any]) -> TrainingState:
     losses = meta.get("epoch_losses", [])
     if not isinstance(losses, list) or not all(_is_number(v) for v in losses):
         raise TrainingError(f"{where}: 'epoch_losses' must be a list of numbers")
+    name = meta.get("run_name")  # absent from checkpoints written before it was kept
+    if name is not None:
+        try:
+            check_tracker_name(name)
+        except ValueError as exc:
+            raise TrainingError(f"{where}: 'run_name' {exc}") from None
     return TrainingState(
         global_step=meta["global_step"],
         epoch=meta["epoch"],
         step_in_epoch=meta["step_in_epoch"],
         history=history,
         epoch_losses=[float(v) for v in losses],
+        run_name=name,
     )
 
 

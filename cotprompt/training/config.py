@@ -6,6 +6,7 @@ import difflib
 import logging
 import multiprocessing
 import os
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -92,11 +93,15 @@ class TrainingConfig(ComponentConfig):
             every tracker, so it wins over ``WANDB_PROJECT``). Not saved with an artifact.
         run_name: The run's name in its trackers and its folder under ``project_dir``;
             ``None``: ``<UTC time>-seed<seed>`` (``-2``, ``-3``... added when ``project_dir``
-            already holds one of that name); a name set here is used as it is. Not saved with
-            an artifact.
+            already holds one of that name), or on a resume the name of the run the checkpoint
+            was written by, so that the run goes on logging under it. A name set here is used as
+            it is: a run logged again under it adds to its folder. This and ``tracker_project``
+            are names of ASCII letters, digits, ``.``, ``_`` and ``-`` (:func:`check_tracker_name`).
+            Not saved with an artifact.
         tracker_config: More values the trackers record with the run's hyperparameters
             (``cotprompt train`` adds its data section); nested mappings are flattened to
-            dotted keys. Not saved with an artifact.
+            dotted keys; a key that names one of the run's own values (``lr``, ``tuner``...) is
+            refused. Not saved with an artifact.
     """
 
     epochs: int = Field(default=10, ge=1)
@@ -139,9 +144,7 @@ class TrainingConfig(ComponentConfig):
     @field_validator("tracker_project", "run_name")
     @classmethod
     def _check_name(cls, value: str | None) -> str | None:
-        if value is not None and (not value.strip() or "/" in value or "\\" in value):
-            raise ValueError(f"must be a non-empty name without slashes, got {value!r}")
-        return value
+        return None if value is None else check_tracker_name(value)
 
     @field_validator("log_with", mode="before")
     @classmethod
@@ -162,6 +165,27 @@ class TrainingConfig(ComponentConfig):
     def loader_workers(self) -> int:
         """``num_workers`` as a number (``"auto"`` resolved by :func:`default_num_workers`)."""
         return resolve_num_workers(self.num_workers)
+
+
+#: The longest ``tracker_project`` / ``run_name`` (a folder name under ``project_dir``).
+MAX_NAME_LENGTH = 128
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
+
+
+def check_tracker_name(value: str) -> str:
+    """``value`` if it can name a tracker project or run: ASCII letters, digits, ``.``, ``_``
+    and ``-``, not starting with ``.``, at most :data:`MAX_NAME_LENGTH` characters. It becomes a
+    folder under ``project_dir``: this refuses ``..``, ``.``, slashes, hidden folders and the
+    surrounding spaces that a file manager hides.
+
+    Raises:
+        ValueError: Naming the value and what a name may hold.
+    """
+    if (not isinstance(value, str) or len(value) > MAX_NAME_LENGTH
+            or not _NAME.fullmatch(value)):
+        raise ValueError(f"must be a name of at most {MAX_NAME_LENGTH} ASCII letters, digits, "
+                         f"'.', '_' and '-', not starting with '.', got {value!r}")
+    return value
 
 
 def default_num_workers() -> int:

@@ -471,8 +471,11 @@ def run_training(
             with accelerator.autocast():
                 return plan.step_loss(run.model, item, epoch)
 
-        start_trackers(accelerator, config,
-                       components=(fingerprint_extra or {}).get("components"))
+        name = start_trackers(accelerator, config,
+                              components=(fingerprint_extra or {}).get("components"),
+                              resumed=run.state.run_name)
+        if name is not None:  # kept in the checkpoints: a resume goes on under this name
+            run.state.run_name = name
         try:
             result = run_epochs(run, config, accelerator, num_samples=plan.num_items,
                                 step_loss=step_loss, load=plan.load or _load_indices,

@@ -13,6 +13,7 @@ import logging
 import math
 import os
 import sys
+import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
@@ -75,14 +76,27 @@ def print_json(value: Any) -> None:
     write(json_text(value))
 
 
+#: The Unicode ``Bidi_Control`` characters (as ``cotprompt.artifact.history.BIDI_CONTROLS``,
+#: not imported: the CLI's output helpers import neither torch nor the artifact package).
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                           "\u2066\u2067\u2068\u2069")
+
+
 def printable(text: str) -> str:
     """``text`` with every non-printable character (escape sequences, newlines, other control
-    and format characters) written as its Python escape, so that text read from a file (labels,
-    step names of a shared artifact) cannot move the cursor, clear the terminal or fake a line.
+    characters, separators, bidirectional controls) written as its Python escape, so that text
+    read from a file (labels, step names of a shared artifact) cannot move the cursor, clear the
+    terminal, fake a line or show reversed. Other format characters are text: the zero-width
+    (non-)joiners (U+200C, U+200D) of scripts and emoji sequences are kept.
     """
     if text.isprintable():
         return text
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return "".join(c if _shown(c) else repr(c)[1:-1] for c in text)
+
+
+def _shown(char: str) -> bool:
+    return char.isprintable() or (unicodedata.category(char) == "Cf"
+                                  and char not in _BIDI_CONTROLS)
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool]) -> str:
