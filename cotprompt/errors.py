@@ -7,6 +7,8 @@ best describes it (``ValueError``, ``KeyError``, ...), so existing handlers keep
 
 from __future__ import annotations
 
+import unicodedata
+
 
 class CotpromptError(Exception):
     """Base class of every error raised on purpose by cotprompt."""
@@ -63,3 +65,20 @@ def one_line(exc: BaseException | str, limit: int | None = None) -> str:
     if limit is not None and len(text) > limit:
         text = text[: limit - 3] + "..."
     return text
+
+
+#: The Unicode ``Bidi_Control`` characters (marks, embeddings, overrides, isolates): they can
+#: show text reordered (a label reversed); :func:`is_control`.
+BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
+                          "\u2066\u2067\u2068\u2069")
+_CONTROL_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
+
+
+def is_control(char: str) -> bool:
+    """Whether ``char`` (one character) is not shown as text but acts on the text or the
+    terminal: a control character (Unicode category ``Cc``), a surrogate (``Cs``), a line or
+    paragraph separator (``Zl``, ``Zp``) or a bidirectional control (:data:`BIDI_CONTROLS`).
+    The zero-width (non-)joiners (U+200C, U+200D) and other format characters that scripts
+    and emoji sequences use are text. For text read from files shown to a user (model cards,
+    training histories, command-line tables)."""
+    return char in BIDI_CONTROLS or unicodedata.category(char) in _CONTROL_CATEGORIES

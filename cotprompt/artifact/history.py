@@ -15,14 +15,13 @@ import json
 import math
 import numbers
 import re
-import unicodedata
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from cotprompt.errors import ArtifactError, ConfigError
+from cotprompt.errors import ArtifactError, ConfigError, is_control
 
-__all__ = ["BIDI_CONTROLS", "HISTORY_NAME", "MAX_HISTORY_BYTES", "MAX_HISTORY_KEYS",
-           "check_history", "encode_history", "is_control", "parse_history"]
+__all__ = ["HISTORY_NAME", "MAX_HISTORY_BYTES", "MAX_HISTORY_KEYS", "check_history",
+           "encode_history", "parse_history"]
 
 HISTORY_NAME = "history.json"
 #: The largest ``history.json`` read (a 10 000-epoch run with a dozen metrics is ~2 MB).
@@ -32,12 +31,6 @@ MAX_HISTORY_KEYS = 256
 _MAX_TEXT = 1000
 #: What a key or text value may not hold: markup (``<``, ``>``), table cell ends (``|``).
 _REFUSED = re.compile(r"[<>|]")
-#: The Unicode ``Bidi_Control`` characters (marks, embeddings, overrides, isolates): they can
-#: show text reordered (a label reversed); :func:`is_control`.
-BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-                          "\u2066\u2067\u2068\u2069")
-_CONTROL_CATEGORIES = frozenset({"Cc", "Cs", "Zl", "Zp"})
-
 Value = bool | int | float | str | None
 
 
@@ -153,16 +146,7 @@ def _record_problem(record: Any) -> str | None:
     return None
 
 
-def is_control(char: str) -> bool:
-    """Whether ``char`` (one character) is not shown as text but acts on the text or the
-    terminal: a control character (Unicode category ``Cc``), a surrogate (``Cs``), a line or
-    paragraph separator (``Zl``, ``Zp``) or a bidirectional control (:data:`BIDI_CONTROLS`).
-    The zero-width (non-)joiners (U+200C, U+200D) and other format characters that scripts
-    and emoji sequences use are text."""
-    return char in BIDI_CONTROLS or unicodedata.category(char) in _CONTROL_CATEGORIES
-
-
 def _unsafe(text: str) -> bool:
-    """Whether ``text`` holds a character no key or text value may have (:func:`is_control`,
-    or markup: ``<``, ``>``, ``|``)."""
+    """Whether ``text`` holds a character no key or text value may have (a control character,
+    :func:`~cotprompt.errors.is_control`, or markup: ``<``, ``>``, ``|``)."""
     return bool(_REFUSED.search(text)) or any(is_control(c) for c in text)

@@ -30,7 +30,7 @@ from typing import Any
 
 from huggingface_hub import CardData, EvalResult, ModelCard, ModelCardData
 
-from cotprompt.artifact.history import is_control
+from cotprompt.errors import is_control
 
 logger = logging.getLogger("cotprompt.model_card")  # the logger name users configure
 
@@ -197,7 +197,7 @@ def base_model_for(backbone_config: Mapping[str, Any]) -> str | None:
 def markdown_text(value: Any) -> str:
     """``value`` as inline Markdown that shows exactly its text on one line: whitespace runs
     (newlines included) become one space, other control characters and bidirectional controls
-    are dropped (:func:`~cotprompt.artifact.history.is_control`; zero-width joiners are kept),
+    are dropped (:func:`~cotprompt.errors.is_control`; zero-width joiners are kept),
     ``&``, ``<`` and ``>`` become HTML entities, and Markdown punctuation that would start
     markup (``\\ ` * [ ] | ~ $``, ``_`` at a word's edge) is backslash-escaped. Safe in a table
     cell and in running text.

@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Sequence
 from typing import Any
 
-from cotprompt.errors import NumericalError
+from cotprompt.errors import NumericalError, is_control
 
 __all__ = ["configure_logging", "json_text", "print_json", "printable", "table", "write"]
 
@@ -76,12 +76,6 @@ def print_json(value: Any) -> None:
     write(json_text(value))
 
 
-#: The Unicode ``Bidi_Control`` characters (as ``cotprompt.artifact.history.BIDI_CONTROLS``,
-#: not imported: the CLI's output helpers import neither torch nor the artifact package).
-_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e"
-                           "\u2066\u2067\u2068\u2069")
-
-
 def printable(text: str) -> str:
     """``text`` with every non-printable character (escape sequences, newlines, other control
     characters, separators, bidirectional controls) written as its Python escape, so that text
@@ -95,8 +89,7 @@ def printable(text: str) -> str:
 
 
 def _shown(char: str) -> bool:
-    return char.isprintable() or (unicodedata.category(char) == "Cf"
-                                  and char not in _BIDI_CONTROLS)
+    return char.isprintable() or (unicodedata.category(char) == "Cf" and not is_control(char))
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[bool]) -> str:
